@@ -1,0 +1,28 @@
+"""Exceptions raised by vaekit.
+
+Every error a user can cause (bad data, a bad option, a mismatched shape, a bad file) is a
+subclass of :class:`VaekitError`; the command line turns these into a one-line message and exit
+code 2. Each is also a ``ValueError`` (or ``OSError`` for files) so generic handlers still work.
+"""
+
+from __future__ import annotations
+
+
+class VaekitError(Exception):
+    """Base class of the errors a user can cause; the message names the input and the problem."""
+
+
+class ConfigError(VaekitError, ValueError):
+    """An option or configuration value is impossible (e.g. ``c <= 0``, an unknown key)."""
+
+
+class ShapeError(VaekitError, ValueError):
+    """A tensor's shape does not match what a model or function expects."""
+
+
+class DataError(VaekitError, ValueError):
+    """A data file or array is malformed (corrupt, ragged, non-finite, wrong range, ...)."""
+
+
+class CheckpointError(VaekitError, ValueError):
+    """A saved model or checkpoint is missing, corrupt, from another model, or of a newer format."""
