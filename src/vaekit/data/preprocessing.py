@@ -1,0 +1,249 @@
+"""Preprocessing stored with a model: a deterministic scaling plus a per-batch random augmentation.
+
+``prepare`` (deterministic, once per array, numpy -> float32 tensor):
+
+* images with ``levels`` L: ``x / (L - 1)``, so level k maps to ``k / (L - 1)`` in [0, 1];
+* images without levels (floats): checked to lie in [0, 1] and passed through;
+* tabular: ``(x - mean) / std`` with the training set's per-feature mean and (population) std,
+  or passed through when no standardisation was fitted.
+
+``augment`` (random, every batch, on the batch's device):
+
+* ``binarize`` (Bernoulli likelihood on images): ``torch.bernoulli(x)``, dynamic binarisation, so
+  each pixel is 1 with probability equal to its intensity;
+* ``dequantize`` (continuous likelihood on discrete images): uniform dequantisation
+
+      y = (k + u) / L,   k = x * (L - 1) in {0, ..., L-1},   u ~ U[0, 1),
+
+  so y lies in [k/L, (k+1)/L) and the bins tile [0, 1). For any density p on [0, 1]^D the
+  discrete model P(k) = (integral of p over the bin of k) = L^-D E_u[p((k + u)/L)], so by
+  Jensen ``log P(k) >= E_u[log p(y)] - D log L``: ``log p(y) - D log L`` is (in expectation) a
+  lower bound on the discrete log-probability, and the usual bits per dimension are
+
+      bits/dim = -(log p(y) - D log L) / (D log 2).
+
+Nothing else is random: with neither flag ``augment`` is the identity.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from vaekit.data.dataset import Dataset
+from vaekit.errors import ConfigError, DataError
+
+__all__ = ["LIKELIHOODS", "Preprocessing", "fit_preprocessing"]
+
+#: Likelihoods :func:`fit_preprocessing` knows.
+LIKELIHOODS: tuple[str, ...] = ("bernoulli", "gaussian")
+
+_FIELDS = ("kind", "levels", "mean", "std", "binarize", "dequantize")
+
+
+def _range_text(x: np.ndarray) -> str:
+    """Return ``"[min, max]"`` of the finite values of ``x``."""
+    return f"[{float(np.min(x)):.6g}, {float(np.max(x)):.6g}]"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw data become model inputs; JSON-serialisable via :meth:`to_dict`.
+
+    ``kind`` is ``"image"`` or ``"tabular"``; ``levels`` the number of discrete intensity levels
+    (images) or None; ``mean``/``std`` the per-feature standardisation (tabular) or None;
+    ``binarize`` and ``dequantize`` choose the random part, see the module docstring.
+    """
+
+    kind: str
+    levels: int | None
+    mean: list[float] | None
+    std: list[float] | None
+    binarize: bool
+    dequantize: bool
+
+    def __post_init__(self) -> None:
+        """Validate the fields; raise :class:`ConfigError` for impossible combinations."""
+        if self.kind not in ("image", "tabular"):
+            raise ConfigError(f"preprocessing.kind: expected 'image' or 'tabular', got {self.kind!r}")
+        if self.levels is not None and (
+            isinstance(self.levels, bool) or not isinstance(self.levels, int) or self.levels < 2
+        ):
+            raise ConfigError(f"preprocessing.levels: expected an integer >= 2 or None, got {self.levels!r}")
+        for flag in ("binarize", "dequantize"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"preprocessing.{flag}: expected true or false, got {getattr(self, flag)!r}")
+        if (self.mean is None) != (self.std is None):
+            raise ConfigError("preprocessing.mean/std: give both or neither")
+        if self.mean is not None and self.std is not None:
+            if self.kind != "tabular":
+                raise ConfigError("preprocessing.mean/std: standardisation applies to tabular data only")
+            for option, values in (("mean", self.mean), ("std", self.std)):
+                if not isinstance(values, list) or not values or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+                ):
+                    raise ConfigError(f"preprocessing.{option}: expected a non-empty list of finite numbers")
+            if len(self.mean) != len(self.std):
+                raise ConfigError(
+                    f"preprocessing.mean/std: lengths differ ({len(self.mean)} vs {len(self.std)})"
+                )
+            if any(s <= 0 for s in self.std):
+                raise ConfigError("preprocessing.std: every standard deviation must be positive")
+        if self.binarize and self.dequantize:
+            raise ConfigError("preprocessing: binarize and dequantize are mutually exclusive")
+        if self.dequantize and (self.kind != "image" or self.levels is None):
+            raise ConfigError("preprocessing.dequantize: needs image data with discrete levels")
+        if self.binarize and self.mean is not None:
+            raise ConfigError("preprocessing.binarize: cannot be combined with standardisation")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict; :meth:`from_dict` inverts it."""
+        return {
+            "kind": self.kind,
+            "levels": self.levels,
+            "mean": None if self.mean is None else [float(v) for v in self.mean],
+            "std": None if self.std is None else [float(v) for v in self.std],
+            "binarize": self.binarize,
+            "dequantize": self.dequantize,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        """Rebuild from :meth:`to_dict`'s output; unknown or missing keys raise :class:`ConfigError`."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"preprocessing: expected a dict, got {type(d).__name__}")
+        unknown = sorted(set(d) - set(_FIELDS), key=str)
+        if unknown:
+            raise ConfigError(f"preprocessing: unknown key(s) {', '.join(map(repr, unknown))}")
+        missing = [k for k in _FIELDS if k not in d]
+        if missing:
+            raise ConfigError(f"preprocessing: missing key(s) {', '.join(map(repr, missing))}")
+        values = dict(d)
+        for key in ("mean", "std"):
+            if isinstance(values[key], tuple):
+                values[key] = list(values[key])
+        return cls(**values)
+
+    def prepare(self, x: np.ndarray) -> torch.Tensor:
+        """Apply the deterministic scaling to raw values ``x``; return a float32 tensor.
+
+        Raises :class:`DataError` for non-finite values, image values outside ``0..levels-1``
+        (or outside [0, 1] without levels) and a feature count that differs from ``mean``.
+        """
+        x = np.asarray(x)
+        if x.dtype.kind not in "buif":
+            raise DataError(f"prepare: input of dtype {x.dtype} is not numeric")
+        if x.size and x.dtype.kind == "f":
+            bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+            if bad:
+                raise DataError(f"prepare: input has {bad} non-finite value(s) (NaN or Inf)")
+        if self.kind == "image":
+            if self.levels is not None:
+                top = self.levels - 1
+                if x.size and (np.min(x) < 0 or np.max(x) > top):
+                    raise DataError(
+                        f"prepare: image values must lie in 0..{top} for {self.levels} levels, "
+                        f"found {_range_text(x)}"
+                    )
+                out = x.astype(np.float32) / np.float32(top)
+            else:
+                if x.size and (np.min(x) < 0 or np.max(x) > 1):
+                    raise DataError(
+                        f"prepare: float images must lie in [0, 1], found {_range_text(x)}; "
+                        "rescale them or store them as uint8"
+                    )
+                out = x.astype(np.float32)
+        else:
+            if self.mean is not None and self.std is not None:
+                if x.ndim < 1 or x.shape[-1] != len(self.mean):
+                    raise DataError(
+                        f"prepare: input has {x.shape[-1] if x.ndim else 0} features, "
+                        f"the preprocessing was fitted on {len(self.mean)}"
+                    )
+                mean = np.asarray(self.mean, dtype=np.float64)
+                std = np.asarray(self.std, dtype=np.float64)
+                out = ((x.astype(np.float64) - mean) / std).astype(np.float32)
+            else:
+                out = x.astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(out))
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Apply the random part to a prepared batch ``x`` (on ``x``'s device).
+
+        ``binarize``: ``torch.bernoulli(x)``. ``dequantize``: ``(k + u) / L`` with
+        ``k = round(x * (L - 1))`` and ``u ~ U[0, 1)``, clipped below ``(k + 1) / L`` against
+        float rounding, so the result lies in ``[k/L, (k+1)/L)``. Otherwise ``x`` itself.
+        ``generator`` (on ``x``'s device) makes the draw reproducible.
+        """
+        if self.binarize:
+            return torch.bernoulli(x, generator=generator)
+        if self.dequantize:
+            levels = float(self.levels)  # type: ignore[arg-type]
+            k = torch.round(x * (levels - 1.0))
+            u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            y = (k + u) / levels
+            upper = torch.nextafter((k + 1.0) / levels, torch.zeros_like(y))
+            return torch.minimum(y, upper)
+        return x
+
+
+def fit_preprocessing(dataset: Dataset, likelihood: str) -> Preprocessing:
+    """Choose and fit the preprocessing of ``dataset`` for a decoder ``likelihood``.
+
+    * ``"bernoulli"`` on images: ``binarize=True`` (dynamic binarisation);
+    * ``"gaussian"`` on images with levels: ``dequantize=True``; on float images: nothing;
+    * ``"gaussian"`` on tabular data: standardise with the training mean and population std
+      (columns with std 0 get std 1);
+    * ``"bernoulli"`` on tabular data: the values must already lie in [0, 1] (else
+      :class:`DataError`) and are used as they are.
+
+    An unknown ``likelihood`` raises :class:`ConfigError`.
+    """
+    if likelihood not in LIKELIHOODS:
+        raise ConfigError(f"likelihood: expected one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
+    if dataset.kind not in ("image", "tabular"):
+        raise ConfigError(f"{dataset.name}: unknown dataset kind {dataset.kind!r}")
+    train = np.asarray(dataset.train)
+    if train.shape[0] == 0:
+        raise DataError(f"{dataset.name}: the training split is empty")
+    if train.dtype.kind == "f" and not np.all(np.isfinite(train)):
+        raise DataError(f"{dataset.name}: the training split has non-finite values (NaN or Inf)")
+
+    if dataset.kind == "image":
+        if dataset.levels is None and (np.min(train) < 0 or np.max(train) > 1):
+            raise DataError(
+                f"{dataset.name}: float images must lie in [0, 1], found {_range_text(train)}"
+            )
+        return Preprocessing(
+            kind="image",
+            levels=dataset.levels,
+            mean=None,
+            std=None,
+            binarize=likelihood == "bernoulli",
+            dequantize=likelihood == "gaussian" and dataset.levels is not None,
+        )
+
+    if likelihood == "bernoulli":
+        if np.min(train) < 0 or np.max(train) > 1:
+            raise DataError(
+                f"{dataset.name}: the bernoulli likelihood needs data in [0, 1], found "
+                f"{_range_text(train)}; use likelihood gaussian"
+            )
+        return Preprocessing("tabular", None, None, None, binarize=False, dequantize=False)
+
+    flat = train.reshape(train.shape[0], -1).astype(np.float64)
+    mean = flat.mean(axis=0)
+    std = flat.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    return Preprocessing(
+        kind="tabular",
+        levels=None,
+        mean=[float(v) for v in mean],
+        std=[float(v) for v in std],
+        binarize=False,
+        dequantize=False,
+    )
