@@ -62,5 +62,7 @@ class GaussianEncoder(nn.Module):
         if self.covariance == "diagonal":
             return DiagonalNormal(mean, torch.exp(0.5 * log_var))
         tril = torch.diag_embed(torch.exp(0.5 * log_var))                  # (B, K, K)
-        tril = tril.index_put((..., self._rows, self._cols), self.off_diagonal(hidden))
+        lower = torch.zeros_like(tril)
+        lower[:, self._rows, self._cols] = self.off_diagonal(hidden)      # strictly lower part
+        tril = tril + lower
         return MultivariateNormal(mean, scale_tril=tril, validate_args=False)
