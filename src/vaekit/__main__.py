@@ -1,0 +1,7 @@
+"""``python -m vaekit`` is the ``vaekit`` command (also under ``torchrun``)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,67 @@
+"""The ``vaekit`` command: ``vaekit SUBCOMMAND --help`` for each subcommand.
+
+Exit codes: 0 success; 2 a usage or input error (one line on stderr, no traceback); 1 otherwise.
+Each subcommand lives in its own module with ``register(subparsers)``, which adds its parser and
+sets ``func`` (called with the parsed namespace, returns the exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from ..errors import VaekitError
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit 2), as for every other input error."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        self.exit(2, f"vaekit {self.prog.split()[-1]}: error: {message}\n" if " " in self.prog
+                  else f"vaekit: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered."""
+    from . import commands, train_cmd
+
+    parser = _Parser(prog="vaekit", description="Variational autoencoders on PyTorch, verified against closed forms.")
+    parser.add_argument("--version", action="version", version=f"vaekit {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    train_cmd.register(sub)
+    commands.register(sub)
+    return parser
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (also used by ``python -m vaekit``)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VaekitError as exc:
+        print(f"vaekit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"vaekit {args.command}: error: {exc.filename or exc}: file not found", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vaekit {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, exit 1 (traceback with VAEKIT_DEBUG=1)
+        if os.environ.get("VAEKIT_DEBUG"):
+            raise
+        print(f"vaekit {args.command}: internal error: {type(exc).__name__}: {exc} "
+              f"(set VAEKIT_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1

@@ -1,0 +1,105 @@
+"""Run directories: what ``vaekit train`` leaves behind and every other subcommand reads.
+
+Layout of a run directory::
+
+    config.json          model configuration + "extra": {"preprocessing", "data", "train"} (JSON)
+    model.safetensors    the best weights (highest validation ELBO)
+    checkpoints/         last.safetensors + last.json: the full training state for --resume
+    metrics.jsonl        one JSON object per epoch (also metrics.csv)
+    figures/*.png        pictures of what the model learned;  report.html shows them with the metrics
+
+``extra["data"]`` records how the data were loaded (spec, data_dir, seed, fractions, image_size),
+so evaluation reproduces the same splits; ``extra["preprocessing"]`` is a
+:class:`vaekit.data.Preprocessing` dict; ``extra["train"]`` the training options.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import Dataset, Preprocessing, load_dataset
+from .errors import CheckpointError
+from .io import load_model, read_config
+from .model import VAE, VAEConfig
+
+__all__ = ["DataSpec", "Run", "load_run", "eval_tensor", "split_of"]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """How a dataset was loaded: the arguments of :func:`vaekit.data.load_dataset`."""
+
+    spec: str = "digits"
+    data_dir: str | None = None
+    seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    image_size: tuple[int, int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"spec": self.spec, "data_dir": self.data_dir, "seed": self.seed, "val_fraction": self.val_fraction,
+                "test_fraction": self.test_fraction, "image_size": list(self.image_size) if self.image_size else None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataSpec:
+        d = dict(d)
+        if d.get("image_size") is not None:
+            d["image_size"] = tuple(d["image_size"])
+        return cls(**d)
+
+    def load(self, *, download: bool = False, progress: bool = False) -> Dataset:
+        return load_dataset(self.spec, data_dir=self.data_dir, download=download, val_fraction=self.val_fraction,
+                            test_fraction=self.test_fraction, seed=self.seed, image_size=self.image_size,
+                            progress=progress)
+
+
+@dataclass(frozen=True)
+class Run:
+    """A loaded run directory."""
+
+    directory: Path
+    model: VAE
+    config: VAEConfig
+    preprocessing: Preprocessing
+    data: DataSpec
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+def load_run(run_dir: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Run:
+    """Load the model (best weights) and what is needed to reproduce its data from ``run_dir``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: run directory not found")
+    config, extra = read_config(run_dir)
+    try:
+        preprocessing = Preprocessing.from_dict(extra["preprocessing"])
+        data = DataSpec.from_dict(extra.get("data", {}))
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{run_dir / 'config.json'}: not a vaekit run (missing or bad {exc})") from None
+    model = load_model(run_dir, map_location=map_location)
+    return Run(run_dir, model, config, preprocessing, data, dict(extra.get("train", {})))
+
+
+def split_of(dataset: Dataset, split: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The raw array and labels of ``split`` ("train", "val" or "test")."""
+    if split not in ("train", "val", "test"):
+        raise CheckpointError(f"--split: unknown {split!r}; choose train, val or test")
+    x = getattr(dataset, split)
+    if x is None or len(x) == 0:
+        raise CheckpointError(f"--split {split}: dataset {dataset.name!r} has no {split} examples")
+    return x, getattr(dataset, f"{split}_labels")
+
+
+def eval_tensor(preprocessing: Preprocessing, x: np.ndarray, *, seed: int = 0,
+                device: str | torch.device = "cpu") -> torch.Tensor:
+    """Evaluation data: ``prepare`` then ``augment`` once with a fixed seed (a test set binarised or
+    dequantised once, so every evaluation sees the same numbers)."""
+    prepared = preprocessing.prepare(x).to(device)
+    generator = torch.Generator(device=prepared.device).manual_seed(seed)
+    return preprocessing.augment(prepared, generator)
