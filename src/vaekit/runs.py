@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .data import Dataset, Preprocessing, load_dataset
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .io import load_model, read_config
 from .model import VAE, VAEConfig
 
@@ -89,10 +89,10 @@ def load_run(run_dir: str | os.PathLike, *, map_location: str | torch.device = "
 def split_of(dataset: Dataset, split: str) -> tuple[np.ndarray, np.ndarray | None]:
     """The raw array and labels of ``split`` ("train", "val" or "test")."""
     if split not in ("train", "val", "test"):
-        raise CheckpointError(f"--split: unknown {split!r}; choose train, val or test")
+        raise ConfigError(f"--split: unknown {split!r}; choose train, val or test")
     x = getattr(dataset, split)
     if x is None or len(x) == 0:
-        raise CheckpointError(f"--split {split}: dataset {dataset.name!r} has no {split} examples")
+        raise ConfigError(f"--split {split}: dataset {dataset.name!r} has no {split} examples")
     return x, getattr(dataset, f"{split}_labels")
 
 
