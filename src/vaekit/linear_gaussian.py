@@ -16,7 +16,6 @@ W = U_K (Λ_K - c I)^{1/2} (up to a rotation of z).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
