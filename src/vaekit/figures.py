@@ -134,7 +134,7 @@ def write_figures(run_dir: str | os.PathLike, *, model, x: Tensor, labels: np.nd
         path = out_dir / "latent-traversals.png"
         if is_image_shape(shape):
             images = to_display(decoded, shape).reshape(len(dims), len(values), *shape)
-            figures[caption] = plots.plot_latent_traversals(images, path, values=TRAVERSAL_VALUES)
+            figures[caption] = plots.plot_latent_traversals(images, path, values=TRAVERSAL_VALUES, dims=dims)
         else:
             figures[caption + " (heatmap rows: dim by dim, value by value)"] = plots.image_grid(
                 to_display(decoded, shape), path,

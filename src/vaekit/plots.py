@@ -598,7 +598,8 @@ def _strip_figure(z: np.ndarray, labels: np.ndarray | None) -> Figure:
 # --------------------------------------------------------------------------- traversals
 
 
-def plot_latent_traversals(images: np.ndarray, path: str | os.PathLike[str], *, values: np.ndarray) -> Path:
+def plot_latent_traversals(images: np.ndarray, path: str | os.PathLike[str], *, values: np.ndarray,
+                           dims: Sequence[int] | None = None) -> Path:
     """Write latent traversals: row ``i`` decodes while latent ``z_i`` moves across ``values``.
 
     Args:
@@ -606,8 +607,9 @@ def plot_latent_traversals(images: np.ndarray, path: str | os.PathLike[str], *, 
             in ``[0, 1]``; all other latent coordinates fixed.
         path: output ``.png`` file.
         values: ``(n_steps,)`` the latent values of the columns (column labels).
+        dims: the latent index of each row (default ``0, 1, ...``).
 
-    Rows are labelled ``z_0, z_1, ...`` and columns by their value.
+    Rows are labelled ``z_i`` for their latent index and columns by their value.
     """
     arr = _as_float_array(images, "images")
     vals = np.asarray(values, dtype=float).reshape(-1)
@@ -616,13 +618,16 @@ def plot_latent_traversals(images: np.ndarray, path: str | os.PathLike[str], *, 
     k, steps = arr.shape[:2]
     if vals.shape != (steps,):
         raise ShapeError(f"values must have shape ({steps},) to match images {arr.shape}, got {np.shape(values)}")
+    dims = list(range(k)) if dims is None else [int(d) for d in dims]
+    if len(dims) != k:
+        raise ShapeError(f"dims must name one latent index per row ({k}), got {len(dims)}")
     tiles = _to_tiles(arr.reshape((k * steps, *arr.shape[2:])), "images")
     grid = _Grid(rows=k, cols=steps, tile_h=tiles.shape[1], tile_w=tiles.shape[2])
     fig = _render_mosaic(
         _mosaic(tiles, grid),
         grid,
         title="latent traversals (columns: value of the moved latent)",
-        row_labels=[f"$z_{{{i}}}$" for i in range(k)],
+        row_labels=[f"$z_{{{i}}}$" for i in dims],
         col_labels=[f"{v:.3g}" for v in vals],
     )
     return _save(fig, path)
