@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from vaekit.atomic import atomic_write_bytes
 from vaekit.errors import DataError, ShapeError
 
 __all__ = [
@@ -64,23 +64,6 @@ def _check_png_path(path: str | os.PathLike[str]) -> Path:
     return out
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
-
-    The temporary file is created with mode 0o666 less the umask, like any new file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _new_figure(width_in: float, height_in: float, *, constrained: bool = True) -> Figure:
     """A white figure attached to its own Agg canvas (no pyplot, no global state)."""
     fig = Figure(
@@ -102,7 +85,7 @@ def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     rgb = np.asarray(canvas.buffer_rgba())[..., :3]
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG")
-    _atomic_write_bytes(out, buf.getvalue())
+    atomic_write_bytes(out, buf.getvalue())
     return out
 
 

@@ -13,9 +13,10 @@ import json
 import math
 import numbers
 import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
+
+from vaekit.atomic import atomic_write_text
 
 __all__ = ["write_report"]
 
@@ -166,23 +167,6 @@ def _config_html(config: Mapping[str, object]) -> str:
     )
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file in its folder and ``os.replace``.
-
-    The temporary file is created with mode 0o666 less the umask, like any new file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def render_report(
     run_dir: str | os.PathLike[str],
     *,
@@ -241,5 +225,5 @@ def write_report(
     """
     html_text = render_report(run_dir, title=title, metrics=metrics, figures=figures, config=config)
     out = Path(run_dir) / REPORT_NAME
-    _atomic_write_text(out, html_text)
+    atomic_write_text(out, html_text)
     return out
