@@ -9,9 +9,13 @@ A checkpoint is a pair of files sharing a stem, e.g. ``checkpoints/last``:
   numpy/python RNG states, ``extra``) with ``{"__tensor__": key}`` where a tensor was, and the
   sha256 of the safetensors file.
 
-The safetensors file is written first and the JSON last, each atomically, so the JSON is the
-commit marker: a crash between the two leaves a JSON whose hash does not match, which
-:func:`load_training_state` reports instead of loading a torn pair. Nothing is ever unpickled.
+Saving replaces the pair so that a crash (even SIGKILL) at any moment leaves a loadable
+checkpoint, the previous one or the new one: the new tensors go to ``last.safetensors.next``
+(atomically), then the JSON, with their sha256, replaces ``last.json`` (atomically: the commit),
+then ``.next`` is renamed onto ``last.safetensors``. Between the last two steps ``last.json``
+names tensors that are still in ``.next``; :func:`load_training_state` takes them from there,
+and the next save completes the rename first. A weights file whose hash does not match the JSON
+is reported, never loaded. Nothing is ever unpickled.
 
 JSON cannot hold every Python value exactly, so a few are tagged: tuples ``{"__tuple__": [...]}``,
 dicts with non-string keys ``{"__dict__": [[key, value], ...]}``, numpy arrays
@@ -56,6 +60,31 @@ def checkpoint_paths(path_stem: str | os.PathLike) -> tuple[Path, Path]:
     """The (safetensors, json) pair of files for ``path_stem``."""
     stem = Path(path_stem)
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def _pending_path(st_path: Path) -> Path:
+    """Where the tensors of a save in progress wait until the JSON commits them."""
+    return st_path.with_name(st_path.name + ".next")
+
+
+def _sha256_file(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _finish_commit(st_path: Path, json_path: Path) -> None:
+    """Complete a save that stopped after committing the JSON but before renaming the tensors."""
+    pending = _pending_path(st_path)
+    if not pending.is_file():
+        return
+    try:
+        committed = json.loads(json_path.read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return
+    if committed is not None and _sha256_file(st_path) != committed and _sha256_file(pending) == committed:
+        os.replace(pending, st_path)
 
 
 def capture_rng() -> dict[str, Any]:
@@ -157,8 +186,10 @@ def save_training_state(path_stem: str | os.PathLike, *, model: torch.nn.Module,
     }
     data = save_safetensors(tensors)
     doc["sha256"] = hashlib.sha256(data).hexdigest()
-    atomic_write_bytes(st_path, data)
-    atomic_write_json(json_path, doc)
+    _finish_commit(st_path, json_path)          # a previous save may have stopped before its rename
+    pending = atomic_write_bytes(_pending_path(st_path), data)
+    atomic_write_json(json_path, doc)           # the commit: from here on the new pair is the checkpoint
+    os.replace(pending, st_path)
     return st_path, json_path
 
 
@@ -195,10 +226,16 @@ def load_training_state(path_stem: str | os.PathLike, model: torch.nn.Module, op
     :func:`restore_rng`). A missing, torn, corrupt or mismatched checkpoint is a CheckpointError."""
     st_path, json_path = checkpoint_paths(path_stem)
     doc = _read_json(json_path)
-    if not st_path.is_file():
-        raise CheckpointError(f"{st_path}: checkpoint weights not found (beside {json_path.name})")
-    data = st_path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != doc["sha256"]:
+    data = None
+    for candidate in (st_path, _pending_path(st_path)):    # .next: a save committed but not yet renamed
+        if candidate.is_file():
+            candidate_data = candidate.read_bytes()
+            if hashlib.sha256(candidate_data).hexdigest() == doc["sha256"]:
+                data = candidate_data
+                break
+    if data is None:
+        if not st_path.is_file():
+            raise CheckpointError(f"{st_path}: checkpoint weights not found (beside {json_path.name})")
         raise CheckpointError(f"{st_path}: contents do not match the hash in {json_path.name} "
                               "(torn or corrupted checkpoint)")
     try:
