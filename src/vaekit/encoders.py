@@ -12,6 +12,7 @@ linear (pPCA) case, or a module of the user's own (e.g. a convolutional network)
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -44,7 +45,9 @@ class GaussianEncoder(nn.Module):
         self.mean = nn.Linear(trunk_dim, latent_dim)      # g
         self.log_var = nn.Linear(trunk_dim, latent_dim)   # log of the diagonal of h
         if covariance == "full":
-            self.off_diagonal = nn.Linear(trunk_dim, latent_dim * (latent_dim - 1) // 2)
+            with warnings.catch_warnings():   # latent_dim 1: an empty head, which torch warns about initialising
+                warnings.filterwarnings("ignore", "Initializing zero-element tensors", UserWarning)
+                self.off_diagonal = nn.Linear(trunk_dim, latent_dim * (latent_dim - 1) // 2)
             rows, cols = torch.tril_indices(latent_dim, latent_dim, offset=-1)
             self.register_buffer("_rows", rows, persistent=False)
             self.register_buffer("_cols", cols, persistent=False)

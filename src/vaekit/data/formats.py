@@ -64,6 +64,7 @@ _IDX_DTYPES: dict[int, str] = {
 }
 _IDX_CODES = {f"{np.dtype(v).kind}{np.dtype(v).itemsize}": k for k, v in _IDX_DTYPES.items()}
 
+_NPY_MAGIC = b"\x93NUMPY"
 _NPZ_DATA_KEYS = ("x", "data", "arr_0")
 _NPZ_LABEL_KEYS = ("y", "labels")
 
@@ -258,8 +259,21 @@ def read_npy(path: str | os.PathLike[str]) -> tuple[np.ndarray, None]:
         raise DataError(f"{source}: empty file")
     try:
         with open(path, "rb") as fh:  # np.load(path) leaks the handle on some errors
+            # Without the magic string np.load falls back to "pickled data" and suggests allow_pickle,
+            # which is wrong (the file is just not .npy) and not an option here.
+            if fh.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+                raise DataError(f"{source}: not a readable .npy file (it does not start with the .npy magic "
+                                "string; is it another format?)")
+            fh.seek(0)
             x = np.load(fh, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except DataError:
+        raise
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):  # an object array: a pickle, never loaded
+            raise DataError(f"{source}: not a readable .npy file (it holds Python objects, which are never "
+                            "unpickled; save a numeric array)") from exc
+        raise DataError(f"{source}: not a readable .npy file ({_one_line(exc)})") from exc
+    except (OSError, EOFError) as exc:
         raise DataError(f"{source}: not a readable .npy file ({_one_line(exc)})") from exc
     if not isinstance(x, np.ndarray):
         raise DataError(f"{source}: not a .npy array file")

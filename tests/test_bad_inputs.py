@@ -1,0 +1,390 @@
+"""A catalogue of malformed inputs, each given to the real command line (``python -m vaekit ...``).
+
+For every case the contract of :mod:`vaekit.cli` must hold end to end: exit code 2, exactly one
+non-empty line on stderr that names the offending file or option and the problem, no traceback,
+and no file that existed before the command was modified or deleted (nor any new file left
+behind: a failed command writes nothing).
+
+Each case runs in a folder of its own (its working directory, so the paths in the messages are
+short); cases that need a run directory get a private copy of one tiny run trained once per module
+with a real ``vaekit train``. The subprocesses are independent, so a module fixture runs them all
+a few at a time and caches the results.
+
+``python tests/test_bad_inputs.py`` runs the catalogue and prints it as the Markdown table of
+docs/bad-inputs.md (with ``--write`` it replaces that file).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "bad-inputs.md"
+TINY = ("--epochs", "1", "--hidden", "8", "--latent-dim", "2", "--no-progress", "--no-figures",
+        "--importance-samples", "5")
+
+
+def _train(*extra: str, data: str = "digits") -> tuple[str, ...]:
+    """``vaekit train`` with the tiny options, writing to ./out; ``extra`` options come last and win."""
+    return ("train", "--data", data, *TINY, "--out", "out", *extra)
+
+
+def _evaluate(*extra: str) -> tuple[str, ...]:
+    return ("evaluate", "run", "--importance-samples", "5", *extra)
+
+
+# --------------------------------------------------------------------------- file makers
+
+
+def _idx_bytes(x: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, x.ndim]) + np.asarray(x.shape, dtype=">u4").tobytes()
+    return header + np.ascontiguousarray(x, dtype=np.uint8).tobytes()
+
+
+def _images(n: int = 12, shape: tuple[int, ...] = (8, 8)) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(n, *shape), dtype=np.uint8)
+
+
+def _write(name: str, content: bytes | str) -> Callable[[Path], None]:
+    def make(d: Path) -> None:
+        (d / name).write_bytes(content.encode() if isinstance(content, str) else content)
+    return make
+
+
+def _npy(name: str, array: np.ndarray) -> Callable[[Path], None]:
+    def make(d: Path) -> None:
+        np.save(d / name, array, allow_pickle=False)
+    return make
+
+
+def _folder(name: str, images: list[tuple[str, str, tuple[int, int]]]) -> Callable[[Path], None]:
+    """A folder of images (file name, PIL mode, (width, height))."""
+    def make(d: Path) -> None:
+        (d / name).mkdir()
+        for i, (file, mode, size) in enumerate(images):
+            Image.new(mode, size, color=(i * 20) if mode in ("L", "1") else (i * 20, 10, 200)).save(d / name / file)
+    return make
+
+
+def _empty_folder(d: Path) -> None:
+    (d / "empty").mkdir()
+    (d / "empty" / "notes.txt").write_text("no images here\n")
+
+
+def _truncated_gz(d: Path) -> None:
+    data = gzip.compress(_idx_bytes(_images(40)))
+    (d / "train-images-idx3-ubyte.gz").write_bytes(data[: len(data) // 2])
+
+
+def _corrupt_gz(d: Path) -> None:
+    data = bytearray(gzip.compress(_idx_bytes(_images(40))))
+    data[10:40] = b"\xff" * 30                                   # keep the gzip magic, wreck the stream
+    (d / "images-idx3-ubyte.gz").write_bytes(bytes(data))
+
+
+def _bad_magic(d: Path) -> None:
+    (d / "images.idx").write_bytes(b"\x08\x03\x00\x00" + _idx_bytes(_images(4))[4:])
+
+
+def _dims_mismatch(d: Path) -> None:
+    data = _idx_bytes(_images(10))
+    (d / "images-idx3-ubyte").write_bytes(data[:16] + data[16:][:-64])   # says 10x8x8, holds 9 images
+
+
+def _nan_npy(d: Path) -> None:
+    x = np.random.default_rng(0).normal(size=(20, 4))
+    x[3, 1] = np.nan
+    np.save(d / "nan.npy", x)
+
+
+def _inf_npy(d: Path) -> None:
+    x = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    x[5, 0] = np.inf
+    np.save(d / "inf.npy", x)
+
+
+def _csv(rows: list[str]) -> str:
+    return "".join(row + "\n" for row in rows)
+
+
+_GOOD_ROWS = [f"{i * 0.1:.1f},{i % 3},{(i * 7) % 5}" for i in range(12)]
+
+
+def _run(d: Path) -> None:
+    """Nothing beyond the run copy (made by the fixture)."""
+
+
+def _other_model_weights(d: Path) -> None:
+    from vaekit import VAEConfig, build_vae
+    from vaekit.io import save_weights
+
+    model = build_vae(VAEConfig((1, 8, 8), latent_dim=3, hidden=(8,), decoder_variance="optimal"))
+    save_weights(model.state_dict(), d / "run" / "model.safetensors")
+
+
+def _newer_format(d: Path) -> None:
+    path = d / "run" / "config.json"
+    doc = json.loads(path.read_text())
+    doc["format_version"] = 99
+    path.write_text(json.dumps(doc))
+
+
+def _pickled_weights(d: Path) -> None:
+    from vaekit.io import load_weights
+
+    state = load_weights(d / "run" / "model.safetensors")
+    (d / "run" / "model.safetensors").unlink()
+    torch.save(state, d / "run" / "model.safetensors")          # a pickle (zip) under the safetensors name
+
+
+# --------------------------------------------------------------------------- the catalogue
+
+
+@dataclass(frozen=True)
+class Case:
+    """One malformed input: the command, what must appear in its error line, and how to make the files."""
+
+    id: str
+    what: str
+    args: tuple[str, ...]
+    mentions: tuple[str, ...]
+    setup: Callable[[Path], None] | None = None
+    run: bool = False                       # give the case a copy of the trained run as ./run
+
+
+CASES: tuple[Case, ...] = (
+    # IDX files
+    Case("idx-truncated-gz", "IDX file, .gz cut in half", _train(data="train-images-idx3-ubyte.gz"),
+         ("train-images-idx3-ubyte.gz", "truncated"), _truncated_gz),
+    Case("idx-corrupt-gz", "IDX file, corrupt gzip stream", _train(data="images-idx3-ubyte.gz"),
+         ("images-idx3-ubyte.gz", "corrupt gzip"), _corrupt_gz),
+    Case("idx-bad-magic", "IDX file with a wrong magic number", _train(data="images.idx"),
+         ("images.idx", "magic"), _bad_magic),
+    Case("idx-dims-mismatch", "IDX header dimensions do not match the file size",
+         _train(data="images-idx3-ubyte"), ("images-idx3-ubyte", "dimensions", "bytes"), _dims_mismatch),
+    # numpy files
+    Case("npy-empty", "empty .npy file", _train(data="empty.npy"), ("empty.npy", "empty"),
+         _write("empty.npy", b"")),
+    Case("npy-garbage", ".npy file that is not numpy", _train(data="garbage.npy"),
+         ("garbage.npy", "not a readable .npy"), _write("garbage.npy", "hello, world\n")),
+    Case("npy-nan", "NaN in a .npy file", _train(data="nan.npy"), ("nan.npy", "non-finite"), _nan_npy),
+    Case("npy-inf", "Inf in a .npy file", _train(data="inf.npy"), ("inf.npy", "non-finite"), _inf_npy),
+    # CSV files
+    Case("csv-empty", "empty .csv file", _train(data="empty.csv"), ("empty.csv", "empty"),
+         _write("empty.csv", b"")),
+    Case("csv-nan", "NaN cell in a .csv file", _train(data="nan.csv"), ("nan.csv", "non-finite"),
+         _write("nan.csv", _csv(["a,b,c", *_GOOD_ROWS[:5], "0.5,nan,1", *_GOOD_ROWS[5:]]))),
+    Case("csv-non-numeric", "non-numeric cell in a .csv file", _train(data="words.csv"),
+         ("words.csv", "row 5", "banana"),
+         _write("words.csv", _csv(["a,b,c", *_GOOD_ROWS[:3], "0.5,banana,1", *_GOOD_ROWS[3:]]))),
+    Case("csv-ragged", "ragged rows in a .csv file", _train(data="ragged.csv"),
+         ("ragged.csv", "row 4", "columns"),
+         _write("ragged.csv", _csv([*_GOOD_ROWS[:3], "1,2", *_GOOD_ROWS[3:]]))),
+    Case("csv-bernoulli-range", "bernoulli likelihood, tabular data outside [0, 1]",
+         _train("--likelihood", "bernoulli", data="wide.csv"), ("wide.csv", "bernoulli", "[0, 1]"),
+         _write("wide.csv", _csv(["a,b,c", *_GOOD_ROWS]))),
+    # image folders
+    Case("images-mixed-sizes", "folder of images of different sizes", _train(data="imgs"),
+         ("b.png", "size", "a.png"), _folder("imgs", [("a.png", "L", (8, 8)), ("b.png", "L", (9, 8)),
+                                                     ("c.png", "L", (8, 8))])),
+    Case("images-mixed-modes", "folder mixing grayscale and RGB images", _train(data="imgs"),
+         ("b.png", "mode", "a.png"), _folder("imgs", [("a.png", "L", (8, 8)), ("b.png", "RGB", (8, 8)),
+                                                     ("c.png", "L", (8, 8))])),
+    Case("images-corrupt", "folder with a corrupt .png", _train(data="imgs"), ("b.png", "cannot read image"),
+         lambda d: (_folder("imgs", [("a.png", "L", (8, 8)), ("c.png", "L", (8, 8))])(d),
+                    (d / "imgs" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really"))),
+    Case("images-none", "folder with no images", _train(data="empty"), ("empty", "no image files"),
+         _empty_folder),
+    # data specs
+    Case("data-unknown", "unknown data spec", _train(data="cifar-1000"), ("cifar-1000", "neither a known dataset")),
+    Case("data-suffix", "file of an unsupported type", _train(data="notes.txt"),
+         ("notes.txt", "unsupported file type"), _write("notes.txt", "1,2,3\n")),
+    Case("mnist-missing", "--data mnist, files not in --data-dir (no --download)",
+         _train("--data-dir", "nothing-here", data="mnist"), ("mnist", "missing", "nothing-here", "--download"),
+         lambda d: (d / "nothing-here").mkdir()),
+    # train options
+    Case("latent-dim-0", "--latent-dim 0", _train("--latent-dim", "0"), ("--latent-dim", "'0'")),
+    Case("latent-dim-negative", "--latent-dim -3", _train("--latent-dim", "-3"), ("--latent-dim", "'-3'")),
+    Case("batch-size-0", "--batch-size 0", _train("--batch-size", "0"), ("--batch-size", "'0'")),
+    Case("epochs-0", "--epochs 0", _train("--epochs", "0"), ("--epochs", "'0'")),
+    Case("hidden-0", "--hidden 0,5", _train("--hidden", "0,5"), ("--hidden", "'0,5'")),
+    Case("decoder-variance-0", "--decoder-variance 0", _train("--decoder-variance", "0"),
+         ("--decoder-variance", "'0'")),
+    Case("decoder-variance-negative", "--decoder-variance -1", _train("--decoder-variance", "-1"),
+         ("--decoder-variance", "'-1'")),
+    Case("decoder-variance-word", "--decoder-variance banana", _train("--decoder-variance", "banana"),
+         ("--decoder-variance", "'banana'")),
+    Case("val-fraction", "--val-fraction 1.5", _train("--val-fraction", "1.5"), ("--val-fraction", "'1.5'")),
+    Case("lr-negative", "--lr -1", _train("--lr", "-1"), ("--lr", "'-1'")),
+    Case("unknown-option", "unknown option", _train("--frobnicate"), ("--frobnicate", "unrecognized")),
+    Case("config-unknown-key", "--config with an unknown key", _train("--config", "cfg.json"),
+         ("cfg.json", "unknown key", "'latent_dims'"), _write("cfg.json", '{"latent_dims": 2}')),
+    Case("config-not-json", "--config file that is not JSON", _train("--config", "cfg.json"),
+         ("cfg.json", "not valid JSON"), _write("cfg.json", "latent_dim = 2\n")),
+    Case("config-bad-value", "--config with an impossible value", _train("--config", "cfg.json"),
+         ("cfg.json", "batch_size", "'0'"), _write("cfg.json", '{"batch_size": 0}')),
+    Case("out-holds-run", "train --out an existing run without --resume", ("train", *TINY, "--out", "run"),
+         ("--out run", "already holds a run", "--resume"), _run, run=True),
+    Case("resume-no-run", "--resume on a folder without a run", ("train", "--resume", "--out", "nothing"),
+         ("--resume", "nothing", "no config.json")),
+    # run directories
+    Case("evaluate-missing-dir", "evaluate a run directory that does not exist",
+         ("evaluate", "no-such-run", "--importance-samples", "5"), ("no-such-run", "not found")),
+    Case("evaluate-other-dims", "evaluate on data whose shape differs from the model's",
+         _evaluate("--data", "other.npy"), ("other.npy", "(5,)", "(1, 8, 8)"),
+         _npy("other.npy", np.random.default_rng(0).random((20, 5)).astype(np.float32)), run=True),
+    Case("evaluate-other-model", "config.json of another model than model.safetensors", _evaluate(),
+         ("model.safetensors", "do not match", "config.json"), _other_model_weights, run=True),
+    Case("evaluate-newer-format", "config.json with a newer format_version", _evaluate(),
+         ("config.json", "format version 99", "upgrade"), _newer_format, run=True),
+    Case("evaluate-pickle", "a pickle renamed model.safetensors", _evaluate(),
+         ("model.safetensors", "not a readable safetensors file"), _pickled_weights, run=True),
+    Case("evaluate-no-weights", "run directory without model.safetensors", _evaluate(),
+         ("model.safetensors", "not found"), lambda d: (d / "run" / "model.safetensors").unlink(), run=True),
+    Case("out-unknown-extension", "output file with an unknown extension", ("sample", "run", "--out", "s.jpg"),
+         ("--out s.jpg", "'.jpg'", ".png"), _run, run=True),
+    Case("out-exists", "existing output file without --force", ("sample", "run", "--out", "s.png"),
+         ("--out s.png", "exists", "--force"), _write("s.png", b"keep me"), run=True),
+    Case("out-exists-default", "existing default output (RUN_DIR/samples.png) without --force",
+         ("sample", "run"), ("samples.png", "exists", "--force"),
+         lambda d: (d / "run" / "samples.png").write_bytes(b"keep me"), run=True),
+)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, str]]:
+    """Every file under ``folder``: relative path -> (mtime in ns, sha256)."""
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _vaekit(args: tuple[str, ...], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "error", "VAEKIT_DATA_DIR": str(cwd / "vaekit-data")}
+    env.pop("VAEKIT_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "vaekit", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, check=False, env=env)
+
+
+@dataclass
+class Outcome:
+    case: Case
+    proc: subprocess.CompletedProcess
+    before: dict[str, tuple[int, str]]
+    after: dict[str, tuple[int, str]]
+
+
+def run_catalogue(root: Path, cases: tuple[Case, ...] = CASES, workers: int = 4) -> dict[str, Outcome]:
+    """Train the tiny run once, then run every case in ``root/<id>``; returns the outcomes by id."""
+    trained = root / "trained"
+    trained.mkdir(parents=True)
+    proc = _vaekit(("train", "--data", "digits", *TINY, "--out", "run"), trained)
+    assert proc.returncode == 0, proc.stderr
+    run = trained / "run"
+
+    def prepare(case: Case) -> tuple[Path, dict]:
+        d = root / case.id
+        d.mkdir()
+        if case.run:
+            shutil.copytree(run, d / "run")
+        if case.setup is not None:
+            case.setup(d)
+        return d, _snapshot(d)
+
+    prepared = {case.id: prepare(case) for case in cases}
+
+    def go(case: Case) -> Outcome:
+        d, before = prepared[case.id]
+        proc = _vaekit(case.args, d)
+        return Outcome(case, proc, before, _snapshot(d))
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip([c.id for c in cases], pool.map(go, cases), strict=True))
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict[str, Outcome]:
+    return run_catalogue(tmp_path_factory.mktemp("bad-inputs"))
+
+
+def test_catalogue_is_large_and_ids_unique():
+    assert len(CASES) >= 30
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_exits_2_with_one_line(case: Case, outcomes: dict[str, Outcome]):
+    out = outcomes[case.id]
+    proc = out.proc
+    shown = f"{' '.join(case.args)}\nexit {proc.returncode}\nstdout: {proc.stdout!r}\nstderr: {proc.stderr!r}"
+    assert "Traceback" not in proc.stderr + proc.stdout, shown
+    assert proc.returncode == 2, shown
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].strip(), shown
+    line = lines[0]
+    assert line.startswith("vaekit"), shown
+    assert "error:" in line, shown
+    for text in case.mentions:
+        assert text in line, f"{text!r} not in the error line\n{shown}"
+    assert out.after == out.before, f"files changed:\n{out.before}\n{out.after}\n{shown}"
+
+
+# --------------------------------------------------------------------------- docs/bad-inputs.md
+
+
+def _cell(text: str) -> str:
+    return "`" + text.replace("|", "\\|") + "`" if text else ""
+
+
+def markdown(results: dict[str, Outcome]) -> str:
+    rows = ["| # | input | command | error line (stderr) | exit |", "|---|---|---|---|---|"]
+    for i, (case_id, out) in enumerate(results.items(), 1):
+        line = out.proc.stderr.strip().replace("\n", " ⏎ ")
+        rows.append(f"| {i} | {out.case.what} (`{case_id}`) | {_cell('vaekit ' + ' '.join(out.case.args))} | "
+                    f"{_cell(line)} | {out.proc.returncode} |")
+    return (
+        "# Bad inputs: what the command line says\n\n"
+        "Every user error ends the command with **exit code 2** and **one line on stderr** that names\n"
+        "the file or option at fault and says what is wrong; there is no traceback, and nothing that\n"
+        "existed before is modified or deleted (a failed command writes no file at all). Exit code 1 is\n"
+        "kept for internal errors (`vaekit CMD: internal error: ...`; set `VAEKIT_DEBUG=1` for the\n"
+        "traceback), 130 for Ctrl-C.\n\n"
+        f"The table below lists the {len(results)} malformed inputs of `tests/test_bad_inputs.py`,\n"
+        "which checks all of the above for each of them. It was generated by running the cases\n"
+        "(`python tests/test_bad_inputs.py --write`): every command ran in a folder of its own\n"
+        "holding the bad file (or `run`, a copy of a tiny run directory trained with\n"
+        f"`vaekit train --data digits {' '.join(TINY)}`, modified as described), so the paths are\n"
+        "relative. Options such as `--epochs 1 --hidden 8 ...` appear in the train commands only to keep\n"
+        "the catalogue fast; the option that matters comes last (a repeated option overrides the\n"
+        "earlier one).\n\n" + "\n".join(rows) + "\n"
+    )
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        results = run_catalogue(Path(tmp))
+        text = markdown(results)
+    if "--write" in sys.argv[1:]:
+        DOC.parent.mkdir(exist_ok=True)
+        DOC.write_text(text, encoding="utf-8")
+        print(f"wrote {DOC}")
+    else:
+        print(text)
