@@ -104,3 +104,15 @@ def test_soft_clamp_is_bounded_and_invertible(float64):
     assert torch.all((y[mid] - t[mid]).abs() < 1e-4)
     with pytest.raises(ValueError):
         soft_clamp_inverse(torch.tensor([13.0]), -20.0, 12.0)
+
+
+def test_log_prob_from_the_standardised_draw_equals_log_prob(float64):
+    from vaekit.distributions import rsample_with_log_prob
+
+    torch.manual_seed(6)
+    a = torch.randn(4, 3, 3)
+    tril = torch.linalg.cholesky(a @ a.transpose(-1, -2) + 0.3 * torch.eye(3))
+    for q in (MultivariateNormal(torch.randn(4, 3), scale_tril=tril), DiagonalNormal(torch.randn(4, 3), torch.rand(4, 3) + 0.1)):
+        z, log_q = rsample_with_log_prob(q, 5)
+        assert z.shape == (5, 4, 3) and log_q.shape == (5, 4)
+        torch.testing.assert_close(log_q, q.log_prob(z))

@@ -32,6 +32,7 @@ __all__ = [
     "standard_normal",
     "kl_divergence",
     "as_multivariate_normal",
+    "rsample_with_log_prob",
 ]
 
 
@@ -123,6 +124,33 @@ def _kl_mvn_diagonal(q: MultivariateNormal, p: DiagonalNormal) -> Tensor:
         + var_p.log().sum(-1)
         - log_det_q
     )
+
+
+def rsample_with_log_prob(q: Distribution, n: int) -> tuple[Tensor, Tensor]:
+    """``n`` reparameterised draws z = μ + L ε, ε ~ N(0, I), and log q(z) computed from ε:
+
+        log q(z) = -½ ||ε||² - Σ_i log L_ii - (K/2) log 2π,
+
+    which equals ``q.log_prob(z)`` but needs no triangular solve, so it stays finite when L is
+    ill-conditioned. Gaussians over vectors (diagonal or full); any other q falls back to
+    ``rsample`` + ``log_prob``. Shapes: (n, *batch, K) and (n, *batch).
+    """
+    if isinstance(q, DiagonalNormal) and len(q.event_shape) == 1:
+        loc, scale = q.loc, q.scale
+        eps = torch.randn((n, *loc.shape), dtype=loc.dtype, device=loc.device)
+        z = loc + scale * eps
+        log_det = scale.log().sum(-1)
+    elif isinstance(q, MultivariateNormal):
+        loc, tril = q.loc, q.scale_tril
+        eps = torch.randn((n, *loc.shape), dtype=loc.dtype, device=loc.device)
+        z = loc + (tril @ eps.unsqueeze(-1)).squeeze(-1)
+        log_det = torch.diagonal(tril, dim1=-2, dim2=-1).log().sum(-1)
+    else:
+        z = q.rsample((n,))
+        return z, q.log_prob(z)
+    k = loc.shape[-1]
+    log_q = -0.5 * (eps**2).sum(-1) - log_det - 0.5 * k * math.log(2 * math.pi)
+    return z, log_q
 
 
 def kl_divergence(q: Distribution, p: Distribution, z: Tensor | None = None) -> Tensor:

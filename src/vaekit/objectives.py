@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .distributions import DiagonalNormal, kl_divergence
+from .distributions import DiagonalNormal, kl_divergence, rsample_with_log_prob
 from .errors import ConfigError, ShapeError
 
 __all__ = ["ELBOTerms", "elbo_terms", "elbo", "iwae_bound", "log_importance_weights", "check_batch"]
@@ -67,13 +67,13 @@ def elbo_terms(model, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analy
     if not math.isfinite(beta) or beta < 0:
         raise ConfigError(f"beta: must be a finite number >= 0, got {beta!r}")
     q = model.encode(x)                                   # batch (B,), event (K,)
-    z = q.rsample((n_samples,))                           # (S, B, K)
+    z, log_q = rsample_with_log_prob(q, n_samples)        # (S, B, K), (S, B)
     reconstruction = model.decode(z).log_prob(x).mean(0)  # (B,)
     prior = model.prior()
     if analytic_kl:
         kl = kl_divergence(q, prior, z)                   # (B,)
     else:
-        kl = (q.log_prob(z) - prior.log_prob(z)).mean(0)  # (B,)
+        kl = (log_q - prior.log_prob(z)).mean(0)          # (B,)
     kl_penalty = kl
     if free_bits > 0:
         if not isinstance(q, DiagonalNormal):
@@ -95,8 +95,8 @@ def log_importance_weights(model, x: Tensor, n_samples: int) -> Tensor:
     check_batch(model, x)
     _check_samples(n_samples, "n_samples")
     q = model.encode(x)
-    z = q.rsample((n_samples,))                           # (K, B, latent)
-    return model.decode(z).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
+    z, log_q = rsample_with_log_prob(q, n_samples)        # (K, B, latent), (K, B)
+    return model.decode(z).log_prob(x) + model.prior().log_prob(z) - log_q
 
 
 def iwae_bound(model, x: Tensor, *, n_samples: int) -> Tensor:

@@ -52,6 +52,7 @@ from .checkpoint import (
     save_training_state,
 )
 from .data import Preprocessing
+from .distributions import rsample_with_log_prob
 from .errors import ConfigError, ShapeError, VaekitError
 from .estimators import estimate_log_likelihood
 from .io import atomic_write_bytes, save_model, save_weights
@@ -307,9 +308,9 @@ def _iwae_terms(model, x: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tenso
     KL estimate mean_k [log q(z_k) - log p(z_k)] and reconstruction mean_k log p(x|z_k); each (B,)."""
     check_batch(model, x)
     q = model.encode(x)
-    z = q.rsample((k,))
+    z, log_qz = rsample_with_log_prob(q, k)
     log_px = model.decode(z).log_prob(x)
-    log_pz, log_qz = model.prior().log_prob(z), q.log_prob(z)
+    log_pz = model.prior().log_prob(z)
     bound = torch.logsumexp(log_px + log_pz - log_qz, 0) - math.log(k)
     reconstruction, kl = log_px.mean(0), (log_qz - log_pz).mean(0)
     return bound, reconstruction - kl, kl, reconstruction
