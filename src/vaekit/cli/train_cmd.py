@@ -371,7 +371,7 @@ def _epoch_printer(total: int) -> Callable[[Any], None]:
     def show(m) -> None:
         skipped = f"  skipped {m.skipped_steps} steps" if m.skipped_steps else ""
         print(f"epoch {m.epoch:>{len(str(total))}}/{total}  train ELBO {m.train_elbo:.4f}  KL {m.train_kl:.4f}  "
-              f"val ELBO {m.val_elbo:.4f}  ({m.seconds:.1f} s){skipped}", flush=True)
+              f"val ELBO {m.val_elbo:.4f}  ({m.seconds:.2f} s){skipped}", flush=True)
     return show
 
 
