@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -240,6 +242,68 @@ def test_exact_resume_after_interrupt_with_every_random_part(digits, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert (tmp_path / "b" / "model.safetensors").read_bytes() == (tmp_path / "a" / "model.safetensors").read_bytes()
+
+
+class _InterruptOnCall:
+    """Wraps a function of vaekit.train: on its ``at``-th call, after running it, either raises
+    KeyboardInterrupt (``_batch_loss``: mid-step, the step's random numbers drawn) or sends a real
+    SIGINT (``lr_factor``, which scheduler.step calls while the step commits: the interrupt waits
+    for the commit to finish)."""
+
+    def __init__(self, real, at, signal_it):
+        self.real, self.at, self.signal_it, self.calls = real, at, signal_it, 0
+
+    def __call__(self, *args, **kwargs):
+        out = self.real(*args, **kwargs)
+        self.calls += 1
+        if self.calls == self.at:
+            if not self.signal_it:
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+
+# 8 steps per epoch. (_batch_loss, 12): the 12th step is interrupted, 11 done (epoch 2, batch 3);
+# (_batch_loss, 17): the first step of epoch 3; (lr_factor, 17): call 1 is the scheduler's set-up, so
+# SIGINT arrives while step 16, the last of epoch 2, commits: epoch 2 has all its batches but no metrics.
+@pytest.mark.parametrize(("target", "at", "steps_done"),
+                         [("_batch_loss", 12, 11), ("_batch_loss", 17, 16), ("lr_factor", 17, 16)])
+def test_exact_resume_after_interrupt_mid_epoch(digits, tmp_path, monkeypatch, target, at, steps_done):
+    import vaekit.train as train_mod
+
+    pp, x, v = digits
+    assert pp.dequantize
+    config = TrainConfig(epochs=3, batch_size=32, seed=7, schedule="cosine", warmup_steps=3, kl_warmup_epochs=1.5,
+                         samples=2, grad_clip=50.0)
+    full = _model(decoder_variance="optimal")
+    ref = fit(full, x, v, config, preprocessing=pp, run_dir=tmp_path / "a")
+
+    part = _model(decoder_variance="optimal")
+    monkeypatch.setattr(train_mod, target, _InterruptOnCall(getattr(train_mod, target), at, target == "lr_factor"))
+    with pytest.raises(KeyboardInterrupt):
+        fit(part, x, v, config, preprocessing=pp, run_dir=tmp_path / "b")
+    monkeypatch.undo()
+    doc = json.loads((tmp_path / "b" / "checkpoints" / "last.json").read_text())
+    record = doc["extra"]["partial_epoch"]
+    epoch, batches = divmod(steps_done, 8)
+    if target == "lr_factor":
+        epoch, batches = epoch - 1, 8
+    assert doc["epoch"] == epoch and doc["step"] == steps_done
+    assert record["epoch"] == epoch + 1 and record["batches"] == batches
+    assert len(record["sums"]) == 4 and record["counted"] == 32.0 * batches and record["skipped"] == 0
+    assert {"augment_rng", "torch_rng"} <= set(record)
+    rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, epoch + 1))          # completed epochs only
+
+    resumed = _model(seed=42, decoder_variance="optimal")
+    result = fit(resumed, x, v, config, preprocessing=pp, run_dir=tmp_path / "b", resume=True)
+    for k, value in full.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[k]), k
+    assert result.best_epoch == ref.best_epoch and result.best_val_elbo == ref.best_val_elbo
+    strip = [{k: val for k, val in m.to_dict().items() if k != "seconds"} for m in ref.history]
+    assert strip == [{k: val for k, val in m.to_dict().items() if k != "seconds"} for m in result.history]
+    final = json.loads((tmp_path / "b" / "checkpoints" / "last.json").read_text())
+    assert final["epoch"] == 3 and "partial_epoch" not in final["extra"]
 
 
 def test_resume_rules(digits, tmp_path):

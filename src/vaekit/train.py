@@ -14,7 +14,10 @@ T = epochs · steps_per_epoch).
 
 Randomness is derived from ``seed`` and the epoch number alone (the permutation, the augmentation
 and the reparameterisation draws each get their own stream, re-seeded every epoch), so resuming
-from a checkpoint reproduces an uninterrupted run bit for bit on the same device. Torch's global
+from a checkpoint reproduces an uninterrupted run bit for bit on the same device. Ctrl-C
+(KeyboardInterrupt) during an epoch's steps saves a checkpoint of the last completed step with a
+"partial_epoch" record (batches done, running sums, augmentation and global RNG states) before it
+propagates, and resuming continues that epoch exactly where it stopped. Torch's global
 RNG is forked around :func:`fit`, so the caller's RNG state is left as it was. Argument validation
 of torch distributions is switched off while training (it costs a host synchronisation per
 distribution, and turns a NaN into an exception) and restored afterwards.
@@ -431,6 +434,114 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, source: Path) -
                           "its length cannot change on resume")
 
 
+@dataclass
+class _EpochTotals:
+    """An epoch's running sums (loss, elbo, kl, reconstruction), examples counted, skipped steps,
+    the current and the longest run of non-finite steps; on the device (no host sync per step)."""
+
+    sums: Tensor
+    counted: Tensor
+    skipped: Tensor
+    bad_run: Tensor
+    worst_run: Tensor
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> _EpochTotals:
+        return cls(torch.zeros(4, dtype=torch.float64, device=device),
+                   torch.zeros((), dtype=torch.float64, device=device),
+                   *(torch.zeros((), dtype=torch.long, device=device) for _ in range(3)))
+
+    def to_record(self) -> dict[str, Any]:
+        return {"sums": self.sums.tolist(), "counted": float(self.counted), "skipped": int(self.skipped),
+                "bad_run": int(self.bad_run), "worst_run": int(self.worst_run)}
+
+    def load_record(self, record: dict[str, Any]) -> None:
+        self.sums.copy_(torch.tensor(record["sums"], dtype=torch.float64))
+        self.counted.fill_(record["counted"])
+        for name in ("skipped", "bad_run", "worst_run"):
+            getattr(self, name).fill_(int(record[name]))
+
+
+def _rng_snapshot(aug_gen: torch.Generator, device: torch.device) -> dict[str, Tensor]:
+    """The states of the augmentation generator and of torch's global RNG (CPU, and the CUDA device)."""
+    snap = {"augment_rng": aug_gen.get_state(), "torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        snap["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return snap
+
+
+def _restore_rng_snapshot(snap: dict[str, Tensor], aug_gen: torch.Generator, device: torch.device) -> None:
+    aug_gen.set_state(snap["augment_rng"])
+    torch.set_rng_state(snap["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in snap:
+        torch.cuda.set_rng_state(snap["cuda_rng"], device)
+
+
+def _partial_record(epoch: int, batches: int, beta: float, lr_used: float, seconds: float, totals: _EpochTotals,
+                    snap: dict[str, Tensor]) -> dict[str, Any]:
+    """What a checkpoint taken mid-epoch needs to continue that epoch exactly ("partial_epoch")."""
+    return {"epoch": epoch, "batches": batches, "beta": beta, "lr": lr_used, "seconds": seconds,
+            **totals.to_record(), **snap}
+
+
+def _resume_partial(record: dict[str, Any], totals: _EpochTotals, aug_gen: torch.Generator,
+                    device: torch.device) -> tuple[int, float, float, float]:
+    """Continue a partial epoch (after the per-epoch seeding): restore its totals and RNG states;
+    returns (batches done, beta, lr, seconds spent)."""
+    totals.load_record(record)
+    _restore_rng_snapshot({k: record[k] for k in ("augment_rng", "torch_rng", "cuda_rng") if k in record},
+                          aug_gen, device)
+    return int(record["batches"]), float(record["beta"]), float(record["lr"]), float(record["seconds"])
+
+
+class _InterruptGate:
+    """SIGINT during the step loop: KeyboardInterrupt at once, except while a step commits its
+    update (optimizer, scheduler, buffers, totals), when it is held back to the end of the commit,
+    so that an interrupt always finds the state of a completed step. Installed only over Python's
+    default handler, in the main thread."""
+
+    def __init__(self) -> None:
+        self.holding = False
+        self.pending = False
+        self.previous: Any = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.holding:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> None:
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self.previous = signal.signal(signal.SIGINT, self)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+def _checkpoint_extra(config: TrainConfig, state: _State, partial: dict[str, Any] | None = None) -> dict[str, Any]:
+    extra = {"config": config.to_dict(), "best_val_elbo": state.best_val_elbo, "best_epoch": state.best_epoch,
+             "since_best": state.since_best, "stopped_early": state.stopped_early,
+             "history": [m.to_dict() for m in state.history]}
+    if partial is not None:
+        extra["partial_epoch"] = partial
+    return extra
+
+
 # --- the loop -----------------------------------------------------------------------------------
 
 def fit(model: nn.Module, train_x: Tensor, val_x: Tensor, config: TrainConfig, *, preprocessing: Preprocessing,
@@ -444,7 +555,9 @@ def fit(model: nn.Module, train_x: Tensor, val_x: Tensor, config: TrainConfig, *
     "train" entries if missing), a row is appended to metrics.jsonl and metrics.csv, and the full
     state to checkpoints/last.{safetensors,json}; TensorBoard scalars go to run_dir/tensorboard
     when tensorboard is installed. ``resume=True`` continues from checkpoints/last (a finished
-    run returns at once; no checkpoint yet means a fresh start). Each callback is called with
+    run returns at once; no checkpoint yet means a fresh start). A KeyboardInterrupt during an
+    epoch's steps first saves checkpoints/last at the last completed step (with a "partial_epoch"
+    record; no metrics row) and is then re-raised; resuming finishes that epoch exactly. Each callback is called with
     every epoch's :class:`EpochMetrics`; a truthy return value stops training.
 
     The model keeps the last epoch's weights (the best are in run_dir/model.safetensors).
@@ -474,6 +587,7 @@ def fit(model: nn.Module, train_x: Tensor, val_x: Tensor, config: TrainConfig, *
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: lr_factor(config, t, total_steps))
 
     state = _State()
+    partial: dict[str, Any] | None = None
     if files is not None:
         if files.has_checkpoint() and not resume:
             raise ConfigError(f"{files.run_dir}: already holds a training run (checkpoints/last.json); "
@@ -485,6 +599,7 @@ def fit(model: nn.Module, train_x: Tensor, val_x: Tensor, config: TrainConfig, *
             state = _State(loaded["epoch"], loaded["step"], saved["best_val_elbo"], saved["best_epoch"],
                            saved["since_best"], saved["stopped_early"],
                            [EpochMetrics.from_dict(m) for m in saved["history"]])
+            partial = saved.get("partial_epoch")
         files.rewrite_metrics(state.history)
     if state.stopped_early or state.epoch >= config.epochs:
         return FitResult(state.history, state.best_epoch, state.best_val_elbo, state.stopped_early)
@@ -500,68 +615,91 @@ def fit(model: nn.Module, train_x: Tensor, val_x: Tensor, config: TrainConfig, *
     validate_args = torch.distributions.Distribution._validate_args
     torch.distributions.Distribution.set_default_validate_args(False)  # no host sync per step; NaN stays NaN
     fork_devices = [device.index] if device.type == "cuda" else []
+    gate = _InterruptGate()
     try:
-        with torch.random.fork_rng(devices=fork_devices, device_type="cuda"):
+        with torch.random.fork_rng(devices=fork_devices, device_type="cuda"), gate:
             for epoch in range(state.epoch + 1, config.epochs + 1):
                 t0 = time.perf_counter()
                 perm_gen = torch.Generator().manual_seed(_seed(config.seed, epoch, _STREAM_PERMUTATION))
                 aug_gen = torch.Generator(device=device).manual_seed(_seed(config.seed, epoch, _STREAM_AUGMENT))
                 _seed_global(device, _seed(config.seed, epoch, _STREAM_MODEL))
                 perm = torch.randperm(n, generator=perm_gen).to(device)
-                sums = torch.zeros(4, dtype=torch.float64, device=device)
-                counted = torch.zeros((), dtype=torch.float64, device=device)
-                bad_run = torch.zeros((), dtype=torch.long, device=device)
-                worst_run = torch.zeros((), dtype=torch.long, device=device)
-                skipped = torch.zeros((), dtype=torch.long, device=device)
-                beta, lr_used = kl_beta(config, state.step, steps_per_epoch), config.lr
-                for b in range(steps_per_epoch):
-                    idx = perm[b * config.batch_size:(b + 1) * config.batch_size]
-                    batch = preprocessing.augment(train_x[idx], aug_gen)
-                    beta = kl_beta(config, state.step, steps_per_epoch)
-                    saved_buffers = [buf.clone() for buf in buffers]
-                    loss, stats = _batch_loss(model, batch, config, beta)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    grads = [p.grad for p in params if p.grad is not None]
-                    if config.grad_clip is not None:
-                        norm = nn.utils.clip_grad_norm_(params, config.grad_clip)
-                    else:
-                        norm = _total_norm(grads) if grads else torch.zeros((), device=device)
-                    ok = torch.isfinite(loss) & torch.isfinite(norm)
-                    if fused:
-                        optimizer.found_inf = (~ok).to(torch.float32)  # the fused kernel skips the update
-                        optimizer.step()
-                    elif bool(ok):
-                        optimizer.step()
-                    lr_used = float(optimizer.param_groups[0]["lr"])
-                    with warnings.catch_warnings():  # a skipped first step would warn about the order
-                        warnings.simplefilter("ignore", UserWarning)
-                        scheduler.step()
-                    for buf, old in zip(buffers, saved_buffers, strict=True):
-                        buf.copy_(torch.where(ok, buf, old))
-                    sums += torch.where(ok, stats, 0.0)
-                    counted += torch.where(ok, float(batch.shape[0]), 0.0)
-                    bad_run = torch.where(ok, 0, bad_run + 1)
-                    worst_run = torch.maximum(worst_run, bad_run)
-                    skipped += (~ok).long()
-                    state.step += 1
-                    if bar is not None:
-                        bar.update(1)
-                    if (b + 1) % _SYNC_EVERY == 0 or b + 1 == steps_per_epoch:
-                        if int(worst_run) >= MAX_BAD_STEPS:
-                            raise DivergenceError(
-                                f"training diverged: {int(worst_run)} consecutive steps with a non-finite loss or "
-                                f"gradient in epoch {epoch}; likely causes: learning rate too high (lr={config.lr:g}), "
-                                "decoder variance c too small, or data not scaled")
+                totals = _EpochTotals.zeros(device)
+                done, beta, lr_used = 0, kl_beta(config, state.step, steps_per_epoch), config.lr
+                if partial is not None and partial["epoch"] == epoch:    # resume mid-epoch
+                    done, beta, lr_used, seconds = _resume_partial(partial, totals, aug_gen, device)
+                    t0 -= seconds
+                partial = None
+                snap = _rng_snapshot(aug_gen, device) if files is not None else {}
+                saved_buffers: list[Tensor] | None = None
+                try:
+                    for b in range(done, steps_per_epoch):
+                        idx = perm[b * config.batch_size:(b + 1) * config.batch_size]
+                        batch = preprocessing.augment(train_x[idx], aug_gen)
+                        beta = kl_beta(config, state.step, steps_per_epoch)
+                        saved_buffers = [buf.clone() for buf in buffers]
+                        loss, stats = _batch_loss(model, batch, config, beta)
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        grads = [p.grad for p in params if p.grad is not None]
+                        if config.grad_clip is not None:
+                            norm = nn.utils.clip_grad_norm_(params, config.grad_clip)
+                        else:
+                            norm = _total_norm(grads) if grads else torch.zeros((), device=device)
+                        ok = torch.isfinite(loss) & torch.isfinite(norm)
+                        with gate.hold():
+                            if fused:
+                                optimizer.found_inf = (~ok).to(torch.float32)  # the fused kernel skips the update
+                                optimizer.step()
+                            elif bool(ok):
+                                optimizer.step()
+                            lr_used = float(optimizer.param_groups[0]["lr"])
+                            with warnings.catch_warnings():  # a skipped first step would warn about the order
+                                warnings.simplefilter("ignore", UserWarning)
+                                scheduler.step()
+                            for buf, old in zip(buffers, saved_buffers, strict=True):
+                                buf.copy_(torch.where(ok, buf, old))
+                            saved_buffers = None
+                            totals.sums += torch.where(ok, stats, 0.0)
+                            totals.counted += torch.where(ok, float(batch.shape[0]), 0.0)
+                            totals.bad_run = torch.where(ok, 0, totals.bad_run + 1)
+                            totals.worst_run = torch.maximum(totals.worst_run, totals.bad_run)
+                            totals.skipped += (~ok).long()
+                            state.step += 1
+                            done = b + 1
+                            if files is not None:
+                                snap = _rng_snapshot(aug_gen, device)
                         if bar is not None:
-                            loss_m, elbo_m, kl_m, _ = (sums / counted.clamp_min(1)).tolist()
-                            bar.set_postfix(epoch=epoch, loss=f"{loss_m:.4g}", elbo=f"{elbo_m:.4g}",
-                                            kl=f"{kl_m:.4g}", refresh=False)
+                            bar.update(1)
+                        if (b + 1) % _SYNC_EVERY == 0 or b + 1 == steps_per_epoch:
+                            if int(totals.worst_run) >= MAX_BAD_STEPS:
+                                raise DivergenceError(
+                                    f"training diverged: {int(totals.worst_run)} consecutive steps with a non-finite "
+                                    f"loss or gradient in epoch {epoch}; likely causes: learning rate too high "
+                                    f"(lr={config.lr:g}), decoder variance c too small, or data not scaled")
+                            if bar is not None:
+                                loss_m, elbo_m, kl_m, _ = (totals.sums / totals.counted.clamp_min(1)).tolist()
+                                bar.set_postfix(epoch=epoch, loss=f"{loss_m:.4g}", elbo=f"{elbo_m:.4g}",
+                                                kl=f"{kl_m:.4g}", refresh=False)
+                except KeyboardInterrupt:
+                    if files is not None:
+                        with _deferred_interrupt():
+                            if saved_buffers is not None:        # the interrupted step changes nothing
+                                for buf, old in zip(buffers, saved_buffers, strict=True):
+                                    buf.copy_(old)
+                            record = _partial_record(epoch, done, beta, lr_used, time.perf_counter() - t0,
+                                                     totals, snap)
+                            save_training_state(
+                                files.checkpoint, model=model, optimizer=optimizer, scheduler=scheduler,
+                                epoch=state.epoch, step=state.step, rng=capture_rng(),
+                                extra=_checkpoint_extra(config, state, record))
+                    raise
                 val = _validate(model, val_eval, config, device)
-                loss_m, elbo_m, kl_m, rec_m = (sums / counted).tolist() if float(counted) > 0 else [math.nan] * 4
+                counted = float(totals.counted)
+                loss_m, elbo_m, kl_m, rec_m = (totals.sums / counted).tolist() if counted > 0 else [math.nan] * 4
                 metrics = EpochMetrics(epoch, state.step, loss_m, elbo_m, kl_m, rec_m, val[0], val[1], val[2],
                                        beta, lr_used, time.perf_counter() - t0,
-                                       val[3], int(skipped))
+                                       val[3], int(totals.skipped))
                 state.epoch = epoch
                 state.history.append(metrics)
                 improved = math.isfinite(metrics.val_elbo) and metrics.val_elbo > state.best_val_elbo
@@ -588,10 +726,7 @@ def fit(model: nn.Module, train_x: Tensor, val_x: Tensor, config: TrainConfig, *
                         save_training_state(
                             files.checkpoint, model=model, optimizer=optimizer, scheduler=scheduler,
                             epoch=epoch, step=state.step, rng=capture_rng(),
-                            extra={"config": config.to_dict(), "best_val_elbo": state.best_val_elbo,
-                                   "best_epoch": state.best_epoch, "since_best": state.since_best,
-                                   "stopped_early": state.stopped_early,
-                                   "history": [m.to_dict() for m in state.history]})
+                            extra=_checkpoint_extra(config, state))
                 if stop:
                     break
     finally:

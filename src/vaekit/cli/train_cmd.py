@@ -11,8 +11,9 @@ with images scaled to [0, 1] a fixed c = 1 makes the reconstruction term negligi
 KL term and gives blurry reconstructions. ``--seed`` seeds the data split, the initialisation and
 training.
 
-Ctrl-C stops training at once; the last completed epoch is in RUN_DIR/checkpoints and
-``vaekit train --out RUN_DIR --resume`` continues from it (exit code 130).
+Ctrl-C stops training after the current step and saves a checkpoint of that moment (mid-epoch
+included) in RUN_DIR/checkpoints; ``vaekit train --out RUN_DIR --resume`` continues from it exactly
+(exit code 130).
 """
 
 from __future__ import annotations
