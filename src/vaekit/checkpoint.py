@@ -40,7 +40,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from .errors import CheckpointError
-from .io import atomic_write_bytes, atomic_write_json
+from .io import atomic_write_bytes, atomic_write_json, read_versioned_json
 
 __all__ = [
     "TRAINING_STATE_FORMAT_VERSION",
@@ -194,18 +194,8 @@ def save_training_state(path_stem: str | os.PathLike, *, model: torch.nn.Module,
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
-        raise CheckpointError(f"{path}: not a vaekit training checkpoint")
-    version = doc.get("format_version")
-    if not isinstance(version, int) or version > TRAINING_STATE_FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format version {version!r} is newer than this vaekit reads "
-                              f"({TRAINING_STATE_FORMAT_VERSION}); upgrade vaekit")
+    doc = read_versioned_json(path, fmt=_FORMAT, max_version=TRAINING_STATE_FORMAT_VERSION,
+                              what="training checkpoint", missing="checkpoint not found")
     for key in ("sha256", "epoch", "step", "optimizer", "scheduler", "rng", "extra"):
         if key not in doc:
             raise CheckpointError(f"{path}: missing key {key!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -59,21 +60,29 @@ def save_model(model: VAE, directory: str | os.PathLike, *, extra: dict | None =
     return directory
 
 
-def read_config(directory: str | os.PathLike) -> tuple[VAEConfig, dict]:
-    """The VAEConfig and the ``extra`` dict stored in ``directory/config.json``."""
-    path = Path(directory) / CONFIG_FILE
+def read_versioned_json(path: Path, *, fmt: str, max_version: int, what: str, missing: str) -> dict[str, Any]:
+    """Read a vaekit JSON document whose ``format`` is ``fmt`` and whose ``format_version`` is at most
+    ``max_version``; any other file is a CheckpointError naming it (``missing``: the not-found text)."""
     if not path.is_file():
-        raise CheckpointError(f"{path}: not found (is {directory} a vaekit model or run directory?)")
+        raise CheckpointError(f"{path}: {missing}")
     try:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("format") != "vaekit-model":
-        raise CheckpointError(f"{path}: not a vaekit model configuration")
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise CheckpointError(f"{path}: not a vaekit {what}")
     version = doc.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or version > max_version:
         raise CheckpointError(f"{path}: format version {version!r} is newer than this vaekit reads "
-                              f"({FORMAT_VERSION}); upgrade vaekit")
+                              f"({max_version}); upgrade vaekit")
+    return doc
+
+
+def read_config(directory: str | os.PathLike) -> tuple[VAEConfig, dict]:
+    """The VAEConfig and the ``extra`` dict stored in ``directory/config.json``."""
+    doc = read_versioned_json(Path(directory) / CONFIG_FILE, fmt="vaekit-model", max_version=FORMAT_VERSION,
+                              what="model configuration",
+                              missing=f"not found (is {directory} a vaekit model or run directory?)")
     return VAEConfig.from_dict(doc.get("model", {})), doc.get("extra", {})
 
 
