@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     train_cmd.register(sub)
     commands.register(sub)
+    for subparser in sub.choices.values():
+        subparser.set_defaults(parser=subparser)
     return parser
 
 
@@ -47,7 +49,9 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (also used by ``python -m vaekit``)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # report it as the subcommand's error, not the top-level parser's
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.func(args) or 0)
     except VaekitError as exc:
