@@ -40,6 +40,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from .errors import CheckpointError
+from .atomic import remove_stale_temporaries
 from .io import atomic_write_bytes, atomic_write_json, read_versioned_json
 
 __all__ = [
@@ -187,6 +188,8 @@ def save_training_state(path_stem: str | os.PathLike, *, model: torch.nn.Module,
     data = save_safetensors(tensors)
     doc["sha256"] = hashlib.sha256(data).hexdigest()
     _finish_commit(st_path, json_path)          # a previous save may have stopped before its rename
+    for target in (_pending_path(st_path), json_path):
+        remove_stale_temporaries(target)        # left by a write that was killed
     pending = atomic_write_bytes(_pending_path(st_path), data)
     atomic_write_json(json_path, doc)           # the commit: from here on the new pair is the checkpoint
     os.replace(pending, st_path)
