@@ -41,7 +41,7 @@ from safetensors.torch import save as save_safetensors
 
 from .errors import CheckpointError
 from .atomic import remove_stale_temporaries
-from .io import atomic_write_bytes, atomic_write_json, read_versioned_json
+from .io import atomic_write_bytes, atomic_write_json, load_state_strict, read_versioned_json
 
 __all__ = [
     "TRAINING_STATE_FORMAT_VERSION",
@@ -249,12 +249,7 @@ def load_training_state(path_stem: str | os.PathLike, model: torch.nn.Module, op
     if tensors:
         raise CheckpointError(f"{st_path}: unexpected tensors {sorted(tensors)[:3]} not referenced by {json_path.name}")
 
-    try:
-        model.load_state_dict(model_state, strict=True)
-    except RuntimeError as exc:
-        lines = str(exc).strip().splitlines()
-        raise CheckpointError(f"{st_path}: model weights do not match the model "
-                              f"({lines[1].strip() if len(lines) > 1 else lines[0]})") from None
+    load_state_strict(model, model_state, st_path, "the model")
     try:
         if not isinstance(optim_state, dict) or "param_groups" not in optim_state:
             raise ValueError("no param_groups")

@@ -92,11 +92,16 @@ def load_model(directory: str | os.PathLike, *, weights: str | os.PathLike | Non
     config, _ = read_config(directory)
     model = build_vae(config)
     path = Path(weights) if weights is not None else Path(directory) / WEIGHTS_FILE
-    state = load_weights(path)
+    load_state_strict(model, load_weights(path), path, "the model in config.json")
+    return model.to(map_location)
+
+
+def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    """``model.load_state_dict(state, strict=True)``; a mismatch is a one-line CheckpointError naming
+    ``path``, ``what`` the weights should have matched, and the first offending key."""
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise CheckpointError(f"{path}: weights do not match the model in config.json "
-                              f"({first[1].strip() if len(first) > 1 else first[0]})") from None
-    return model.to(map_location)
+        lines = str(exc).strip().splitlines()
+        raise CheckpointError(f"{path}: weights do not match {what} "
+                              f"({lines[1].strip() if len(lines) > 1 else lines[0]})") from None

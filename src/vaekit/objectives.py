@@ -23,7 +23,8 @@ from torch import Tensor
 from .distributions import DiagonalNormal, kl_divergence, rsample_with_log_prob
 from .errors import ConfigError, ShapeError
 
-__all__ = ["ELBOTerms", "elbo_terms", "elbo", "iwae_bound", "log_importance_weights", "check_batch"]
+__all__ = ["ELBOTerms", "elbo_terms", "elbo", "iwae_bound", "log_importance_weights", "importance_terms",
+           "check_batch"]
 
 
 def check_batch(model, x: Tensor) -> None:
@@ -90,13 +91,19 @@ def elbo(model, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analytic_kl
     return elbo_terms(model, x, beta=beta, n_samples=n_samples, analytic_kl=analytic_kl).objective
 
 
-def log_importance_weights(model, x: Tensor, n_samples: int) -> Tensor:
-    """log w_k = log p(x|z_k) + log p(z_k) - log q_x(z_k), z_k ~ q_x(z) reparameterised: (K, B)."""
+def importance_terms(model, x: Tensor, n_samples: int) -> tuple[Tensor, Tensor, Tensor]:
+    """log p(x|z_k), log p(z_k) and log q_x(z_k) for K reparameterised draws z_k ~ q_x(z), each (K, B)."""
     check_batch(model, x)
     _check_samples(n_samples, "n_samples")
     q = model.encode(x)
     z, log_q = rsample_with_log_prob(q, n_samples)        # (K, B, latent), (K, B)
-    return model.decode(z).log_prob(x) + model.prior().log_prob(z) - log_q
+    return model.decode(z).log_prob(x), model.prior().log_prob(z), log_q
+
+
+def log_importance_weights(model, x: Tensor, n_samples: int) -> Tensor:
+    """log w_k = log p(x|z_k) + log p(z_k) - log q_x(z_k), z_k ~ q_x(z) reparameterised: (K, B)."""
+    log_px, log_pz, log_q = importance_terms(model, x, n_samples)
+    return log_px + log_pz - log_q
 
 
 def iwae_bound(model, x: Tensor, *, n_samples: int) -> Tensor:

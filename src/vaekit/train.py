@@ -55,11 +55,10 @@ from .checkpoint import (
     save_training_state,
 )
 from .data import Preprocessing
-from .distributions import rsample_with_log_prob
 from .errors import ConfigError, ShapeError, VaekitError
 from .estimators import estimate_log_likelihood
 from .io import atomic_write_bytes, save_model, save_weights
-from .objectives import check_batch, elbo_terms
+from .objectives import check_batch, elbo_terms, importance_terms
 
 __all__ = [
     "MAX_BAD_STEPS",
@@ -309,11 +308,7 @@ def _total_norm(grads: list[Tensor]) -> Tensor:
 def _iwae_terms(model, x: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """L_K(x) = log (1/K) Σ_k w_k and, from the same draws, the ELBO estimate mean_k log w_k,
     KL estimate mean_k [log q(z_k) - log p(z_k)] and reconstruction mean_k log p(x|z_k); each (B,)."""
-    check_batch(model, x)
-    q = model.encode(x)
-    z, log_qz = rsample_with_log_prob(q, k)
-    log_px = model.decode(z).log_prob(x)
-    log_pz = model.prior().log_prob(z)
+    log_px, log_pz, log_qz = importance_terms(model, x, k)
     bound = torch.logsumexp(log_px + log_pz - log_qz, 0) - math.log(k)
     reconstruction, kl = log_px.mean(0), (log_qz - log_pz).mean(0)
     return bound, reconstruction - kl, kl, reconstruction
