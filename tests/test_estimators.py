@@ -9,6 +9,7 @@ import torch
 
 from vaekit import (ConfigError, VAEConfig, active_units, bits_per_dim, build_vae, estimate_log_likelihood,
                     kl_divergence, kl_per_dimension)
+from vaekit.estimators import default_chunk_size
 
 from linear_problems import near_posterior_problem, random_linear_problem
 
@@ -78,3 +79,18 @@ def test_bits_per_dim_follows_the_dequantisation_convention():
     assert bits_per_dim(torch.tensor(0.0), 64, levels=17).item() == pytest.approx(math.log2(17))
     # 100 nats more likelihood over D = 100 dims saves 1/log 2 bits per dim
     assert bits_per_dim(torch.tensor(100.0), 100).item() == pytest.approx(8 - 1 / math.log(2))
+
+
+def test_default_chunk_size_budgets_and_encoder_reuse():
+    """The default chunk holds about 2^21 decoder outputs on the CPU (cache-sized), 2^24 on other
+    devices; the estimator encodes x once however many chunks it draws."""
+    assert default_chunk_size(256, 784) == (1 << 21) // (256 * 784) == 10
+    assert default_chunk_size(256, 784, device="cpu") == 10
+    assert default_chunk_size(256, 784, device="cuda") == (1 << 24) // (256 * 784)
+    assert default_chunk_size(256, 784, 1 << 10) == 1
+    torch.manual_seed(0)
+    model = build_vae(VAEConfig((6,), latent_dim=2, hidden=(8,)))
+    calls = []
+    model.encoder.register_forward_hook(lambda *_: calls.append(1))
+    est = estimate_log_likelihood(model, torch.randn(5, 6), n_samples=48, chunk_size=7)
+    assert len(calls) == 1 and bool(torch.isfinite(est.log_likelihood).all())

@@ -16,14 +16,17 @@ KL divergences are registered with ``torch.distributions.kl.register_kl`` and fo
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
 from torch.distributions import Bernoulli, Distribution, Independent, MultivariateNormal, Normal
 from torch.distributions.kl import kl_divergence as _torch_kl
 from torch.distributions.kl import register_kl
+from .errors import ConfigError, ShapeError
 
 __all__ = [
     "DiagonalNormal",
@@ -60,6 +63,23 @@ class DiagonalNormal(Independent):
         return DiagonalNormal(self.loc.expand(shape), self.scale.expand(shape), len(self.event_shape))
 
 
+#: How :class:`ProfiledNormal` averages squared residuals into c*: ``None`` is the mean over the
+#: batch given; under data parallelism the trainer sets the mean over the global batch.
+_PROFILE_MEAN: contextvars.ContextVar[Callable[[Tensor], Tensor] | None] = contextvars.ContextVar(
+    "vaekit_profile_mean", default=None)
+
+
+@contextlib.contextmanager
+def profile_mean(reduce: Callable[[Tensor], Tensor]) -> Iterator[None]:
+    """Within the block, :class:`ProfiledNormal` computes c* = ``reduce(squared residuals)``
+    instead of their mean (the trainer's data-parallel ranks use the mean over all ranks)."""
+    token = _PROFILE_MEAN.set(reduce)
+    try:
+        yield
+    finally:
+        _PROFILE_MEAN.reset(token)
+
+
 class ProfiledNormal(DiagonalNormal):
     """N(loc, c I) with c replaced, in ``log_prob``, by its maximiser c* on the data given.
 
@@ -78,7 +98,9 @@ class ProfiledNormal(DiagonalNormal):
 
     def log_prob(self, value: Tensor) -> Tensor:
         residual_sq = (value - self.loc) ** 2
-        c_star = residual_sq.detach().mean().clamp_min(torch.finfo(residual_sq.dtype).tiny)
+        reduce = _PROFILE_MEAN.get()
+        mean = residual_sq.detach().mean() if reduce is None else reduce(residual_sq.detach())
+        c_star = mean.clamp_min(torch.finfo(residual_sq.dtype).tiny)
         if self._on_estimate is not None:
             self._on_estimate(c_star)
         per_element = -0.5 * (residual_sq / c_star + torch.log(2 * math.pi * c_star))
@@ -126,7 +148,7 @@ def _kl_mvn_diagonal(q: MultivariateNormal, p: DiagonalNormal) -> Tensor:
     )
 
 
-def rsample_with_log_prob(q: Distribution, n: int) -> tuple[Tensor, Tensor]:
+def rsample_with_log_prob(q: Distribution, n: int, eps: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``n`` reparameterised draws z = μ + L ε, ε ~ N(0, I), and log q(z) computed from ε:
 
         log q(z) = -½ ||ε||² - Σ_i log L_ii - (K/2) log 2π,
@@ -134,15 +156,28 @@ def rsample_with_log_prob(q: Distribution, n: int) -> tuple[Tensor, Tensor]:
     which equals ``q.log_prob(z)`` but needs no triangular solve, so it stays finite when L is
     ill-conditioned. Gaussians over vectors (diagonal or full); any other q falls back to
     ``rsample`` + ``log_prob``. Shapes: (n, *batch, K) and (n, *batch).
+
+    ``eps`` (shape (n, *batch, K)) supplies the standard-normal draws instead of torch's global
+    generator (common random numbers: the trainer draws them for a whole global batch so that
+    data-parallel ranks reproduce a single process exactly); Gaussians over vectors only.
     """
+    is_gaussian = isinstance(q, MultivariateNormal) or (isinstance(q, DiagonalNormal) and len(q.event_shape) == 1)
+    if eps is not None:
+        if not is_gaussian:
+            raise ConfigError(f"eps: given draws need a Gaussian posterior over vectors, got {type(q).__name__}")
+        expected = (n, *q.loc.shape)
+        if tuple(eps.shape) != expected:
+            raise ShapeError(f"eps: has shape {tuple(eps.shape)}, expected {expected} (samples, *batch, latent)")
     if isinstance(q, DiagonalNormal) and len(q.event_shape) == 1:
         loc, scale = q.loc, q.scale
-        eps = torch.randn((n, *loc.shape), dtype=loc.dtype, device=loc.device)
+        if eps is None:
+            eps = torch.randn((n, *loc.shape), dtype=loc.dtype, device=loc.device)
         z = loc + scale * eps
         log_det = scale.log().sum(-1)
     elif isinstance(q, MultivariateNormal):
         loc, tril = q.loc, q.scale_tril
-        eps = torch.randn((n, *loc.shape), dtype=loc.dtype, device=loc.device)
+        if eps is None:
+            eps = torch.randn((n, *loc.shape), dtype=loc.dtype, device=loc.device)
         z = loc + (tril @ eps.unsqueeze(-1)).squeeze(-1)
         log_det = torch.diagonal(tril, dim1=-2, dim2=-1).log().sum(-1)
     else:

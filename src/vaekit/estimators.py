@@ -44,8 +44,21 @@ class LikelihoodEstimate:
     n_samples: int
 
 
-def default_chunk_size(batch_size: int, data_dim: int, budget: int = 1 << 24) -> int:
-    """Draws per chunk so that one chunk's decoder output holds about ``budget`` numbers."""
+#: Numbers one chunk's decoder output holds by default: 2^21 (8 MiB of float32) on the CPU, where a
+#: chunk whose temporaries stay in cache is faster than a large one (benchmarks/speed_evaluation.py
+#: times both budgets); 2^24 on other devices, which want large kernels.
+CPU_CHUNK_BUDGET = 1 << 21
+DEVICE_CHUNK_BUDGET = 1 << 24
+
+
+def default_chunk_size(batch_size: int, data_dim: int, budget: int | None = None, *,
+                       device: torch.device | str | None = None) -> int:
+    """Draws per chunk so that one chunk's decoder output holds about ``budget`` numbers
+    (default: :data:`CPU_CHUNK_BUDGET` on the CPU or when ``device`` is None, else
+    :data:`DEVICE_CHUNK_BUDGET`)."""
+    if budget is None:
+        on_cpu = device is None or torch.device(device).type == "cpu"
+        budget = CPU_CHUNK_BUDGET if on_cpu else DEVICE_CHUNK_BUDGET
     return max(1, budget // max(1, batch_size * data_dim))
 
 
@@ -56,15 +69,16 @@ def estimate_log_likelihood(model, x: Tensor, *, n_samples: int = 5000, chunk_si
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ConfigError(f"n_samples: must be an integer >= 1, got {n_samples!r}")
     if chunk_size is None:
-        chunk_size = default_chunk_size(x.shape[0], math.prod(x.shape[1:]))
+        chunk_size = default_chunk_size(x.shape[0], math.prod(x.shape[1:]), device=x.device)
     if chunk_size < 1:
         raise ConfigError(f"chunk_size: must be >= 1, got {chunk_size}")
     lse = lse_sq = None
     sum_log_w = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    q = model.encode(x)                        # once: the chunks differ only in their draws from q
     done = 0
     while done < n_samples:
         k = min(chunk_size, n_samples - done)
-        log_w = log_importance_weights(model, x, k).double()                      # (k, B)
+        log_w = log_importance_weights(model, x, k, posterior=q).double()         # (k, B)
         chunk_lse, chunk_lse_sq = torch.logsumexp(log_w, 0), torch.logsumexp(2 * log_w, 0)
         lse = chunk_lse if lse is None else torch.logaddexp(lse, chunk_lse)
         lse_sq = chunk_lse_sq if lse_sq is None else torch.logaddexp(lse_sq, chunk_lse_sq)

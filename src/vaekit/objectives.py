@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.distributions import Distribution
 
 from .distributions import DiagonalNormal, kl_divergence, rsample_with_log_prob
 from .errors import ConfigError, ShapeError
@@ -56,19 +57,21 @@ class ELBOTerms:
 
 
 def elbo_terms(model, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analytic_kl: bool = True,
-               free_bits: float = 0.0) -> ELBOTerms:
+               free_bits: float = 0.0, eps: Tensor | None = None) -> ELBOTerms:
     """E_q[log p(x|z)] (mean over ``n_samples`` draws) and KL(q_x(z) || p(z)) (closed form when
     ``analytic_kl`` and one exists, else the Monte Carlo estimate on the same draws).
 
     ``free_bits`` λ > 0 (Kingma et al. 2016) replaces each latent dimension's KL, averaged over the
     batch, by max(λ, ·) in ``kl_penalty`` (diagonal posteriors only); ``elbo`` is never changed.
+    ``eps`` (n_samples, B, latent) gives the reparameterisation's standard-normal draws (see
+    :func:`vaekit.distributions.rsample_with_log_prob`); by default torch's generator draws them.
     """
     check_batch(model, x)
     _check_samples(n_samples, "n_samples")
     if not math.isfinite(beta) or beta < 0:
         raise ConfigError(f"beta: must be a finite number >= 0, got {beta!r}")
     q = model.encode(x)                                   # batch (B,), event (K,)
-    z, log_q = rsample_with_log_prob(q, n_samples)        # (S, B, K), (S, B)
+    z, log_q = rsample_with_log_prob(q, n_samples, eps)   # (S, B, K), (S, B)
     reconstruction = model.decode(z).log_prob(x).mean(0)  # (B,)
     prior = model.prior()
     if analytic_kl:
@@ -91,18 +94,25 @@ def elbo(model, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analytic_kl
     return elbo_terms(model, x, beta=beta, n_samples=n_samples, analytic_kl=analytic_kl).objective
 
 
-def importance_terms(model, x: Tensor, n_samples: int) -> tuple[Tensor, Tensor, Tensor]:
-    """log p(x|z_k), log p(z_k) and log q_x(z_k) for K reparameterised draws z_k ~ q_x(z), each (K, B)."""
+def importance_terms(model, x: Tensor, n_samples: int, *, posterior: Distribution | None = None,
+                     eps: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """log p(x|z_k), log p(z_k) and log q_x(z_k) for K reparameterised draws z_k ~ q_x(z), each (K, B).
+
+    ``posterior``: q_x(z) = ``model.encode(x)`` when already computed (the estimators draw K in
+    chunks and encode x once); by default x is encoded here. ``eps`` (K, B, latent): the
+    standard-normal draws to use, as in :func:`elbo_terms`.
+    """
     check_batch(model, x)
     _check_samples(n_samples, "n_samples")
-    q = model.encode(x)
-    z, log_q = rsample_with_log_prob(q, n_samples)        # (K, B, latent), (K, B)
+    q = model.encode(x) if posterior is None else posterior
+    z, log_q = rsample_with_log_prob(q, n_samples, eps)   # (K, B, latent), (K, B)
     return model.decode(z).log_prob(x), model.prior().log_prob(z), log_q
 
 
-def log_importance_weights(model, x: Tensor, n_samples: int) -> Tensor:
-    """log w_k = log p(x|z_k) + log p(z_k) - log q_x(z_k), z_k ~ q_x(z) reparameterised: (K, B)."""
-    log_px, log_pz, log_q = importance_terms(model, x, n_samples)
+def log_importance_weights(model, x: Tensor, n_samples: int, *, posterior: Distribution | None = None) -> Tensor:
+    """log w_k = log p(x|z_k) + log p(z_k) - log q_x(z_k), z_k ~ q_x(z) reparameterised: (K, B).
+    ``posterior``: q_x(z) if already computed (see :func:`importance_terms`)."""
+    log_px, log_pz, log_q = importance_terms(model, x, n_samples, posterior=posterior)
     return log_px + log_pz - log_q
 
 

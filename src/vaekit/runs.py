@@ -41,10 +41,12 @@ class DataSpec:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     image_size: tuple[int, int] | None = None
+    stream: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"spec": self.spec, "data_dir": self.data_dir, "seed": self.seed, "val_fraction": self.val_fraction,
-                "test_fraction": self.test_fraction, "image_size": list(self.image_size) if self.image_size else None}
+                "test_fraction": self.test_fraction, "image_size": list(self.image_size) if self.image_size else None,
+                "stream": self.stream}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataSpec:

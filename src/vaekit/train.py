@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -47,7 +48,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.distributions import MultivariateNormal
 
+from . import distributed
+from .batches import BatchPlan
 from .checkpoint import (
     capture_rng,
     checkpoint_paths,
@@ -55,6 +59,7 @@ from .checkpoint import (
     save_training_state,
 )
 from .data import Preprocessing
+from .distributions import DiagonalNormal, profile_mean
 from .errors import ConfigError, ShapeError, VaekitError
 from .estimators import estimate_log_likelihood
 from .io import atomic_write_bytes, save_model, save_weights
@@ -63,6 +68,7 @@ from .objectives import check_batch, elbo_terms, importance_terms
 __all__ = [
     "MAX_BAD_STEPS",
     "OBJECTIVES",
+    "PRECISIONS",
     "SCHEDULES",
     "DivergenceError",
     "EpochMetrics",
@@ -75,12 +81,14 @@ __all__ = [
 
 OBJECTIVES = ("elbo", "iwae")
 SCHEDULES = ("constant", "cosine")
+#: fp32, or autocast to bfloat16 / float16 (float16 with dynamic loss scaling) for the forward pass.
+PRECISIONS = ("fp32", "bf16", "fp16")
 #: Consecutive non-finite steps after which training stops with a DivergenceError.
 MAX_BAD_STEPS = 20
 _SYNC_EVERY = 20
 _STREAM_PERMUTATION, _STREAM_AUGMENT, _STREAM_MODEL, _STREAM_VALIDATION = range(4)
 #: Options that may differ between a checkpoint and the run that resumes it.
-_RESUMABLE_CHANGES = ("epochs", "early_stopping_patience", "device", "val_importance_samples")
+_RESUMABLE_CHANGES = ("epochs", "early_stopping_patience", "device", "val_importance_samples", "precision")
 
 
 class DivergenceError(VaekitError, RuntimeError):
@@ -108,7 +116,9 @@ class TrainConfig:
     total gradient norm. ``samples`` is S for "elbo" and K for "iwae". ``beta``, ``kl_warmup_epochs``
     and ``free_bits`` apply to "elbo" only. ``early_stopping_patience``: stop after this many
     epochs without a better validation ELBO. ``val_importance_samples`` > 0 also estimates the
-    validation log-likelihood with that many importance samples each epoch.
+    validation log-likelihood with that many importance samples each epoch. ``precision`` "bf16"
+    or "fp16" runs the forward pass under ``torch.autocast`` (parameters and optimizer stay
+    float32; "fp16" adds dynamic loss scaling, whose overflow steps count as skipped).
     """
 
     epochs: int = 50
@@ -127,6 +137,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     val_importance_samples: int = 0
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -157,6 +168,8 @@ class TrainConfig:
         except (RuntimeError, ValueError):
             raise ConfigError(f"device: {self.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
         _check_int("val_importance_samples", self.val_importance_samples, 0)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision: unknown {self.precision!r}; choose one of {list(PRECISIONS)}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; :meth:`from_dict` inverts it."""
@@ -305,44 +318,60 @@ def _total_norm(grads: list[Tensor]) -> Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
-def _iwae_terms(model, x: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _iwae_terms(model, x: Tensor, k: int, eps: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """L_K(x) = log (1/K) Σ_k w_k and, from the same draws, the ELBO estimate mean_k log w_k,
     KL estimate mean_k [log q(z_k) - log p(z_k)] and reconstruction mean_k log p(x|z_k); each (B,)."""
-    log_px, log_pz, log_qz = importance_terms(model, x, k)
+    log_px, log_pz, log_qz = importance_terms(model, x, k, eps=eps)
     bound = torch.logsumexp(log_px + log_pz - log_qz, 0) - math.log(k)
     reconstruction, kl = log_px.mean(0), (log_qz - log_pz).mean(0)
     return bound, reconstruction - kl, kl, reconstruction
 
 
-def _batch_loss(model, x: Tensor, config: TrainConfig, beta: float) -> tuple[Tensor, Tensor]:
-    """The loss (a scalar) and the batch sums of (loss, elbo, kl, reconstruction) in float64."""
+def _batch_loss(model, x: Tensor, beta: float, eps: Tensor | None, scale: float, *,
+                config: TrainConfig) -> tuple[Tensor, Tensor]:
+    """The scalar loss ``scale · Σ_b loss_b`` and the batch sums of (loss, elbo, kl, reconstruction)
+    in float64. One process uses scale = 1/B (the batch mean); rank r of R uses R / B_global, so
+    that DDP's average of the R gradients is the global batch's mean gradient; scale 0 marks a
+    rank's weight-0 stand-in example (:mod:`vaekit.batches`), whose sums are zeroed too."""
     if config.objective == "elbo":
-        t = elbo_terms(model, x, beta=beta, n_samples=config.samples, free_bits=config.free_bits)
+        t = elbo_terms(model, x, beta=beta, n_samples=config.samples, free_bits=config.free_bits, eps=eps)
         per_example, elbo, kl, rec = -t.objective, t.elbo, t.kl, t.reconstruction
     else:
-        bound, elbo, kl, rec = _iwae_terms(model, x, config.samples)
+        bound, elbo, kl, rec = _iwae_terms(model, x, config.samples, eps)
         per_example = -bound
-    stats = torch.stack([per_example.sum(), elbo.sum(), kl.sum(), rec.sum()]).detach().double()
-    return per_example.mean(), stats
+    weight = 1.0 if scale != 0 else 0.0
+    stats = torch.stack([per_example.sum(), elbo.sum(), kl.sum(), rec.sum()]).detach().double() * weight
+    return per_example.sum() * scale, stats
 
 
 @torch.no_grad()
-def _validate(model, x: Tensor, config: TrainConfig, device: torch.device) -> tuple[float, float, float, float | None]:
-    """Mean ELBO, KL and reconstruction (and log-likelihood if asked) over the fixed validation set."""
+def _validate(model, x: Tensor, config: TrainConfig, device: torch.device, rank_part: tuple[int, int],
+              latent: tuple[int, int, torch.dtype] | None) -> tuple[float, float, float, float | None]:
+    """Mean ELBO, KL and reconstruction (and log-likelihood if asked) over the fixed validation
+    set ``x``, of which this rank evaluates rows ``rank_part`` (sums are added over the ranks). The
+    ε of the ELBO are drawn for the whole set from a fixed seed, so the figure does not depend on
+    the number of ranks; the importance sampling uses torch's generator, seeded per rank."""
     was_training = model.training
     model.eval()
-    _seed_global(device, _seed(config.seed, 0, _STREAM_VALIDATION))
+    _seed_global(device, _seed(config.seed, distributed.rank(), _STREAM_VALIDATION))
+    eps = None
+    if latent is not None:
+        generator = torch.Generator(device=device).manual_seed(_seed(config.seed, 0, _STREAM_VALIDATION))
+        eps = torch.randn((1, x.shape[0], latent[1]), generator=generator, device=device, dtype=latent[2])
+    lo, hi = rank_part
     sums = torch.zeros(4, dtype=torch.float64, device=device)
     try:
-        for chunk in x.split(config.batch_size):
-            t = elbo_terms(model, chunk, n_samples=1)
+        for start in range(lo, hi, config.batch_size):
+            end = min(hi, start + config.batch_size)
+            chunk = x[start:end]
+            t = elbo_terms(model, chunk, n_samples=1, eps=None if eps is None else eps[:, start:end])
             sums[:3] += torch.stack([t.elbo.sum(), t.kl.sum(), t.reconstruction.sum()]).double()
             if config.val_importance_samples:
                 est = estimate_log_likelihood(model, chunk, n_samples=config.val_importance_samples)
                 sums[3] += est.log_likelihood.double().sum()
     finally:
         model.train(was_training)
-    elbo, kl, rec, ll = (sums / x.shape[0]).tolist()
+    elbo, kl, rec, ll = (distributed.all_reduce_sum(sums) / x.shape[0]).tolist()
     return elbo, kl, rec, (ll if config.val_importance_samples else None)
 
 
@@ -539,11 +568,60 @@ def _checkpoint_extra(config: TrainConfig, state: _State, partial: dict[str, Any
 
 # --- the loop -----------------------------------------------------------------------------------
 
-def fit(model: nn.Module, train_x: Tensor, val_x: Tensor, config: TrainConfig, *, preprocessing: Preprocessing,
+def _posterior_is_gaussian(model: nn.Module, x: Tensor) -> bool:
+    """Whether the trainer can draw ε for ``model``: a Gaussian posterior over a latent vector."""
+    validate_args = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(False)    # NaN weights are the guard's business
+    try:
+        with torch.no_grad():
+            q = model.encode(x)
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(validate_args)
+    return isinstance(q, (DiagonalNormal, MultivariateNormal)) and len(q.event_shape) == 1
+
+
+class _Objective(nn.Module):
+    """The training loss as a module, for DistributedDataParallel, which synchronises gradients
+    only for work done inside a wrapped module's forward. The model itself computes no loss."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig):
+        super().__init__()
+        self.model = model
+        self.config = config
+
+    def forward(self, x: Tensor, beta: float, eps: Tensor | None, scale: float) -> tuple[Tensor, Tensor]:
+        return _batch_loss(self.model, x, beta, eps, scale, config=self.config)
+
+
+def _global_profile_mean(weight: float) -> contextlib.AbstractContextManager:
+    """c* of the optimal decoder variance from the global batch: the mean squared residual over
+    every rank's part (a weight-0 stand-in contributes nothing), as one process computes it."""
+    def reduce(residual_sq: Tensor) -> Tensor:
+        total = torch.stack([residual_sq.sum(dtype=torch.float64), torch.tensor(float(residual_sq.numel()),
+                             dtype=torch.float64, device=residual_sq.device)]) * weight
+        distributed.all_reduce_sum(total)
+        return (total[0] / total[1]).to(residual_sq.dtype)
+    return profile_mean(reduce)
+
+
+def _precision(config: TrainConfig, device: torch.device):
+    """(autocast context factory, GradScaler or None) for ``config.precision``."""
+    if config.precision == "fp32":
+        return contextlib.nullcontext, None
+    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
+    return (lambda: torch.autocast(device.type, dtype=dtype)), scaler
+
+
+def fit(model: nn.Module, train_x, val_x: Tensor, config: TrainConfig, *, preprocessing: Preprocessing,
         run_dir: str | Path | None = None, resume: bool = False, progress: bool = False,
         callbacks: Sequence[Callable[[EpochMetrics], Any]] | None = None,
         model_extra: dict[str, Any] | None = None) -> FitResult:
-    """Train ``model`` on ``train_x`` (``preprocessing.prepare`` output), validating on ``val_x``.
+    """Train ``model`` on ``train_x``, validating on ``val_x`` (``preprocessing.prepare`` output).
+
+    ``train_x`` is a prepared tensor (N, *data_shape), kept on the device, or a
+    :class:`vaekit.data.stream.NpyStream` of raw rows, read in shuffled blocks and prepared batch
+    by batch (for data larger than memory; see :mod:`vaekit.batches`).
 
     With ``run_dir``, after every epoch: the best model so far (highest validation ELBO) is saved
     with :func:`vaekit.io.save_model` (``extra=model_extra``, which gets "preprocessing" and
@@ -555,31 +633,50 @@ def fit(model: nn.Module, train_x: Tensor, val_x: Tensor, config: TrainConfig, *
     record; no metrics row) and is then re-raised; resuming finishes that epoch exactly. Each callback is called with
     every epoch's :class:`EpochMetrics`; a truthy return value stops training.
 
+    In a process group of R > 1 ranks (:mod:`vaekit.distributed`; every rank calls ``fit`` with the
+    same arguments) the model is wrapped in DistributedDataParallel, ``config.batch_size`` is the
+    global batch, metrics are summed over the ranks, and only rank 0 writes files (an interrupt
+    then saves nothing mid-epoch: resuming starts from the last completed epoch). A checkpoint
+    resumes with any number of ranks.
+
     The model keeps the last epoch's weights (the best are in run_dir/model.safetensors).
     """
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config: expected a TrainConfig, got {type(config).__name__}")
-    for name, x in (("train_x", train_x), ("val_x", val_x)):
+    streamed = not isinstance(train_x, Tensor)
+    if streamed and not hasattr(train_x, "block_order"):
+        raise ConfigError(f"train_x: expected a tensor or a vaekit.data.stream.NpyStream, got {type(train_x).__name__}")
+    first = preprocessing.prepare(train_x.read(np.zeros(1, dtype=np.int64))) if streamed else train_x
+    for name, x in (("train_x", first), ("val_x", val_x)):
         if not isinstance(x, Tensor) or x.shape[:1] == (0,) or x.ndim == 0:
             raise ShapeError(f"{name}: needs at least one example (a tensor of shape (N, *data_shape), N >= 1)")
         check_batch(model, x[:1])
     if resume and run_dir is None:
         raise ConfigError("resume: needs a run directory to resume from")
     device = _resolve_device(config.device)
+    world, rank = distributed.world_size(), distributed.rank()
+    main = rank == 0
     files = _RunFiles(Path(run_dir)) if run_dir is not None else None
+    writes = files is not None and main
     extra = dict(model_extra or {})
     extra.setdefault("preprocessing", preprocessing.to_dict())
     extra.setdefault("train", config.to_dict())
 
     model.to(device)
     model.train()
-    train_x, val_x = train_x.to(device), val_x.to(device)
+    val_x = val_x.to(device)
     val_eval = preprocessing.augment(val_x, torch.Generator(device=device).manual_seed(0))
-    n = train_x.shape[0]
-    steps_per_epoch = math.ceil(n / config.batch_size)
+    val_part = distributed.shard(val_x.shape[0], world, rank)
+    dtype = next(model.parameters()).dtype
+    latent = getattr(model, "latent_dim", None)
+    draw_eps = isinstance(latent, int) and _posterior_is_gaussian(model, first[:1].to(device, dtype))
+    plan = BatchPlan(train_x, preprocessing, config.batch_size, device, rank=rank, world=world,
+                     latent=(config.samples, latent, dtype) if draw_eps else None)
+    steps_per_epoch = plan.steps_per_epoch
     total_steps = config.epochs * steps_per_epoch
     optimizer, fused = _make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: lr_factor(config, t, total_steps))
+    autocast, scaler = _precision(config, device)
 
     state = _State()
     partial: dict[str, Any] | None = None
@@ -595,13 +692,24 @@ def fit(model: nn.Module, train_x: Tensor, val_x: Tensor, config: TrainConfig, *
                            saved["since_best"], saved["stopped_early"],
                            [EpochMetrics.from_dict(m) for m in saved["history"]])
             partial = saved.get("partial_epoch")
-        files.rewrite_metrics(state.history)
+        distributed.barrier()          # every rank has read the checkpoint before rank 0 writes again
+        if writes:
+            files.rewrite_metrics(state.history)
     if state.stopped_early or state.epoch >= config.epochs:
         return FitResult(state.history, state.best_epoch, state.best_val_elbo, state.stopped_early)
 
-    writer = _tensorboard(files.run_dir if files else None)
+    step_loss: Callable[..., tuple[Tensor, Tensor]] = functools.partial(_batch_loss, model, config=config)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # buffers (the running decoder variance) follow rank 0's at every forward: DDP's default
+        ddp = DistributedDataParallel(_Objective(model, config),
+                                      device_ids=[device.index] if device.type == "cuda" else None)
+        step_loss = functools.partial(ddp.forward)
+    profiled = _global_profile_mean if world > 1 else (lambda weight: contextlib.nullcontext())
+    writer = _tensorboard(files.run_dir if writes else None)
     bar = None
-    if progress:
+    if progress and main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True)
@@ -618,36 +726,45 @@ def fit(model: nn.Module, train_x: Tensor, val_x: Tensor, config: TrainConfig, *
                 perm_gen = torch.Generator().manual_seed(_seed(config.seed, epoch, _STREAM_PERMUTATION))
                 aug_gen = torch.Generator(device=device).manual_seed(_seed(config.seed, epoch, _STREAM_AUGMENT))
                 _seed_global(device, _seed(config.seed, epoch, _STREAM_MODEL))
-                perm = torch.randperm(n, generator=perm_gen).to(device)
+                plan.start_epoch(perm_gen)
                 totals = _EpochTotals.zeros(device)
                 done, beta, lr_used = 0, kl_beta(config, state.step, steps_per_epoch), config.lr
                 if partial is not None and partial["epoch"] == epoch:    # resume mid-epoch
                     done, beta, lr_used, seconds = _resume_partial(partial, totals, aug_gen, device)
                     t0 -= seconds
                 partial = None
-                snap = _rng_snapshot(aug_gen, device) if files is not None else {}
+                snap = _rng_snapshot(aug_gen, device) if writes and world == 1 else {}
                 saved_buffers: list[Tensor] | None = None
                 try:
                     for b in range(done, steps_per_epoch):
-                        idx = perm[b * config.batch_size:(b + 1) * config.batch_size]
-                        batch = preprocessing.augment(train_x[idx], aug_gen)
+                        local = plan.batch(b, aug_gen)
                         beta = kl_beta(config, state.step, steps_per_epoch)
                         saved_buffers = [buf.clone() for buf in buffers]
-                        loss, stats = _batch_loss(model, batch, config, beta)
+                        with autocast(), profiled(local.weight):
+                            loss, stats = step_loss(local.x, beta, local.eps, local.weight * world / local.global_size)
                         optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
+                        if scaler is not None:
+                            scaler.scale(loss).backward()
+                            scaler.unscale_(optimizer)
+                        else:
+                            loss.backward()
                         grads = [p.grad for p in params if p.grad is not None]
                         if config.grad_clip is not None:
                             norm = nn.utils.clip_grad_norm_(params, config.grad_clip)
                         else:
                             norm = _total_norm(grads) if grads else torch.zeros((), device=device)
-                        ok = torch.isfinite(loss) & torch.isfinite(norm)
+                        finite = torch.isfinite(loss).to(torch.float32)
+                        if world > 1:                      # a non-finite loss on any rank skips the step everywhere
+                            finite = distributed.all_reduce_sum(finite) == world
+                        ok = finite.bool() & torch.isfinite(norm)
                         with gate.hold():
                             if fused:
                                 optimizer.found_inf = (~ok).to(torch.float32)  # the fused kernel skips the update
                                 optimizer.step()
                             elif bool(ok):
                                 optimizer.step()
+                            if scaler is not None:
+                                scaler.update()
                             lr_used = float(optimizer.param_groups[0]["lr"])
                             with warnings.catch_warnings():  # a skipped first step would warn about the order
                                 warnings.simplefilter("ignore", UserWarning)
@@ -656,13 +773,13 @@ def fit(model: nn.Module, train_x: Tensor, val_x: Tensor, config: TrainConfig, *
                                 buf.copy_(torch.where(ok, buf, old))
                             saved_buffers = None
                             totals.sums += torch.where(ok, stats, 0.0)
-                            totals.counted += torch.where(ok, float(batch.shape[0]), 0.0)
+                            totals.counted += torch.where(ok, float(local.x.shape[0]) * local.weight, 0.0)
                             totals.bad_run = torch.where(ok, 0, totals.bad_run + 1)
                             totals.worst_run = torch.maximum(totals.worst_run, totals.bad_run)
                             totals.skipped += (~ok).long()
                             state.step += 1
                             done = b + 1
-                            if files is not None:
+                            if snap:
                                 snap = _rng_snapshot(aug_gen, device)
                         if bar is not None:
                             bar.update(1)
@@ -677,7 +794,7 @@ def fit(model: nn.Module, train_x: Tensor, val_x: Tensor, config: TrainConfig, *
                                 bar.set_postfix(epoch=epoch, loss=f"{loss_m:.4g}", elbo=f"{elbo_m:.4g}",
                                                 kl=f"{kl_m:.4g}", refresh=False)
                 except KeyboardInterrupt:
-                    if files is not None:
+                    if writes and world == 1:
                         with _deferred_interrupt():
                             if saved_buffers is not None:        # the interrupted step changes nothing
                                 for buf, old in zip(buffers, saved_buffers, strict=True):
@@ -689,9 +806,10 @@ def fit(model: nn.Module, train_x: Tensor, val_x: Tensor, config: TrainConfig, *
                                 epoch=state.epoch, step=state.step, rng=capture_rng(),
                                 extra=_checkpoint_extra(config, state, record))
                     raise
-                val = _validate(model, val_eval, config, device)
-                counted = float(totals.counted)
-                loss_m, elbo_m, kl_m, rec_m = (totals.sums / counted).tolist() if counted > 0 else [math.nan] * 4
+                val = _validate(model, val_eval, config, device, val_part, plan.latent)
+                epoch_sums = distributed.all_reduce_sum(torch.cat([totals.sums, totals.counted.reshape(1)]))
+                counted = float(epoch_sums[4])
+                loss_m, elbo_m, kl_m, rec_m = (epoch_sums[:4] / counted).tolist() if counted > 0 else [math.nan] * 4
                 metrics = EpochMetrics(epoch, state.step, loss_m, elbo_m, kl_m, rec_m, val[0], val[1], val[2],
                                        beta, lr_used, time.perf_counter() - t0,
                                        val[3], int(totals.skipped))
@@ -705,6 +823,7 @@ def fit(model: nn.Module, train_x: Tensor, val_x: Tensor, config: TrainConfig, *
                 stop = bool(config.early_stopping_patience and state.since_best >= config.early_stopping_patience)
                 for callback in callbacks or ():
                     stop = bool(callback(metrics)) or stop
+                stop = distributed.broadcast_flag(stop, device)     # every rank stops with rank 0
                 state.stopped_early = stop and epoch < config.epochs
                 if bar is not None:
                     bar.set_postfix(epoch=epoch, val_elbo=f"{metrics.val_elbo:.4g}", refresh=True)
@@ -713,7 +832,7 @@ def fit(model: nn.Module, train_x: Tensor, val_x: Tensor, config: TrainConfig, *
                         if key not in ("epoch", "step") and isinstance(value, (int, float)):
                             writer.add_scalar(f"epoch/{key}", value, epoch)
                     writer.flush()
-                if files is not None:
+                if writes:
                     with _deferred_interrupt():
                         if improved:
                             _save_best(model, files.run_dir, extra)
@@ -732,4 +851,5 @@ def fit(model: nn.Module, train_x: Tensor, val_x: Tensor, config: TrainConfig, *
             bar.close()
         if writer is not None:
             writer.close()
+    distributed.barrier()                  # rank 0's files are complete when fit returns on any rank
     return FitResult(state.history, state.best_epoch, state.best_val_elbo, state.stopped_early)

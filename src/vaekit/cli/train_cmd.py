@@ -34,6 +34,7 @@ import torch
 from ..errors import CheckpointError, ConfigError
 from ..model import ARCHITECTURES, LIKELIHOODS, VARIANCE_MODES
 from ..networks import ACTIVATIONS
+from ..train import PRECISIONS
 
 __all__ = ["register"]
 
@@ -153,6 +154,8 @@ _OPTIONS = (
     _Opt("test_fraction", "data", _float(0.0, below=1.0), 0.1,
          "share held out for testing (datasets without their own test split)", "F"),
     _Opt("image_size", "data", _image_size, None, "resize the images of a folder to HxW", "HxW"),
+    _Opt("stream", "data", None, False, "memory-map a .npy --data file and read its training split in shuffled "
+         "blocks, for data larger than memory"),
     _Opt("latent_dim", "model", _int(1), 16, "latent dimensions K", "K"),
     _Opt("likelihood", "model", _choice(*LIKELIHOODS), "gaussian", "decoder likelihood: gaussian or bernoulli "
          "(bernoulli binarises images dynamically, gaussian dequantises them)", "{gaussian,bernoulli}"),
@@ -183,6 +186,8 @@ _OPTIONS = (
     _Opt("seed", "train", _int(0), 0, "seed of the data split, the initialisation and training", "S"),
     _Opt("device", "train", _device_name, "auto", "torch device: auto (cuda when available), cpu, cuda, cuda:N",
          "D"),
+    _Opt("precision", "train", _choice(*PRECISIONS), "fp32", "fp32, or autocast the forward pass to bf16 or fp16 "
+         "(fp16 with dynamic loss scaling)", "{fp32,bf16,fp16}"),
     _Opt("val_importance_samples", "train", _int(0), 0,
          "also estimate the validation log-likelihood each epoch with K importance samples (0: off)", "K"),
     _Opt("importance_samples", "run", _int(1), 100, "importance samples for the final test log-likelihood", "K"),
@@ -196,7 +201,7 @@ _BY_NAME = {o.name: o for o in _OPTIONS}
 _TRAIN_FIELD = {"kl_warmup": "kl_warmup_epochs", "patience": "early_stopping_patience"}
 _DATA_FIELD = {"data": "spec"}
 #: Options that may change when a run is resumed.
-_RESUMABLE = ("epochs", "patience", "device", "val_importance_samples", "data_dir")
+_RESUMABLE = ("epochs", "patience", "device", "val_importance_samples", "data_dir", "precision")
 
 
 def _flag(name: str) -> str:
@@ -294,7 +299,7 @@ def _data_spec(values: dict[str, Any]):
 
     return DataSpec(spec=values["data"], data_dir=values["data_dir"], seed=values["seed"],
                     val_fraction=values["val_fraction"], test_fraction=values["test_fraction"],
-                    image_size=values["image_size"])
+                    image_size=values["image_size"], stream=values["stream"])
 
 
 def _model_config(values: dict[str, Any], data_shape: tuple[int, ...]):
@@ -330,7 +335,7 @@ def _stored_values(run_dir: Path) -> tuple[dict[str, Any], Any, dict[str, Any]]:
         raise CheckpointError(f"{source}: not a run written by 'vaekit train' (missing or bad {exc})") from None
     values = {o.name: o.default for o in _OPTIONS}
     values.update({name: getattr(data, _DATA_FIELD.get(name, name)) for name in
-                   ("data", "data_dir", "val_fraction", "test_fraction", "image_size")})
+                   ("data", "data_dir", "val_fraction", "test_fraction", "image_size", "stream")})
     values.update({name: getattr(config, name) for name in
                    ("latent_dim", "likelihood", "decoder_variance", "arch", "hidden", "activation", "posterior")})
     values.update({o.name: getattr(train, _TRAIN_FIELD.get(o.name, o.name)) for o in _OPTIONS if o.group == "train"})
@@ -377,6 +382,16 @@ def _epoch_printer(total: int) -> Callable[[Any], None]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .. import distributed
+
+    try:
+        return _train(args)
+    finally:
+        distributed.shutdown()
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .. import distributed
     from ..data import Preprocessing, fit_preprocessing
     from ..model import build_vae
     from ..runs import load_run
@@ -398,8 +413,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"--out {run_dir}: already holds a run; pass --resume to continue it or choose "
                               "another directory")
         data_spec = _data_spec(values)
+    values["device"] = distributed.init_from_env(_device(values["device"]))   # torchrun: join the process group
+    main = distributed.is_main()
     train_config = _train_config(values)
-    progress = not values["no_progress"] and sys.stderr.isatty()
+    progress = not values["no_progress"] and sys.stderr.isatty() and main
 
     dataset = data_spec.load(download=values["download"], progress=progress)
     if not args.resume:
@@ -408,25 +425,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
     elif tuple(dataset.shape) != tuple(model_config.data_shape):
         raise ConfigError(f"--data {data_spec.spec}: examples of shape {tuple(dataset.shape)} do not match the "
                           f"run's model {tuple(model_config.data_shape)}")
-    train_x, val_x = preprocessing.prepare(dataset.train), preprocessing.prepare(dataset.val)
+    train_x = dataset.train if data_spec.stream else preprocessing.prepare(dataset.train)
+    val_x = preprocessing.prepare(dataset.val)
     if val_x.shape[0] == 0:
         raise ConfigError("--val-fraction: the validation split is empty; validation needs at least one example")
     torch.manual_seed(train_config.seed)
     model = build_vae(model_config)
     extra = {"preprocessing": preprocessing.to_dict(), "data": data_spec.to_dict(), "train": train_config.to_dict()}
-    if not args.resume:
+    distributed.barrier()                             # every rank has checked --out before rank 0 writes there
+    if not args.resume and main:
         from ..io import save_model
 
         save_model(model, run_dir, extra=extra)       # config.json first: the run can be resumed from now on
 
-    callbacks = [] if progress else [_epoch_printer(train_config.epochs)]
+    callbacks = [] if progress or not main else [_epoch_printer(train_config.epochs)]
     try:
         result = fit(model, train_x, val_x, train_config, preprocessing=preprocessing, run_dir=run_dir,
                      resume=args.resume, progress=progress, callbacks=callbacks, model_extra=extra)
     except KeyboardInterrupt:
-        print(f"vaekit train: interrupted; resume with: vaekit train --out {shlex.quote(str(run_dir))} --resume",
-              file=sys.stderr)
+        if main:
+            print(f"vaekit train: interrupted; resume with: vaekit train --out {shlex.quote(str(run_dir))} --resume",
+                  file=sys.stderr)
         return 130
+    if not main:
+        return 0                                      # rank 0 evaluates and writes the figures
 
     run = load_run(run_dir, map_location=train_config.device)
     run.model.eval()

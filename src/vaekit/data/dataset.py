@@ -142,6 +142,19 @@ def _build(
     )
 
 
+def _stream_npy(path: Path, source: str, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
+    """A :class:`Dataset` whose training split streams from the memory-mapped ``.npy`` file."""
+    from vaekit.data.stream import NpyStream, read_npy_header
+
+    shape, _, _ = read_npy_header(path)
+    test_idx, val_idx, train_idx = split_indices(shape[0], (test_fraction, val_fraction), seed, source)
+    train = NpyStream(path, rows=train_idx)
+    has_test = test_fraction > 0
+    return Dataset(name=source, kind=train.kind, shape=train.shape, levels=train.levels, train=train,  # type: ignore[arg-type]
+                   val=train.take(val_idx), test=train.take(test_idx) if has_test else None,
+                   train_labels=None, val_labels=None, test_labels=None)
+
+
 def _load_digits(val_fraction: float, test_fraction: float, seed: int) -> Dataset:
     """The 1,797 8x8 digits shipped with scikit-learn, values 0..16 (17 levels)."""
     from sklearn.datasets import load_digits
@@ -222,6 +235,7 @@ def load_dataset(
     progress: bool = False,
     label_column: int | str | None = None,
     mirrors: list[str] | tuple[str, ...] | None = None,
+    stream: bool = False,
 ) -> Dataset:
     """Load a dataset by name or path and split it deterministically.
 
@@ -236,6 +250,10 @@ def load_dataset(
     validation. ``image_size=(H, W)`` resizes the images of a folder; ``label_column`` picks a
     CSV column as integer labels; ``progress`` shows a tqdm bar while downloading.
 
+    ``stream=True`` (``.npy`` files only) memory-maps the file instead of reading it: the training
+    split is a :class:`vaekit.data.stream.NpyStream` read in shuffled blocks during training, the
+    validation and test splits (the same rows as without streaming) are read into memory.
+
     Raises :class:`ConfigError` for impossible options and :class:`DataError` for bad data.
     """
     val_fraction = _check_fraction(val_fraction, "val_fraction")
@@ -247,6 +265,8 @@ def load_dataset(
     key = os.fspath(spec).strip().lower() if isinstance(spec, str) else None
     key = _ALIASES.get(key, key) if key is not None else None
     if key in KNOWN_DATASETS:
+        if stream:
+            raise ConfigError(f"stream: applies to .npy files only, not to {key}")
         if image_size is not None:
             raise ConfigError(f"image_size: only applies to folders of images, not to {key}")
         if label_column is not None:
@@ -266,6 +286,10 @@ def load_dataset(
     if label_column is not None and path.suffix.lower() != ".csv":
         raise ConfigError(f"label_column: only applies to .csv files, not to {source}")
 
+    if stream:
+        if path.suffix.lower() != ".npy" or not path.is_file():
+            raise ConfigError(f"stream: applies to .npy files only, not to {source}")
+        return _stream_npy(path, source, val_fraction, test_fraction, seed)
     raw, labels = _read_path(path, label_column, image_size)
     x, kind, shape, levels = formats.interpret_array(raw, source)
     return _build(source, x, labels, kind, shape, levels, val_fraction, test_fraction, seed)

@@ -171,24 +171,63 @@ class Preprocessing:
                 out = x.astype(np.float32)
         return torch.from_numpy(np.ascontiguousarray(out))
 
-    def augment(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    @property
+    def random(self) -> bool:
+        """Whether :meth:`augment` draws random numbers (binarisation or dequantisation)."""
+        return self.binarize or self.dequantize
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator | None = None, *,
+                uniform: torch.Tensor | None = None) -> torch.Tensor:
         """Apply the random part to a prepared batch ``x`` (on ``x``'s device).
 
         ``binarize``: ``torch.bernoulli(x)``. ``dequantize``: ``(k + u) / L`` with
         ``k = round(x * (L - 1))`` and ``u ~ U[0, 1)``, clipped below ``(k + 1) / L`` against
         float rounding, so the result lies in ``[k/L, (k+1)/L)``. Otherwise ``x`` itself.
-        ``generator`` (on ``x``'s device) makes the draw reproducible.
+        ``generator`` (on ``x``'s device) makes the draw reproducible. ``uniform`` (x's shape,
+        values in [0, 1)) supplies the draws instead: binarisation is then ``1[u < x]``, the same
+        law as ``torch.bernoulli`` (the trainer draws them for a whole global batch).
         """
+        if uniform is not None and tuple(uniform.shape) != tuple(x.shape):
+            raise DataError(f"augment: uniform draws of shape {tuple(uniform.shape)} do not match the batch "
+                            f"{tuple(x.shape)}")
         if self.binarize:
+            if uniform is not None:
+                return (uniform < x).to(x.dtype)
             return torch.bernoulli(x, generator=generator)
         if self.dequantize:
             levels = float(self.levels)  # type: ignore[arg-type]
             k = torch.round(x * (levels - 1.0))
-            u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            u = uniform if uniform is not None else torch.rand(x.shape, generator=generator, device=x.device,
+                                                                dtype=x.dtype)
             y = (k + u) / levels
             upper = torch.nextafter((k + 1.0) / levels, torch.zeros_like(y))
             return torch.minimum(y, upper)
         return x
+
+
+def _summary(blocks, need_moments: bool, name: str) -> tuple[int, float, float, np.ndarray | None, np.ndarray | None]:
+    """(count, min, max, per-feature mean, per-feature sum of squared deviations) over blocks of
+    rows, merged exactly (Chan et al.'s pairwise update); one block gives numpy's own figures."""
+    count, lo, hi, mean, m2 = 0, math.inf, -math.inf, None, None
+    for block in blocks:
+        if block.shape[0] == 0:
+            continue
+        if block.dtype.kind == "f" and not np.all(np.isfinite(block)):
+            raise DataError(f"{name}: the training split has non-finite values (NaN or Inf)")
+        lo, hi = min(lo, float(np.min(block))), max(hi, float(np.max(block)))
+        if need_moments:
+            flat = block.reshape(block.shape[0], -1).astype(np.float64)
+            b_mean = flat.mean(axis=0)
+            b_m2 = ((flat - b_mean) ** 2).sum(axis=0)
+            if mean is None:
+                mean, m2 = b_mean, b_m2
+            else:
+                total = count + flat.shape[0]
+                delta = b_mean - mean
+                mean = mean + delta * (flat.shape[0] / total)
+                m2 = m2 + b_m2 + delta**2 * (count * flat.shape[0] / total)
+        count += block.shape[0]
+    return count, lo, hi, mean, m2
 
 
 def fit_preprocessing(dataset: Dataset, likelihood: str) -> Preprocessing:
@@ -207,17 +246,20 @@ def fit_preprocessing(dataset: Dataset, likelihood: str) -> Preprocessing:
         raise ConfigError(f"likelihood: expected one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
     if dataset.kind not in ("image", "tabular"):
         raise ConfigError(f"{dataset.name}: unknown dataset kind {dataset.kind!r}")
-    train = np.asarray(dataset.train)
-    if train.shape[0] == 0:
+    streamed = hasattr(dataset.train, "iter_blocks")   # a vaekit.data.stream.NpyStream: one pass, block by block
+    need_moments = dataset.kind == "tabular" and likelihood == "gaussian"
+    if streamed and dataset.kind == "image" and dataset.levels is not None:
+        count, lo, hi, mean, m2 = len(dataset.train), 0.0, 0.0, None, None   # each block's range is checked on reading
+    else:
+        blocks = dataset.train.iter_blocks() if streamed else [np.asarray(dataset.train)]
+        count, lo, hi, mean, m2 = _summary(blocks, need_moments, dataset.name)
+    if count == 0:
         raise DataError(f"{dataset.name}: the training split is empty")
-    if train.dtype.kind == "f" and not np.all(np.isfinite(train)):
-        raise DataError(f"{dataset.name}: the training split has non-finite values (NaN or Inf)")
+    found = f"[{lo:.6g}, {hi:.6g}]"
 
     if dataset.kind == "image":
-        if dataset.levels is None and (np.min(train) < 0 or np.max(train) > 1):
-            raise DataError(
-                f"{dataset.name}: float images must lie in [0, 1], found {_range_text(train)}"
-            )
+        if dataset.levels is None and (lo < 0 or hi > 1):
+            raise DataError(f"{dataset.name}: float images must lie in [0, 1], found {found}")
         return Preprocessing(
             kind="image",
             levels=dataset.levels,
@@ -228,16 +270,13 @@ def fit_preprocessing(dataset: Dataset, likelihood: str) -> Preprocessing:
         )
 
     if likelihood == "bernoulli":
-        if np.min(train) < 0 or np.max(train) > 1:
+        if lo < 0 or hi > 1:
             raise DataError(
-                f"{dataset.name}: the bernoulli likelihood needs data in [0, 1], found "
-                f"{_range_text(train)}; use likelihood gaussian"
+                f"{dataset.name}: the bernoulli likelihood needs data in [0, 1], found {found}; use likelihood gaussian"
             )
         return Preprocessing("tabular", None, None, None, binarize=False, dequantize=False)
 
-    flat = train.reshape(train.shape[0], -1).astype(np.float64)
-    mean = flat.mean(axis=0)
-    std = flat.std(axis=0)
+    std = np.sqrt(m2 / count)
     std = np.where(std > 0, std, 1.0)
     return Preprocessing(
         kind="tabular",
