@@ -370,3 +370,24 @@ def test_epoch_metrics_json_round_trip():
     assert d["train_loss"] is None
     back = EpochMetrics.from_dict(d)
     assert math.isnan(back.train_loss) and back.val_log_likelihood is None and back.val_elbo == -1.0
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_autocast_precision_trains_close_to_fp32(digits, precision):
+    pp, x, v = digits
+    ref = _model()
+    fit(ref, x, v, TrainConfig(epochs=6, batch_size=32, lr=3e-3), preprocessing=pp)
+    low = _model()
+    result = fit(low, x, v, TrainConfig(epochs=6, batch_size=32, lr=3e-3, precision=precision), preprocessing=pp)
+    assert all(p.dtype == torch.float32 for p in low.parameters())          # master weights stay float32
+    diffs = [float((a - b).abs().max()) for a, b in zip(ref.state_dict().values(), low.state_dict().values(), strict=True)]
+    assert max(diffs) > 0                                                   # autocast did change the arithmetic
+    first, last = result.history[0].val_elbo, result.history[-1].val_elbo
+    assert math.isfinite(last) and last > first + 1                         # and it still learns
+    ref_last = fit(_model(), x, v, TrainConfig(epochs=6, batch_size=32, lr=3e-3), preprocessing=pp).history[-1]
+    assert abs(last - ref_last.val_elbo) < 3.0
+
+
+def test_unknown_precision_is_a_config_error():
+    with pytest.raises(ConfigError, match="precision: unknown 'fp8'"):
+        TrainConfig(precision="fp8")

@@ -58,7 +58,7 @@ class DataSpec:
     def load(self, *, download: bool = False, progress: bool = False) -> Dataset:
         return load_dataset(self.spec, data_dir=self.data_dir, download=download, val_fraction=self.val_fraction,
                             test_fraction=self.test_fraction, seed=self.seed, image_size=self.image_size,
-                            progress=progress)
+                            progress=progress, stream=self.stream)
 
 
 @dataclass(frozen=True)
@@ -88,14 +88,19 @@ def load_run(run_dir: str | os.PathLike, *, map_location: str | torch.device = "
     return Run(run_dir, model, config, preprocessing, data, dict(extra.get("train", {})))
 
 
-def split_of(dataset: Dataset, split: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """The raw array and labels of ``split`` ("train", "val" or "test")."""
+def split_of(dataset: Dataset, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The raw array and labels of ``split`` ("train", "val" or "test"), its first ``limit``
+    examples if given (a streamed training split is read only that far)."""
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split: unknown {split!r}; choose train, val or test")
     x = getattr(dataset, split)
     if x is None or len(x) == 0:
         raise ConfigError(f"--split {split}: dataset {dataset.name!r} has no {split} examples")
-    return x, getattr(dataset, f"{split}_labels")
+    labels = getattr(dataset, f"{split}_labels")
+    count = len(x) if limit is None else min(limit, len(x))
+    if hasattr(x, "read"):                                 # a vaekit.data.stream.NpyStream
+        return x.read(np.arange(count)), None
+    return x[:count], None if labels is None else labels[:count]
 
 
 def eval_tensor(preprocessing: Preprocessing, x: np.ndarray, *, seed: int = 0,

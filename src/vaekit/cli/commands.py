@@ -142,7 +142,8 @@ def _data_spec(run: Run, args: argparse.Namespace) -> DataSpec:
             shape = run.config.data_shape
             image_size = spec.image_size or (tuple(shape[-2:]) if len(shape) == 3 else None)
         return DataSpec(spec=args.data, data_dir=args.data_dir, seed=spec.seed, val_fraction=spec.val_fraction,
-                        test_fraction=spec.test_fraction, image_size=image_size)
+                        test_fraction=spec.test_fraction, image_size=image_size,
+                        stream=spec.stream and Path(args.data).suffix.lower() == ".npy")
     if args.data_dir is not None:
         return replace(spec, data_dir=args.data_dir)
     return spec
@@ -157,10 +158,7 @@ def _examples(run: Run, args: argparse.Namespace, device: torch.device,
     if tuple(dataset.shape) != model_shape:
         raise ShapeError(f"--data {spec.spec}: examples of shape {tuple(dataset.shape)} do not match the "
                          f"model's data shape {model_shape}")
-    x, labels = split_of(dataset, args.split)
-    if limit is not None:
-        x = x[:limit]
-        labels = None if labels is None else labels[:limit]
+    x, labels = split_of(dataset, args.split, limit)
     try:
         tensor = eval_tensor(run.preprocessing, x, seed=EVAL_DATA_SEED, device=device)
     except DataError as exc:

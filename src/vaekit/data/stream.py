@@ -93,8 +93,8 @@ class NpyStream:
         self.rows = rows
         self.row_bytes = math.prod(self.file_shape[1:]) * self.dtype.itemsize
         self.block_rows = max(1, block_bytes // self.row_bytes)
-        self._fh = open(self.path, "rb")  # noqa: SIM115 - kept open for the mapping's lifetime
-        self._map = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
+        with open(self.path, "rb") as fh:                      # the mapping keeps its own descriptor
+            self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         self._array = np.frombuffer(self._map, dtype=self.dtype, count=math.prod(self.file_shape),
                                     offset=self._offset).reshape(self.file_shape)
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -113,12 +113,11 @@ class NpyStream:
                 f"of {self.block_rows} rows)")
 
     def close(self) -> None:
-        """Release the mapping and the file."""
+        """Release the mapping (reading afterwards is an error)."""
         self._cache.clear()
         self._array = None  # type: ignore[assignment]
         if not self._map.closed:
             self._map.close()
-        self._fh.close()
 
     def _release(self, first_row: int, last_row: int) -> None:
         """Drop the pages of file rows first_row..last_row from this process (not from the cache)."""

@@ -1,0 +1,64 @@
+"""A data-parallel training job for tests/test_distributed.py, started by ``torchrun``.
+
+    torchrun --standalone --nproc-per-node R tests/ddp_worker.py OUT_DIR N_TRAIN BATCH EPOCHS VARIANCE
+
+Each rank trains the float64 digits model of ``train_setup`` on the first N_TRAIN training
+examples with ``vaekit.train.fit`` (run directory OUT_DIR/run, written by rank 0) and writes
+OUT_DIR/rank{r}.json with the local batch sizes it was handed; rank 0 also writes the final
+parameters to OUT_DIR/params.safetensors. Run with R = 1 (or in-process, via ``train_setup``)
+it is the single-process reference.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+import vaekit.train as train_mod
+from vaekit import distributed
+from vaekit.data import fit_preprocessing, load_dataset
+from vaekit.model import VAEConfig, build_vae
+
+
+def train_setup(n_train: int, batch: int, epochs: int, variance: str):
+    """(model, train_x, val_x, config, preprocessing), identical on every rank."""
+    dataset = load_dataset("digits")
+    pp = fit_preprocessing(dataset, "gaussian")
+    train_x = pp.prepare(dataset.train[:n_train]).double()
+    val_x = pp.prepare(dataset.val).double()
+    torch.manual_seed(3)
+    model = build_vae(VAEConfig(data_shape=(1, 8, 8), latent_dim=4, hidden=(32,),
+                                decoder_variance=float(variance) if variance[0].isdigit() else variance)).double()
+    config = train_mod.TrainConfig(epochs=epochs, batch_size=batch, lr=3e-3, seed=11, device="cpu")
+    return model, train_x, val_x, config, pp
+
+
+def main(argv: list[str]) -> None:
+    out = Path(argv[0])
+    n_train, batch, epochs, variance = int(argv[1]), int(argv[2]), int(argv[3]), argv[4]
+    torch.set_num_threads(1)
+    distributed.init_from_env("cpu")
+    rank = distributed.rank()
+    sizes: list[int] = []
+    real = train_mod._batch_loss
+
+    def recording(model, x, *args, **kwargs):
+        sizes.append(int(x.shape[0]) if args[2] != 0 else 0)      # scale 0: a weight-0 stand-in
+        return real(model, x, *args, **kwargs)
+
+    train_mod._batch_loss = recording
+    model, train_x, val_x, config, pp = train_setup(n_train, batch, epochs, variance)
+    result = train_mod.fit(model, train_x, val_x, config, preprocessing=pp, run_dir=out / "run")
+    (out / f"rank{rank}.json").write_text(json.dumps({"sizes": sizes, "world": distributed.world_size(),
+                                                      "val_elbo": [m.val_elbo for m in result.history]}))
+    if rank == 0:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "params.safetensors"))
+    distributed.shutdown()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,102 @@
+"""Data-parallel training: real multi-process torchrun jobs (gloo on the CPU, loopback only).
+
+The claim under test (vaekit.batches, vaekit.distributed): a step on R ranks with global batch B
+makes the same update as one process with batch B, so runs agree whatever the number of ranks,
+and a checkpoint resumes with another number of ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vaekit.distributed import shard
+from vaekit.train import fit
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ddp_worker import train_setup  # noqa: E402
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                           "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _torchrun(nproc: int, *args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    cmd = [str(TORCHRUN), "--standalone", f"--nproc-per-node={nproc}", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _reference(n_train: int, batch: int, epochs: int, variance: str):
+    model, train_x, val_x, config, pp = train_setup(n_train, batch, epochs, variance)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    result = fit(model, train_x, val_x, config, preprocessing=pp)
+    return initial, model.state_dict(), result
+
+
+@pytest.mark.parametrize(("count", "parts"), [(10, 3), (2, 3), (0, 2), (37, 2), (128, 4)])
+def test_shard_matches_tensor_split(count, parts):
+    expected = [len(p) for p in torch.tensor_split(torch.arange(count), parts)]
+    bounds = [shard(count, parts, r) for r in range(parts)]
+    assert [hi - lo for lo, hi in bounds] == expected
+    assert bounds[0][0] == 0 and bounds[-1][1] == count
+    assert all(bounds[r][1] == bounds[r + 1][0] for r in range(parts - 1))
+
+
+@pytest.mark.parametrize(("n_train", "batch", "variance", "sizes"),
+                         [(37, 37, "optimal", [[19], [18]]),         # one step, uneven halves
+                          (33, 32, "learned", [[16, 1], [16, 0]])])  # last batch of 1: rank 1 stands in
+def test_steps_on_two_ranks_equal_one_rank(tmp_path, n_train, batch, variance, sizes):
+    _torchrun(2, str(WORKER), str(tmp_path), str(n_train), str(batch), "1", variance)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["sizes"] for r in ranks] == sizes and all(r["world"] == 2 for r in ranks)
+    initial, params, result = _reference(n_train, batch, 1, variance)
+    ddp = load_file(str(tmp_path / "params.safetensors"))
+    assert set(ddp) == set(params)
+    moved = max(float((params[k] - initial[k]).abs().max()) for k in params)
+    assert moved > 1e-3                                    # the step did change the parameters
+    for k, value in params.items():
+        torch.testing.assert_close(ddp[k], value, rtol=1e-10, atol=1e-12, msg=k)
+    assert ranks[0]["val_elbo"] == pytest.approx([m.val_elbo for m in result.history], abs=1e-9)
+
+
+def test_cli_two_ranks_match_one_rank_and_resume_with_one(tmp_path):
+    common = ["--data", "digits", "--latent-dim", "4", "--hidden", "32", "--batch-size", "50", "--seed", "5",
+              "--device", "cpu", "--no-figures", "--importance-samples", "10"]
+    two = tmp_path / "two"
+    out = _torchrun(2, "-m", "vaekit", "train", *common, "--epochs", "2", "--out", str(two)).stdout
+    assert out.count("epoch 1/2") == 1 and "run directory" in out         # rank 0 alone reports
+    rows = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert json.loads((two / "checkpoints" / "last.json").read_text())["epoch"] == 2
+
+    resumed = subprocess.run([sys.executable, "-m", "vaekit", "train", "--out", str(two), "--resume",
+                              "--epochs", "4"], capture_output=True, text=True, timeout=240, env=_env())
+    assert resumed.returncode == 0, resumed.stderr
+    one = tmp_path / "one"
+    single = subprocess.run([sys.executable, "-m", "vaekit", "train", *common, "--epochs", "4", "--out", str(one)],
+                            capture_output=True, text=True, timeout=240, env=_env())
+    assert single.returncode == 0, single.stderr
+    a = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in a] == [1, 2, 3, 4]
+    for x, y in zip(a, b, strict=True):
+        for key in ("train_elbo", "train_kl", "val_elbo", "val_kl"):
+            assert x[key] == pytest.approx(y[key], rel=1e-4, abs=1e-4), (x["epoch"], key)
+    wa, wb = load_file(str(two / "model.safetensors")), load_file(str(one / "model.safetensors"))
+    for k in wb:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=1e-4, msg=k)
