@@ -63,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vaekit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as exc:
+        hint = "; a .npy training file larger than memory trains with --stream" if args.command == "train" else ""
+        print(f"vaekit {args.command}: error: out of memory ({exc or 'allocation failed'}){hint}", file=sys.stderr)
+        return 2
     except Exception as exc:  # noqa: BLE001 - last resort: one line, exit 1 (traceback with VAEKIT_DEBUG=1)
         if os.environ.get("VAEKIT_DEBUG"):
             raise
