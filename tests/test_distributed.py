@@ -100,3 +100,15 @@ def test_cli_two_ranks_match_one_rank_and_resume_with_one(tmp_path):
     wa, wb = load_file(str(two / "model.safetensors")), load_file(str(one / "model.safetensors"))
     for k in wb:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=1e-4, msg=k)
+
+
+def test_auto_resume_starts_then_continues(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "vaekit", "train", "--data", "digits", "--latent-dim", "2", "--hidden", "8",
+           "--out", str(out), "--auto-resume", "--no-figures", "--importance-samples", "2"]
+    first = subprocess.run([*cmd, "--epochs", "1"], capture_output=True, text=True, timeout=240, env=_env())
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run([*cmd, "--epochs", "2"], capture_output=True, text=True, timeout=240, env=_env())
+    assert second.returncode == 0, second.stderr
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]

@@ -227,6 +227,9 @@ def register(subparsers) -> None:
                                            metavar=opt.metavar, help=opt.help + default)
     groups["run"].add_argument("--resume", action="store_true",
                                help="continue the run in --out from its last checkpoint")
+    groups["run"].add_argument("--auto-resume", action="store_true",
+                               help="continue the run in --out if there is one, else start it (for restarts by "
+                                    "torchrun --max-restarts, which repeat the same command)")
     groups["run"].add_argument("--config", metavar="FILE", type=Path, default=None,
                                help="JSON file of option values (keys: long option names with underscores); "
                                     "the command line overrides it")
@@ -398,6 +401,10 @@ def _train(args: argparse.Namespace) -> int:
     from ..train import fit
 
     values, explicit = _resolve(args)
+    if args.auto_resume:
+        if values["out"] is None:
+            raise ConfigError("--auto-resume: needs --out RUN_DIR")
+        args.resume = (Path(values["out"]) / "config.json").is_file()
     if args.resume:
         if values["out"] is None:
             raise ConfigError("--resume: needs --out RUN_DIR, the run to continue")
