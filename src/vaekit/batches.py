@@ -73,7 +73,7 @@ class BatchPlan:
 
     def _rows(self, positions: Tensor) -> Tensor:
         if not self.streamed:
-            return self.examples[positions]
+            return self.examples.index_select(0, positions)     # several times faster than x[positions] on CPU
         raw = self.examples.read(positions.numpy())
         return self.preprocessing.prepare(raw).to(self.device, non_blocking=True)
 
