@@ -4,7 +4,11 @@ Option values come from, in increasing precedence: the defaults, ``--config FILE
 whose keys are the long option names with underscores, e.g. ``{"latent_dim": 2, "hidden": "64,64"}``)
 and the command line. ``--resume`` reloads the data, model and training options stored in
 RUN_DIR/config.json and continues from RUN_DIR/checkpoints/last; only ``--epochs``, ``--patience``,
-``--device``, ``--val-importance-samples`` and ``--data-dir`` may differ from the stored run.
+``--device``, ``--precision``, ``--val-importance-samples`` and ``--data-dir`` may differ from the
+stored run. ``--auto-resume`` resumes when RUN_DIR holds a run and starts it otherwise.
+
+Under ``torchrun`` the command joins the process group and trains data-parallel (see
+:mod:`vaekit.distributed`): ``--batch-size`` is the global batch, rank 0 alone writes and evaluates.
 
 The default decoder variance is ``optimal`` (c = the mean squared reconstruction error, σ-VAE):
 with images scaled to [0, 1] a fixed c = 1 makes the reconstruction term negligible next to the
