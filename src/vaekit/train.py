@@ -272,9 +272,10 @@ class _State:
 
 # --- helpers ------------------------------------------------------------------------------------
 
-def _seed(seed: int, epoch: int, stream: int) -> int:
-    """A well-mixed 63-bit seed for one (seed, epoch, stream)."""
-    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+def _seed(seed: int, epoch: int, stream: int, rank: int = 0) -> int:
+    """A well-mixed 63-bit seed for one (seed, epoch, stream) and, beyond rank 0, one rank."""
+    entropy = [seed, epoch, stream] + ([rank] if rank else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 def _seed_global(device: torch.device, seed: int) -> None:
@@ -353,7 +354,7 @@ def _validate(model, x: Tensor, config: TrainConfig, device: torch.device, rank_
     the number of ranks; the importance sampling uses torch's generator, seeded per rank."""
     was_training = model.training
     model.eval()
-    _seed_global(device, _seed(config.seed, distributed.rank(), _STREAM_VALIDATION))
+    _seed_global(device, _seed(config.seed, 0, _STREAM_VALIDATION, distributed.rank()))
     eps = None
     if latent is not None:
         generator = torch.Generator(device=device).manual_seed(_seed(config.seed, 0, _STREAM_VALIDATION))
@@ -725,7 +726,7 @@ def fit(model: nn.Module, train_x, val_x: Tensor, config: TrainConfig, *, prepro
                 t0 = time.perf_counter()
                 perm_gen = torch.Generator().manual_seed(_seed(config.seed, epoch, _STREAM_PERMUTATION))
                 aug_gen = torch.Generator(device=device).manual_seed(_seed(config.seed, epoch, _STREAM_AUGMENT))
-                _seed_global(device, _seed(config.seed, epoch, _STREAM_MODEL))
+                _seed_global(device, _seed(config.seed, epoch, _STREAM_MODEL, rank))   # draws the model makes itself
                 plan.start_epoch(perm_gen)
                 totals = _EpochTotals.zeros(device)
                 done, beta, lr_used = 0, kl_beta(config, state.step, steps_per_epoch), config.lr
