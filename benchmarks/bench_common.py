@@ -85,3 +85,13 @@ def display_path(path: str | Path) -> str:
     """``path`` relative to the repository root where it lies inside it."""
     p = Path(path).resolve()
     return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(path)
+
+
+def write_results(path: str | Path, doc: dict) -> str:
+    """Write ``doc`` as indented JSON to ``path`` (folders created); return its display path."""
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return display_path(path)

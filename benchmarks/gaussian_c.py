@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import math
 import os
 import platform
@@ -53,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_common import write_results
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -274,10 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_eval_seconds": statistics.median(r["eval_seconds"] for r in results),
         "results": results,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    shown = Path(args.out).resolve()
-    print(f"raw results: {shown.relative_to(REPO) if shown.is_relative_to(REPO) else shown}; figures: {fig_dir}")
+    print(f"raw results: {write_results(args.out, out)}; figures: {fig_dir}")
     return 0
 
 

@@ -3,7 +3,7 @@
     python benchmarks/larger_than_memory.py [--budget-mb 1024] [--file-gb 4] [--threads 2]
 
 1. Generates ``--file-gb`` GiB of MNIST-like uint8 images (N, 28, 28) in
-   ``benchmarks/results/tmp/large.npy``: the real MNIST training images (from
+   ``benchmarks/results/tmp/large.npy`` (``--work-dir``): the real MNIST training images (from
    ``../shared/data/mnist``) tiled, each copy shifted by a random whole-pixel offset so the rows
    are not identical. Written chunk by chunk through ``np.lib.format.open_memmap``.
 2. Runs ``vaekit train --stream`` on it for one epoch as a subprocess whose data segment is
@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from bench_common import REPO, machine_info
 
 from vaekit.data import load_dataset
@@ -103,14 +102,16 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3, help="epochs of each throughput run (the first is a warm-up)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--keep", action="store_true", help="keep the generated file")
+    p.add_argument("--work-dir", type=Path, default=TMP, help="where the generated files and runs go")
     p.add_argument("--out", type=Path, default=RESULTS / "larger_than_memory.json")
     args = p.parse_args()
-    TMP.mkdir(parents=True, exist_ok=True)
+    work = args.work_dir
+    work.mkdir(parents=True, exist_ok=True)
     budget = args.budget_mb << 20
-    report: dict = {**machine_info(), "command": " ".join(["python", "benchmarks/larger_than_memory.py", *sys.argv[1:]]),
-                    "budget_mib": args.budget_mb}
+    command = " ".join(["python", "benchmarks/larger_than_memory.py", *sys.argv[1:]])
+    report: dict = {**machine_info(), "command": command, "budget_mib": args.budget_mb}
 
-    big = TMP / "large.npy"
+    big = work / "large.npy"
     t0 = time.perf_counter()
     rows = generate(big, args.file_gb)
     file_mib = big.stat().st_size / (1 << 20)
@@ -123,7 +124,7 @@ def main() -> None:
     import shutil
 
     for name, extra in (("in-memory", []), ("streamed", ["--stream"])):
-        out = TMP / f"large-{name}"
+        out = work / f"large-{name}"
         shutil.rmtree(out, ignore_errors=True)
         r = run_train(["--data", str(big), *extra, *split, *MODEL, "--epochs", "1"], out, budget_bytes=budget,
                       threads=args.threads)
@@ -139,7 +140,7 @@ def main() -> None:
     if not args.keep:
         big.unlink()
 
-    small = TMP / "mnist-train.npy"
+    small = work / "mnist-train.npy"
     mnist = load_dataset("mnist", data_dir=REPO.parent / "shared" / "data" / "mnist")
     np.save(small, np.concatenate([mnist.train, mnist.val])[:, 0])
     n_small = len(np.load(small, mmap_mode="r"))
@@ -147,7 +148,7 @@ def main() -> None:
     rates: dict[str, list[float]] = {"in-memory": [], "streamed": []}
     for _ in range(args.rounds):
         for name, extra in (("in-memory", []), ("streamed", ["--stream"])):
-            out = TMP / f"small-{name}"
+            out = work / f"small-{name}"
             shutil.rmtree(out, ignore_errors=True)
             r = run_train(["--data", str(small), *extra, *MODEL, "--epochs", str(args.epochs)], out,
                           budget_bytes=None, threads=args.threads)
@@ -157,8 +158,8 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
     small.unlink()
     med = {k: statistics.median(v) for k, v in rates.items()}
-    report["throughput"] = {"rates": rates, "median": med, "streamed_over_in_memory": med["streamed"] / med["in-memory"],
-                            "n_train": n_train, "epochs": args.epochs, "rounds": args.rounds}
+    report["throughput"] = {"rates": rates, "median": med, "n_train": n_train, "epochs": args.epochs,
+                            "rounds": args.rounds, "streamed_over_in_memory": med["streamed"] / med["in-memory"]}
     print(f"MNIST ({n_train:,} training images), median of {args.rounds}: in memory {med['in-memory']:,.0f} ex/s, "
           f"streamed {med['streamed']:,.0f} ex/s ({med['streamed'] / med['in-memory']:.2f}×)", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

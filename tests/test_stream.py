@@ -166,3 +166,29 @@ def test_commands_read_a_streamed_run_split(tmp_path, images):
                           "--out", str(tmp_path / "z.npy")], capture_output=True, text=True, timeout=240)
     assert enc.returncode == 0, enc.stderr
     assert np.load(tmp_path / "z.npy").shape[0] == 7
+
+
+def test_scattered_rows_do_not_map_the_file(tmp_path):
+    """Validation rows are scattered through the file; reading them must not leave the file mapped
+    (each page fault maps its neighbourhood): peak resident memory stays far below the file's size."""
+    path = tmp_path / "wide.npy"
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(65536, 4096))   # 256 MiB
+    arr[:] = 3
+    arr.flush()
+    del arr
+    code = f"""
+import numpy as np
+from vaekit.data.stream import NpyStream
+def hwm():
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM"))
+s = NpyStream({str(path)!r}, rows=np.arange(10), block_bytes=1 << 20)
+before = hwm()
+rows = np.sort(np.random.default_rng(0).choice(65536, 2000, replace=False))
+assert (s.take(rows) == 3).all()
+print(hwm() - before)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    grown_kib = int(out.stdout.split()[-1])
+    assert grown_kib < 128 * 1024, f"peak resident memory grew by {grown_kib} KiB (file: 256 MiB, rows: 8 MiB)"

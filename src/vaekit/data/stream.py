@@ -34,6 +34,7 @@ __all__ = ["NpyStream", "DEFAULT_BLOCK_BYTES", "read_npy_header"]
 #: Default block size: 64 MiB of raw rows.
 DEFAULT_BLOCK_BYTES = 64 << 20
 _CACHED_BLOCKS = 2
+_TAKE_CHUNK = 16
 
 
 def read_npy_header(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], np.dtype, int]:
@@ -171,8 +172,12 @@ class NpyStream:
         if file_rows.size == 0:
             return np.empty((0, *self.shape), dtype=np.uint8 if self.levels else np.float32)
         order = np.argsort(file_rows, kind="stable")
-        raw = self._array[file_rows[order]]
-        self._release(int(file_rows.min()), int(file_rows.max()))
+        ordered = file_rows[order]
+        raw = np.empty((ordered.size, *self.file_shape[1:]), dtype=self.dtype)
+        for start in range(0, ordered.size, _TAKE_CHUNK):     # scattered rows: release as we go, since
+            part = ordered[start:start + _TAKE_CHUNK]          # each fault maps its neighbourhood too
+            raw[start:start + part.size] = self._array[part]
+            self._release(int(part[0]), int(part[-1]))
         converted, *_ = formats.interpret_array(raw, self.source)
         out = np.empty_like(converted)
         out[order] = converted
