@@ -110,6 +110,9 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
-    """Leave the process group, if one was joined."""
+    """Leave the process group, if one was joined, once every rank has got here (so that no rank
+    tears its connections down while a peer still uses them)."""
     if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()

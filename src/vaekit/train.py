@@ -33,6 +33,7 @@ import contextlib
 import csv
 import dataclasses
 import functools
+import gc
 import io
 import json
 import math
@@ -700,6 +701,7 @@ def fit(model: nn.Module, train_x, val_x: Tensor, config: TrainConfig, *, prepro
         return FitResult(state.history, state.best_epoch, state.best_val_elbo, state.stopped_early)
 
     step_loss: Callable[..., tuple[Tensor, Tensor]] = functools.partial(_batch_loss, model, config=config)
+    ddp = None
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -845,6 +847,9 @@ def fit(model: nn.Module, train_x, val_x: Tensor, config: TrainConfig, *, prepro
                 if stop:
                     break
     finally:
+        if ddp is not None:              # free DDP's reducer (and its pending work) while the process group lives
+            del step_loss, ddp
+            gc.collect()
         torch.distributions.Distribution.set_default_validate_args(validate_args)
         if fused and hasattr(optimizer, "found_inf"):
             del optimizer.found_inf
