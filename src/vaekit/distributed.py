@@ -109,10 +109,11 @@ def barrier() -> None:
         dist.barrier()
 
 
-def shutdown() -> None:
-    """Leave the process group, if one was joined, once every rank has got here (so that no rank
-    tears its connections down while a peer still uses them)."""
+def shutdown(*, wait: bool = True) -> None:
+    """Leave the process group, if one was joined. With ``wait`` (a normal end) first wait until
+    every rank gets here, so that no rank tears its connections down while a peer still uses them;
+    after an error, leave at once (the peers may never arrive)."""
     if dist.is_available() and dist.is_initialized():
-        if dist.get_world_size() > 1:
+        if wait and dist.get_world_size() > 1:
             dist.barrier()
         dist.destroy_process_group()

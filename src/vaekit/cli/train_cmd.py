@@ -392,9 +392,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .. import distributed
 
     try:
-        return _train(args)
-    finally:
-        distributed.shutdown()
+        code = _train(args)
+    except BaseException:
+        distributed.shutdown(wait=False)
+        raise
+    distributed.shutdown()
+    return code
 
 
 def _train(args: argparse.Namespace) -> int:
