@@ -708,7 +708,7 @@ def fit(model: nn.Module, train_x, val_x: Tensor, config: TrainConfig, *, prepro
         # buffers (the running decoder variance) follow rank 0's at every forward: DDP's default
         ddp = DistributedDataParallel(_Objective(model, config),
                                       device_ids=[device.index] if device.type == "cuda" else None)
-        step_loss = functools.partial(ddp.forward)
+        step_loss = ddp
     profiled = _global_profile_mean if world > 1 else (lambda weight: contextlib.nullcontext())
     writer = _tensorboard(files.run_dir if writes else None)
     bar = None
