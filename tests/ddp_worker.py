@@ -1,10 +1,11 @@
 """A data-parallel training job for tests/test_distributed.py, started by ``torchrun``.
 
-    torchrun --standalone --nproc-per-node R tests/ddp_worker.py OUT_DIR N_TRAIN BATCH EPOCHS VARIANCE
+    torchrun --standalone --nproc-per-node R tests/ddp_worker.py OUT_DIR N_TRAIN BATCH EPOCHS VARIANCE [resume]
 
 Each rank trains the float64 digits model of ``train_setup`` on the first N_TRAIN training
 examples with ``vaekit.train.fit`` (run directory OUT_DIR/run, written by rank 0) and writes
-OUT_DIR/rank{r}.json with the local batch sizes it was handed; rank 0 also writes the final
+OUT_DIR/rank{r}.json with the local batch sizes it was handed and the epoch metrics; with
+``resume`` it continues the run in OUT_DIR/run from its checkpoint. Rank 0 also writes the final
 parameters to OUT_DIR/params.safetensors. Run with R = 1 (or in-process, via ``train_setup``)
 it is the single-process reference.
 """
@@ -52,9 +53,11 @@ def main(argv: list[str]) -> None:
 
     train_mod._batch_loss = recording
     model, train_x, val_x, config, pp = train_setup(n_train, batch, epochs, variance)
-    result = train_mod.fit(model, train_x, val_x, config, preprocessing=pp, run_dir=out / "run")
+    result = train_mod.fit(model, train_x, val_x, config, preprocessing=pp, run_dir=out / "run",
+                           resume=argv[5:6] == ["resume"])
     (out / f"rank{rank}.json").write_text(json.dumps({"sizes": sizes, "world": distributed.world_size(),
-                                                      "val_elbo": [m.val_elbo for m in result.history]}))
+                                                      "val_elbo": [m.val_elbo for m in result.history],
+                                                      "history": [m.to_dict() for m in result.history]}))
     if rank == 0:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "params.safetensors"))
     distributed.shutdown()

@@ -112,3 +112,34 @@ def test_auto_resume_starts_then_continues(tmp_path):
     assert second.returncode == 0, second.stderr
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
+
+
+def test_single_process_interrupt_resumed_on_two_ranks(tmp_path, monkeypatch):
+    """A Ctrl-C checkpoint taken mid-epoch by one process, finished by two: the same run."""
+    import vaekit.train as train_mod
+
+    n_train, batch, epochs = 64, 16, 2                 # 4 steps an epoch; interrupted in step 6 (epoch 2)
+    model, train_x, val_x, config, pp = train_setup(n_train, batch, epochs, "optimal")
+    real, calls = train_mod._batch_loss, [0]
+
+    def interrupt(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 6:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "_batch_loss", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, train_x, val_x, config, preprocessing=pp, run_dir=tmp_path / "run")
+    monkeypatch.undo()
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())
+    assert saved["extra"]["partial_epoch"]["batches"] == 1
+    _torchrun(2, str(WORKER), str(tmp_path), str(n_train), str(batch), str(epochs), "optimal", "resume")
+    _, params, reference = _reference(n_train, batch, epochs, "optimal")
+    ddp = load_file(str(tmp_path / "params.safetensors"))
+    for k, value in params.items():
+        torch.testing.assert_close(ddp[k], value, rtol=1e-10, atol=1e-12, msg=k)
+    history = json.loads((tmp_path / "rank0.json").read_text())["history"]
+    for got, want in zip(history, [m.to_dict() for m in reference.history], strict=True):
+        for key in ("train_loss", "train_elbo", "train_kl", "val_elbo"):
+            assert got[key] == pytest.approx(want[key], rel=1e-9, abs=1e-9), (got["epoch"], key)

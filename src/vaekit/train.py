@@ -734,6 +734,9 @@ def fit(model: nn.Module, train_x, val_x: Tensor, config: TrainConfig, *, prepro
                 done, beta, lr_used = 0, kl_beta(config, state.step, steps_per_epoch), config.lr
                 if partial is not None and partial["epoch"] == epoch:    # resume mid-epoch
                     done, beta, lr_used, seconds = _resume_partial(partial, totals, aug_gen, device)
+                    if rank > 0:                  # the saved sums are the whole batch's: count them once
+                        totals.sums.zero_()
+                        totals.counted.zero_()
                     t0 -= seconds
                 partial = None
                 snap = _rng_snapshot(aug_gen, device) if writes and world == 1 else {}
