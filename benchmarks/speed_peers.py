@@ -65,7 +65,6 @@ Results: a table on stdout and raw JSON in ``benchmarks/results/speed_peers.json
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import statistics
@@ -81,7 +80,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench_common import display_path, gemm_roofline, machine_info, training_gemms
+from bench_common import gemm_roofline, machine_info, training_gemms, write_results
 
 from vaekit import VAE, VAEConfig, build_vae
 from vaekit.data import fit_preprocessing, load_dataset
@@ -316,9 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": rounds,
         "median": median,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"raw results: {display_path(args.out)}")
+    print(f"raw results: {write_results(args.out, out)}")
     return 0
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import math
 import os
 import platform
@@ -49,6 +48,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import baseline_pytorch_examples as baseline  # noqa: E402
+from bench_common import write_results  # noqa: E402
 
 from vaekit import VAEConfig, build_vae  # noqa: E402
 from vaekit.data import fit_preprocessing, load_dataset  # noqa: E402
@@ -196,9 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": {"vaekit_over_baseline": med_v / med_b, "vaekit_over_roofline": flops_v / roof_f,
                    "baseline_over_roofline": flops_b / roof_f},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"raw results: {Path(args.out).relative_to(REPO) if Path(args.out).is_relative_to(REPO) else args.out}")
+    print(f"raw results: {write_results(args.out, out)}")
     return 0
 
 

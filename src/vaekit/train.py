@@ -334,15 +334,14 @@ def _batch_loss(model, x: Tensor, beta: float, eps: Tensor | None, scale: float,
     """The scalar loss ``scale · Σ_b loss_b`` and the batch sums of (loss, elbo, kl, reconstruction)
     in float64. One process uses scale = 1/B (the batch mean); rank r of R uses R / B_global, so
     that DDP's average of the R gradients is the global batch's mean gradient; scale 0 marks a
-    rank's weight-0 stand-in example (:mod:`vaekit.batches`), whose sums are zeroed too."""
+    rank's weight-0 stand-in example (:mod:`vaekit.batches`); the caller weights the sums."""
     if config.objective == "elbo":
         t = elbo_terms(model, x, beta=beta, n_samples=config.samples, free_bits=config.free_bits, eps=eps)
         per_example, elbo, kl, rec = -t.objective, t.elbo, t.kl, t.reconstruction
     else:
         bound, elbo, kl, rec = _iwae_terms(model, x, config.samples, eps)
         per_example = -bound
-    weight = 1.0 if scale != 0 else 0.0
-    stats = torch.stack([per_example.sum(), elbo.sum(), kl.sum(), rec.sum()]).detach().double() * weight
+    stats = torch.stack([per_example.sum(), elbo.sum(), kl.sum(), rec.sum()]).detach().double()
     return per_example.sum() * scale, stats
 
 
@@ -778,7 +777,7 @@ def fit(model: nn.Module, train_x, val_x: Tensor, config: TrainConfig, *, prepro
                             for buf, old in zip(buffers, saved_buffers, strict=True):
                                 buf.copy_(torch.where(ok, buf, old))
                             saved_buffers = None
-                            totals.sums += torch.where(ok, stats, 0.0)
+                            totals.sums += torch.where(ok, stats * local.weight, 0.0)
                             totals.counted += torch.where(ok, float(local.x.shape[0]) * local.weight, 0.0)
                             totals.bad_run = torch.where(ok, 0, totals.bad_run + 1)
                             totals.worst_run = torch.maximum(totals.worst_run, totals.bad_run)
