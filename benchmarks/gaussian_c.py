@@ -20,10 +20,10 @@ u ~ U[0, 1); the test images are dequantised once with a fixed seed (0), and the
 Model and schedule (identical for all seven settings, same seed, hence identical initial
 networks): MLP encoder 784-512-256 -> (g, log h) of latent dimension 20, decoder f 20-256-512-784,
 ReLU, diagonal Gaussian q_x(z); Adam lr 1e-3, batch 128, constant schedule, plain ELBO (β = 1, no
-warm-up, no free bits), ``--epochs`` epochs on the training split by ``vaekit.train.fit``; the
+warm-up, no free bits), ``--epochs`` epochs on the training split by ``vaekit.training.loop.fit``; the
 weights of the last epoch are evaluated.
 
-Evaluation (``vaekit.evaluate.evaluate``, nats per example, means over the test images): ELBO
+Evaluation (``vaekit.inference.evaluate.evaluate``, nats per example, means over the test images): ELBO
 (closed-form KL, one draw for the reconstruction term), log p(x) importance-sampled with K =
 ``--importance-samples`` draws from q_x(z) (± its standard error, which is dominated by the spread
 of log p(x) across images), the posterior gap KL(q_x(z) || p(z|x)) = log p(x) - ELBO estimated from
@@ -58,11 +58,11 @@ from matplotlib.figure import Figure
 
 from vaekit import VAEConfig, build_vae
 from vaekit.data import fit_preprocessing, load_dataset
-from vaekit.evaluate import evaluate
-from vaekit.figures import to_display
-from vaekit.plots import image_grid
-from vaekit.train import TrainConfig, fit
-from vaekit.variance import FixedVariance, LearnedVariance, OptimalVariance
+from vaekit.inference.evaluate import evaluate
+from vaekit.models.variance import FixedVariance, LearnedVariance, OptimalVariance
+from vaekit.training import TrainConfig, fit
+from vaekit.viz.figures import to_display
+from vaekit.viz.plots import image_grid
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

@@ -10,11 +10,11 @@ likelihood='bernoulli')`` -- 784-200-200-50, tanh, diagonal Gaussian encoder, Be
 Data: real MNIST (the IDX files in ``--data-dir``, default ``../shared/data/mnist`` relative to the
 repository root), all 60,000 training images (``val_fraction=0``), dynamically binarised every
 minibatch by ``fit_preprocessing(dataset, 'bernoulli').augment``; the 10,000 test images binarised
-once with seed 0 (``vaekit.runs.eval_tensor``). ``fit`` needs a validation set; it gets the first 500
+once with seed 0 (``vaekit.store.runs.eval_tensor``). ``fit`` needs a validation set; it gets the first 500
 training images (monitoring only; nothing is selected on it).
 
 Rows: ``vae`` = objective 'elbo' with 1 sample; ``iwae5`` / ``iwae50`` = objective 'iwae' with k = 5 / 50.
-Each row trains with ``vaekit.train.fit`` (Adam) for ``--budget-minutes`` of wall-clock time. The
+Each row trains with ``vaekit.training.loop.fit`` (Adam) for ``--budget-minutes`` of wall-clock time. The
 default schedule, ``wall-cosine``, is a linear warm-up over ``--warmup-steps`` steps, then a cosine
 decay of the learning rate to zero *over the wall-clock budget* (see ``wall_clock_cosine``: the
 steps that fit in a budget on a shared CPU vary by tens of percent, so a step-counted schedule
@@ -26,9 +26,9 @@ epoch end after each mark in ``--snapshots`` (minutes; default 1/12, 1/6, 1/3, 1
 the budget) under ``--snapshot-dir``.
 
 Evaluation: test NLL = -mean over the test images of log p(x) estimated by importance sampling
-with K = ``--eval-k`` (5000) samples (``vaekit.estimators.estimate_log_likelihood``, i.e. L_5000), on
+with K = ``--eval-k`` (5000) samples (``vaekit.inference.estimators.estimate_log_likelihood``, i.e. L_5000), on
 the first ``--eval-n`` test images (default all 10,000), with its standard error over images;
-active units (``vaekit.estimators.active_units``, Cov_x(E_q[z_u]) > 0.01) on the same images.
+active units (``vaekit.inference.estimators.active_units``, Cov_x(E_q[z_u]) > 0.01) on the same images.
 Trend: the NLL of every snapshot on the first ``--trend-n`` (1,000) test images with
 ``--trend-k`` (5000) samples (the last snapshot, the final model, reuses the final evaluation's
 per-image values on those images).
@@ -57,13 +57,13 @@ from pathlib import Path
 
 import torch
 
-import vaekit.train
+import vaekit.training.loop
 from vaekit import VAEConfig, build_vae
 from vaekit.data import fit_preprocessing, load_dataset
-from vaekit.estimators import active_units, estimate_log_likelihood
-from vaekit.io import load_model, save_model
-from vaekit.runs import eval_tensor
-from vaekit.train import TrainConfig, fit
+from vaekit.inference.estimators import active_units, estimate_log_likelihood
+from vaekit.store.model_files import load_model, save_model
+from vaekit.store.runs import eval_tensor
+from vaekit.training import TrainConfig, fit
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -106,22 +106,22 @@ def wall_clock_cosine(budget_seconds: float, t0: list[float]):
     first ``warmup_steps`` steps, then ½ (1 + cos(π min(1, (t - t0) / budget))), with t0 = ``t0[0]``.
 
     vaekit's schedules count steps, and the steps that fit in a wall-clock budget on a shared CPU
-    vary by tens of percent; this replaces ``vaekit.train.lr_factor`` (which fit's LambdaLR calls
+    vary by tens of percent; this replaces ``vaekit.training.loop.lr_factor`` (which fit's LambdaLR calls
     at every step) for the duration of the block, so the rate reaches zero at the budget however
     fast the steps go.
     """
-    original = vaekit.train.lr_factor
+    original = vaekit.training.loop.lr_factor
 
     def factor(config: TrainConfig, step: int, total_steps: int) -> float:
         if step < config.warmup_steps:
             return (step + 1) / (config.warmup_steps + 1)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (time.perf_counter() - t0[0]) / budget_seconds)))
 
-    vaekit.train.lr_factor = factor
+    vaekit.training.loop.lr_factor = factor
     try:
         yield
     finally:
-        vaekit.train.lr_factor = original
+        vaekit.training.loop.lr_factor = original
 
 
 def seconds_per_step(x_train, x_monitor, prep, config: TrainConfig) -> float:
@@ -153,7 +153,8 @@ def run_row(name: str, args, x_train, x_monitor, x_test, prep) -> dict:
     print(f"[{name}] calibration: {sps * 1e3:.2f} ms/step ({cal_seconds:.1f} s) -> {epochs} epochs of "
           f"{steps_per_epoch} steps planned for {args.budget_minutes:g} min", flush=True)
 
-    marks = sorted(args.snapshots if args.snapshots else [budget / 60 * f for f in (1 / 12, 1 / 6, 1 / 3, 1 / 2, 3 / 4)])
+    marks = sorted(args.snapshots if args.snapshots
+                   else [budget / 60 * f for f in (1 / 12, 1 / 6, 1 / 3, 1 / 2, 3 / 4)])
     marks = [m for m in marks if m < args.budget_minutes] + [args.budget_minutes]
     snap_dir = Path(args.snapshot_dir) / name
     if snap_dir.exists():
@@ -205,14 +206,15 @@ def run_row(name: str, args, x_train, x_monitor, x_test, prep) -> dict:
         if is_final and final["n"] >= args.trend_n and final["k"] == args.trend_k:
             lp = final["log_p"][: args.trend_n]
             ev = {"n": lp.shape[0], "k": args.trend_k, "nll": float(-lp.mean()),
-                  "nll_se": float(lp.std(unbiased=True) / math.sqrt(lp.shape[0])) if lp.shape[0] > 1 else math.nan,
+                  "nll_se": (float(lp.std(unbiased=True) / math.sqrt(lp.shape[0])) if lp.shape[0] > 1
+                             else math.nan),
                   "seconds": 0.0, "reused_final": True}
         else:
             ev = evaluate(load_model(s["path"]), x_test[: args.trend_n], args.trend_k, args.seed)
             ev.pop("log_p")
-        trend.append({**{k_: v for k_, v in s.items() if k_ != "path"}, **{k_: v for k_, v in ev.items()
-                                                                          if k_ in ("n", "k", "nll", "nll_se", "seconds",
-                                                                                    "reused_final")}})
+        trend.append({**{k_: v for k_, v in s.items() if k_ != "path"},
+                      **{k_: v for k_, v in ev.items()
+                         if k_ in ("n", "k", "nll", "nll_se", "seconds", "reused_final")}})
         print(f"[{name}] trend {s['train_seconds'] / 60:6.2f} min, epoch {s['epoch']:5d}: NLL "
               f"{trend[-1]['nll']:.2f} +- {trend[-1]['nll_se']:.2f} (first {ev['n']} test images, K={ev['k']})",
               flush=True)
@@ -228,8 +230,9 @@ def run_row(name: str, args, x_train, x_monitor, x_test, prep) -> dict:
         "torch_version": torch.__version__, "threads": torch.get_num_threads(),
         "schedule": {"batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule,
                      "warmup_steps": args.warmup_steps, "kl_warmup_epochs": config.kl_warmup_epochs,
-                     "optimizer": "Adam", "planned_epochs": epochs, "train_config": config.to_dict(), "budget_minutes": args.budget_minutes,
-                     "fill": args.fill, "epochs_given": bool(args.epochs), "calibration_seconds_per_step": sps, "calibration_seconds": cal_seconds},
+                     "optimizer": "Adam", "planned_epochs": epochs, "train_config": config.to_dict(),
+                     "budget_minutes": args.budget_minutes, "fill": args.fill, "epochs_given": bool(args.epochs),
+                     "calibration_seconds_per_step": sps, "calibration_seconds": cal_seconds},
         "train_examples": int(x_train.shape[0]),
         "epochs": last.epoch, "steps": last.step, "passes": last.epoch, "train_seconds": train_seconds,
         "stopped_by_budget": bool(result.stopped_early),

@@ -67,7 +67,7 @@ MIB = 2**20
 LOAD_ONLY = """
 import sys, torch, vaekit
 from vaekit.data import fit_preprocessing, load_dataset
-from vaekit.runs import eval_tensor
+from vaekit.store.runs import eval_tensor
 spec, data_dir = sys.argv[1], (sys.argv[2] or None)
 ds = load_dataset(spec, data_dir=data_dir)
 prep = fit_preprocessing(ds, "gaussian")
@@ -157,7 +157,8 @@ def parse_models(text: str) -> list[tuple[tuple[int, ...], int]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default="mnist",
-                   help="mnist (default), or any other --data of vaekit train (digits, a .npy file, ...) for a quick check")
+                   help="mnist (default), or any other --data of vaekit train (digits, a .npy file, ...) "
+                        "for a quick check")
     p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "mnist"))
     p.add_argument("--models", default="400/20;200,200/50;1024,1024/64",
                    help="hidden widths/latent dim, ';'-separated (default 400/20;200,200/50;1024,1024/64)")
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
               "per child", flush=True)
 
         loads = {}
-        for label, spec, ds in ([] if args.no_load_only else datasets):
+        for label, spec, _ in ([] if args.no_load_only else datasets):
             m = peak_rss([sys.executable, "-c", LOAD_ONLY, spec, data_dir if spec == args.data else ""], env,
                          tmp / f"load_{len(loads)}.log")
             loads[spec] = m
@@ -262,21 +263,22 @@ def main(argv: list[str] | None = None) -> int:
         return "-" if v is None else f"{v / MIB:.1f}"
 
     print()
-    print(f"peak RSS of `vaekit train` ({args.epochs} epoch(s)), MiB, median of {args.repeats} runs (min-max); baseline = import torch, vaekit = "
+    print(f"peak RSS of `vaekit train` ({args.epochs} epoch(s)), MiB, median of {args.repeats} runs (min-max); "
+          "baseline = import torch, vaekit = "
           f"{baseline / MIB:.1f} MiB (anonymous {base_anon / MIB:.1f}); data = N_train x {dim} x 4 bytes; "
           "model = parameters; Adam = its state; ratio = (peak - baseline) / (data + model + Adam); "
           "anon = sampled peak anonymous RSS, ratio_anon = (anon - baseline anon) / (data + model + Adam)")
     cols = ("model", "data", "K", "N train", "params", "peak", "min-max", "load only", "anon", "data", "model",
             "Adam", "all f32", "ratio", "r_anon")
     widths = (16, 18, 4, 8, 10, 7, 11, 9, 7, 7, 6, 6, 7, 6, 6)
-    print(" ".join(f"{c:>{w}s}" for c, w in zip(cols, widths)))
+    print(" ".join(f"{c:>{w}s}" for c, w in zip(cols, widths, strict=True)))
     for r in runs:
         cells = (r["arch"], r["data"], str(r["importance_samples"]), str(r["n_train"]), f"{r['parameters']:,d}",
                  mib(r["peak_rss_bytes"]), f"{r['peak_rss_min_bytes'] / MIB:.0f}-{r['peak_rss_max_bytes'] / MIB:.0f}",
                  mib(r["load_only_rss_bytes"]), mib(r["sampled_peak_anon_bytes"]),
                  mib(r["train_float32_bytes"]), mib(r["parameter_bytes"]), mib(r["adam_state_bytes"]),
                  mib(r["all_splits_float32_bytes"]), f"{r['ratio']:.2f}", f"{r['ratio_anon']:.2f}")
-        print(" ".join(f"{c:>{w}s}" for c, w in zip(cells, widths)))
+        print(" ".join(f"{c:>{w}s}" for c, w in zip(cells, widths, strict=True)))
 
     out = {
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),

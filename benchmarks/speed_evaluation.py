@@ -5,21 +5,21 @@ the matmul roofline and against pythae's own estimate (``VAE.get_nll``) on an eq
     python benchmarks/speed_evaluation.py [--model DIR] [--images N] [--samples K] [--threads T]  # no pythae
 
 The model is that of benchmark 1 (784-200-200-50, tanh, Bernoulli decoder, diagonal Gaussian
-encoder): ``--model DIR`` loads a trained one with ``vaekit.io.load_model`` (a run or model
+encoder): ``--model DIR`` loads a trained one with ``vaekit.store.model_files.load_model`` (a run or model
 directory); otherwise a freshly built, untrained one (``build_vae``, seed 0) is used -- the time
 does not depend on the weights. The output says which.
 
 Data: the first ``--images`` (default all 10,000) images of the real MNIST test split from
 ``../shared/data/mnist`` (relative to the repository root), prepared as ``vaekit evaluate`` does:
-``fit_preprocessing(dataset, likelihood)`` then ``vaekit.runs.eval_tensor(..., seed=0)`` (binarised
+``fit_preprocessing(dataset, likelihood)`` then ``vaekit.store.runs.eval_tensor(..., seed=0)`` (binarised
 once with a fixed seed for a Bernoulli decoder).
 
 Timed (``time.perf_counter``), after a small warm-up call:
 
-* vaekit -- ``vaekit.evaluate.evaluate(model, x, importance_samples=K, batch_size=256)``, i.e.
+* vaekit -- ``vaekit.inference.evaluate.evaluate(model, x, importance_samples=K, batch_size=256)``, i.e.
   exactly what ``vaekit evaluate RUN --importance-samples K`` runs after loading (batch 256 is its
   default): per batch of 256 images the ELBO (one draw), then
-  ``vaekit.estimators.estimate_log_likelihood`` with its default chunk size
+  ``vaekit.inference.estimators.estimate_log_likelihood`` with its default chunk size
   (``default_chunk_size``), then the active units over all images (the ELBO and the active units
   add one decoder pass and two encoder passes per image to the estimator's K decoder passes).
 * roofline -- the FLOP/s ``torch.mm`` reaches here, in the same run, on the forward GEMMs of the
@@ -77,19 +77,18 @@ from bench_common import (
 )
 
 from vaekit import VAEConfig, build_vae
-from vaekit.bounds import ENCODER_LOG_VAR_MAX, ENCODER_LOG_VAR_MIN, soft_clamp
 from vaekit.data import fit_preprocessing, load_dataset
-from vaekit.decoders import BernoulliDecoder
-from vaekit.estimators import (
+from vaekit.inference.estimators import (
     CPU_CHUNK_BUDGET,
     DEVICE_CHUNK_BUDGET,
     default_chunk_size,
     estimate_log_likelihood,
 )
-from vaekit.evaluate import evaluate
-from vaekit.io import load_model
-from vaekit.networks import MLP
-from vaekit.runs import eval_tensor
+from vaekit.inference.evaluate import evaluate
+from vaekit.models.networks import MLP
+from vaekit.prob.bounds import ENCODER_LOG_VAR_MAX, ENCODER_LOG_VAR_MIN, soft_clamp
+from vaekit.store.model_files import load_model
+from vaekit.store.runs import eval_tensor
 
 BATCH = 256            # vaekit evaluate's default --batch-size
 PYTHAE_BATCH = 100     # pythae get_nll's default batch_size
@@ -140,7 +139,8 @@ def pythae_twin(model):
     from pythae.models.nn import BaseDecoder, BaseEncoder
 
     enc = model.encoder
-    if not (isinstance(model.decoder, BernoulliDecoder) and isinstance(getattr(enc, "trunk", None), MLP)
+    if not (model.config is not None and model.config.likelihood == "bernoulli"
+            and isinstance(getattr(enc, "trunk", None), MLP)
             and isinstance(model.decoder.f, MLP) and getattr(enc, "covariance", None) == "diagonal"):
         return None, "pythae twin needs an MLP model with a diagonal encoder and a Bernoulli decoder"
 
@@ -209,14 +209,15 @@ def main(argv: list[str] | None = None) -> int:
         model_desc = "freshly built untrained model (build_vae, seed 0); the time does not depend on the weights"
     model.eval()
     config = model.config
-    likelihood = "bernoulli" if isinstance(model.decoder, BernoulliDecoder) else "gaussian"
+    likelihood = "bernoulli" if model.config is not None and model.config.likelihood == "bernoulli" else "gaussian"
     dataset = load_dataset("mnist", data_dir=args.data_dir)
     prep = fit_preprocessing(dataset, likelihood)
     x = eval_tensor(prep, dataset.test[:args.images], seed=0)
     n, d = x.shape[0], math.prod(x.shape[1:])
     dtype = next(model.parameters()).dtype
     x = x.to(dtype)
-    arch = (f"{d}-" + "-".join(str(h) for h in config.hidden) + f"-{config.latent_dim} {config.activation}, "
+    arch = (f"{d}-" + "-".join(str(h) for h in config.arch_args["hidden"])
+            + f"-{config.latent_dim} {config.arch_args['activation']}, "
             f"{config.likelihood}, {config.posterior} posterior") if config is not None else type(model).__name__
     print(f"model: {arch}; {model_desc}", flush=True)
     print(f"data: {n} MNIST test images from {args.data_dir}; K = {args.samples}; threads {torch.get_num_threads()}; "
@@ -319,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         "images": n, "samples": args.samples, "batch_size": BATCH, "chunk_size": chunk,
         "data": {"dir": args.data_dir, "split": "test", "preparation": "fit_preprocessing + eval_tensor(seed=0)"},
         "method": {
-            "vaekit": "vaekit.evaluate.evaluate(model, x, importance_samples=K, batch_size=256), as `vaekit evaluate`; "
-                      "wall time after a warm-up call",
+            "vaekit": "vaekit.inference.evaluate.evaluate(model, x, importance_samples=K, batch_size=256), "
+                      "as `vaekit evaluate`; wall time after a warm-up call",
             "roofline": "torch.mm on the decoder's forward GEMMs at chunk*256 rows and the encoder's at 256 rows, "
                         "best of repeats, same run",
             "ideal": "N(K+1)*2*W_dec / decoder roofline + 3N*2*W_enc / encoder roofline",

@@ -45,7 +45,7 @@ What is timed (wall clock, ``time.perf_counter``), per measurement, on a freshly
   default); the output folder is a temporary directory; pythae's console logger is set to WARNING
   (its one-off messages only). The pure training-loop time (``on_train_step_begin`` to
   ``on_eval_step_begin``) is recorded in the JSON too.
-* vaekit -- ``vaekit.train.fit`` (no run directory: nothing written), 1 + ``--epochs`` epochs;
+* vaekit -- ``vaekit.training.loop.fit`` (no run directory: nothing written), 1 + ``--epochs`` epochs;
   the time is ``EpochMetrics.seconds`` of the timed epochs (steps and validation of the 2 images;
   the first epoch is a warm-up), as in ``benchmarks/speed_training.py``.
 
@@ -84,11 +84,11 @@ from bench_common import gemm_roofline, machine_info, training_gemms, write_resu
 
 from vaekit import VAE, VAEConfig, build_vae
 from vaekit.data import fit_preprocessing, load_dataset
-from vaekit.decoders import GaussianDecoder
-from vaekit.encoders import GaussianEncoder
-from vaekit.networks import MLP
-from vaekit.train import TrainConfig, fit
-from vaekit.variance import FixedVariance
+from vaekit.models.decoders import GaussianDecoder
+from vaekit.models.encoders import GaussianEncoder
+from vaekit.models.networks import MLP
+from vaekit.models.variance import FixedVariance
+from vaekit.training import TrainConfig, fit
 
 BATCH = 100
 HIDDEN = 512
@@ -116,7 +116,7 @@ def vaekit_model(loss: str, z: int) -> nn.Module:
 
 def vaekit_speed(loss: str, z: int, x: torch.Tensor, x_val: torch.Tensor, prep: dict, epochs: int,
                  seed: int) -> dict:
-    """1 warm-up epoch + ``epochs`` timed epochs of vaekit.train.fit on x."""
+    """1 warm-up epoch + ``epochs`` timed epochs of vaekit.training.loop.fit on x."""
     torch.manual_seed(seed)
     model = vaekit_model(loss, z)
     config = TrainConfig(epochs=1 + epochs, batch_size=BATCH, lr=LR, seed=seed, device="cpu")
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             "pythae": "BaseTrainer(...).train(), 1 warm-up + `epochs` timed epochs; time per epoch from "
                       "on_epoch_begin to on_epoch_end (steps incl. DataLoader/BaseDataset, loss.item(), tqdm bar; "
                       "eval of 2 images; deepcopy of the best model); setup, console log and final save excluded",
-            "vaekit": "vaekit.train.fit without run directory, 1 warm-up + `epochs` timed epochs; "
+            "vaekit": "vaekit.training.loop.fit without run directory, 1 warm-up + `epochs` timed epochs; "
                       "sum of EpochMetrics.seconds (steps + validation of 2 images); dynamic binarisation (bce) or "
                       "dequantisation (mse) of every batch",
             "mse": "pythae reconstruction_loss='mse' (its default) = Gaussian N(sigmoid(f(z)), 1); vaekit "

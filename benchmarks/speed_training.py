@@ -10,7 +10,7 @@ rounds (the median is reported):
   batch 128, Adam 1e-3, 784-400-20 ReLU MLP, BCE(sum) + KL). Grey levels in [0, 1] are the
   Bernoulli targets (no binarisation). 5 warm-up steps, then ``--steps`` timed steps.
 * vaekit -- the same network, ``VAEConfig((1,28,28), latent_dim=20, hidden=(400,),
-  activation='relu', likelihood='bernoulli')``, trained by ``vaekit.train.fit`` (batch 128, Adam
+  activation='relu', likelihood='bernoulli')``, trained by ``vaekit.training.loop.fit`` (batch 128, Adam
   1e-3) on data prepared by ``fit_preprocessing(dataset, 'bernoulli')``, which *dynamically
   binarises* every batch (an extra ``torch.bernoulli`` per step that the baseline does not do).
   ``fit`` runs 1 warm-up epoch + k timed epochs on a training subset of ``--subset`` examples,
@@ -52,7 +52,7 @@ from bench_common import write_results  # noqa: E402
 
 from vaekit import VAEConfig, build_vae  # noqa: E402
 from vaekit.data import fit_preprocessing, load_dataset  # noqa: E402
-from vaekit.train import TrainConfig, fit  # noqa: E402
+from vaekit.training import TrainConfig, fit  # noqa: E402
 
 BATCH = 128
 LAYERS = [(784, 400), (400, 20), (400, 20), (20, 400), (400, 784)]  # (in, out) of every linear layer
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     roof_f = roof["flops_per_second"]
 
     rows = [("baseline (pytorch/examples loop)", med_b, flops_b),
-            ("vaekit.train.fit", med_v, flops_v),
+            ("vaekit.training.loop.fit", med_v, flops_v),
             ("matmul roofline (torch.mm)", roof_f / FLOPS_PER_EXAMPLE, roof_f)]
     print()
     print(f"median of {args.rounds} rounds, batch {BATCH}, {torch.get_num_threads()} threads, "
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "method": {
             "baseline": "DataLoader(TensorDataset(x in [0,1]), batch 128, shuffle) + Adam 1e-3; BCE(sum)+KL; "
                         "5 warm-up steps then `steps` timed steps; no binarisation",
-            "vaekit": "vaekit.train.fit, 1 warm-up epoch + k timed epochs on the subset; examples/s = "
+            "vaekit": "vaekit.training.loop.fit, 1 warm-up epoch + k timed epochs on the subset; examples/s = "
                       "examples / sum(EpochMetrics.seconds) of timed epochs (includes validation of 2 examples); "
                       "dynamic binarisation each batch",
             "roofline": "torch.mm over forward X@W^T, dX=dY@W, dW=dY^T@X of each linear layer at batch 128, "

@@ -7,7 +7,7 @@ sometimes a random time after the start (often during an epoch's steps, or befor
 checkpoint), sometimes a few milliseconds after an epoch's line is printed (during that epoch's
 checkpoint writes) — and restarting it each time with ``--resume`` (or afresh when the kill came
 before config.json was written). After every kill the checkpoint left behind, if any, must load
-with :func:`vaekit.checkpoint.load_training_state` and hold a prefix of the reference history.
+with :func:`vaekit.store.checkpoint.load_training_state` and hold a prefix of the reference history.
 Finally the run is resumed to completion and model.safetensors, checkpoints/last.safetensors (every
 tensor: model, optimizer, RNG) and metrics.jsonl (minus wall-clock seconds) are compared with the
 reference. Prints one line per kill and ``bitwise identical: yes`` (exit 0) or ``no`` (exit 1).
@@ -106,9 +106,9 @@ def checkpoint_state(run: Path, reference: list[dict]) -> str:
     """Describe the checkpoint a kill left and check it: it loads, and its history is a prefix of the reference."""
     import torch
 
-    from vaekit.checkpoint import checkpoint_paths, load_training_state
-    from vaekit.io import read_config
-    from vaekit.model import build_vae
+    from vaekit.models.vae import build_vae
+    from vaekit.store.checkpoint import checkpoint_paths, load_training_state
+    from vaekit.store.model_files import read_config
 
     if not (run / "config.json").exists():
         return "no config.json yet (restart afresh)"

@@ -3,7 +3,7 @@
     torchrun --standalone --nproc-per-node R tests/ddp_worker.py OUT_DIR N_TRAIN BATCH EPOCHS VARIANCE [resume]
 
 Each rank trains the float64 digits model of ``train_setup`` on the first N_TRAIN training
-examples with ``vaekit.train.fit`` (run directory OUT_DIR/run, written by rank 0) and writes
+examples with ``vaekit.training.loop.fit`` (run directory OUT_DIR/run, written by rank 0) and writes
 OUT_DIR/rank{r}.json with the local batch sizes it was handed and the epoch metrics; with
 ``resume`` it continues the run in OUT_DIR/run from its checkpoint. Rank 0 also writes the final
 parameters to OUT_DIR/params.safetensors. Run with R = 1 (or in-process, via ``train_setup``)
@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-import vaekit.train as train_mod
-from vaekit import distributed
+import vaekit.training as train_mod
+import vaekit.training.step as step_mod
 from vaekit.data import fit_preprocessing, load_dataset
-from vaekit.model import VAEConfig, build_vae
+from vaekit.models.vae import VAEConfig, build_vae
+from vaekit.training import distributed
 
 
 def train_setup(n_train: int, batch: int, epochs: int, variance: str):
@@ -45,13 +46,13 @@ def main(argv: list[str]) -> None:
     distributed.init_from_env("cpu")
     rank = distributed.rank()
     sizes: list[int] = []
-    real = train_mod._batch_loss
+    real = step_mod.batch_loss
 
-    def recording(model, x, *args, **kwargs):
-        sizes.append(int(x.shape[0]) if args[2] != 0 else 0)      # scale 0: a weight-0 stand-in
-        return real(model, x, *args, **kwargs)
+    def recording(model, objective, x, beta, eps, scale, *args, **kwargs):
+        sizes.append(int(x.shape[0]) if scale != 0 else 0)        # scale 0: a weight-0 stand-in
+        return real(model, objective, x, beta, eps, scale, *args, **kwargs)
 
-    train_mod._batch_loss = recording
+    step_mod.batch_loss = recording
     model, train_x, val_x, config, pp = train_setup(n_train, batch, epochs, variance)
     result = train_mod.fit(model, train_x, val_x, config, preprocessing=pp, run_dir=out / "run",
                            resume=argv[5:6] == ["resume"])

@@ -28,7 +28,7 @@ def near_posterior_problem(seed: int, posterior: str = "diagonal", inflate: floa
     """Like :func:`random_linear_problem`, but the encoder is a deliberately imperfect copy of the
     exact posterior: means shifted by ``shift``, covariance ``inflate`` times wider (diagonal: the
     posterior's marginal variances), so importance weights have finite variance."""
-    from vaekit.bounds import ENCODER_LOG_VAR_MAX, ENCODER_LOG_VAR_MIN, soft_clamp_inverse
+    from vaekit.prob.bounds import ENCODER_LOG_VAR_MAX, ENCODER_LOG_VAR_MIN, soft_clamp_inverse
 
     truth, model, x = random_linear_problem(seed, posterior=posterior, **kw)
     exact = truth.posterior_encoder()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vaekit.atomic import atomic_write_bytes, remove_stale_temporaries
+from vaekit.store.atomic import atomic_write_bytes, remove_stale_temporaries
 
 
 class _Boom(Exception):
@@ -18,7 +18,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monke
     def exploding_replace(src, dst):
         raise _Boom
 
-    monkeypatch.setattr("vaekit.atomic.os.replace", exploding_replace)
+    monkeypatch.setattr("vaekit.store.atomic.os.replace", exploding_replace)
     with pytest.raises(_Boom):
         atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"

@@ -131,7 +131,7 @@ def _run(d: Path) -> None:
 
 def _other_model_weights(d: Path) -> None:
     from vaekit import VAEConfig, build_vae
-    from vaekit.io import save_weights
+    from vaekit.store.weights import save_weights
 
     model = build_vae(VAEConfig((1, 8, 8), latent_dim=3, hidden=(8,), decoder_variance="optimal"))
     save_weights(model.state_dict(), d / "run" / "model.safetensors")
@@ -145,7 +145,7 @@ def _newer_format(d: Path) -> None:
 
 
 def _pickled_weights(d: Path) -> None:
-    from vaekit.io import load_weights
+    from vaekit.store.weights import load_weights
 
     state = load_weights(d / "run" / "model.safetensors")
     (d / "run" / "model.safetensors").unlink()
@@ -231,6 +231,21 @@ CASES: tuple[Case, ...] = (
          ("--decoder-variance", "'banana'")),
     Case("val-fraction", "--val-fraction 1.5", _train("--val-fraction", "1.5"), ("--val-fraction", "'1.5'")),
     Case("lr-negative", "--lr -1", _train("--lr", "-1"), ("--lr", "'-1'")),
+    Case("device-unknown", "--device banana", _train("--device", "banana"), ("--device", "'banana'")),
+    Case("arch-unknown", "--arch resnet", _train("--arch", "resnet"), ("--arch", "'resnet'", "MODULE:FUNCTION")),
+    Case("arch-not-module-function", "--arch nets.py: (no function name)", _train("--arch", "nets.py:"),
+         ("--arch", "nets.py:", "MODULE:FUNCTION")),
+    Case("arch-untrusted", "--arch MODULE:FUNCTION without --trust-code", _train("--arch", "nets.py:build"),
+         ("--arch nets.py:build", "--trust-code"), _write("nets.py", "open('imported', 'w').close()\n")),
+    Case("arch-missing-module", "--arch naming a file that does not exist",
+         ("train", "--data", "digits", "--epochs", "1", "--latent-dim", "2", "--no-progress", "--no-figures",
+          "--out", "out", "--arch", "missing.py:build", "--trust-code"), ("missing.py", "does not exist")),
+    Case("arch-args-not-json", "--arch-args that is not JSON", _train("--arch-args", "{width: 4}"),
+         ("--arch-args", "not valid JSON")),
+    Case("arch-args-unknown", "--arch-args with a key the architecture does not take",
+         _train("--arch-args", '{"depth": 3}'), ("--arch-args", "'depth'", "mlp")),
+    Case("hidden-other-arch", "--hidden with --arch linear", _train("--arch", "linear"),
+         ("--hidden", "--arch mlp", "--arch-args")),
     Case("unknown-option", "unknown option", _train("--frobnicate"), ("--frobnicate", "unrecognized")),
     Case("config-unknown-key", "--config with an unknown key", _train("--config", "cfg.json"),
          ("cfg.json", "unknown key", "'latent_dims'"), _write("cfg.json", '{"latent_dims": 2}')),
@@ -238,6 +253,9 @@ CASES: tuple[Case, ...] = (
          ("cfg.json", "not valid JSON"), _write("cfg.json", "latent_dim = 2\n")),
     Case("config-bad-value", "--config with an impossible value", _train("--config", "cfg.json"),
          ("cfg.json", "batch_size", "'0'"), _write("cfg.json", '{"batch_size": 0}')),
+    Case("config-trust-code", "--config that tries to opt in to running code", _train("--config", "cfg.json"),
+         ("cfg.json", "trust_code", "--trust-code"),
+         _write("cfg.json", '{"arch": "nets.py:build", "trust_code": true}')),
     Case("out-holds-run", "train --out an existing run without --resume", ("train", *TINY, "--out", "run"),
          ("--out run", "already holds a run", "--resume"), _run, run=True),
     Case("resume-no-run", "--resume on a folder without a run", ("train", "--resume", "--out", "nothing"),

@@ -45,6 +45,6 @@ def test_iwae_table1_smoke(tmp_path):
         assert r["trend"] and all(t["n"] == 20 and math.isfinite(t["nll"]) for t in r["trend"])
         times = [t["train_seconds"] for t in r["trend"]]
         assert times == sorted(times)
-        # the default wall-clock cosine (it replaces vaekit.train.lr_factor) has decayed the rate by the budget
+        # the default wall-clock cosine (it replaces vaekit.training.loop.lr_factor) has decayed the rate by the budget
         assert r["schedule"]["schedule"] == "wall-cosine" and r["stopped_by_budget"]
         assert r["history"][-1]["lr"] < 0.05 * r["schedule"]["lr"]

@@ -39,7 +39,8 @@ def test_memory_training_tiny_run(tmp_path):
     assert run["parameters"] == 1040 + 68 + 48 + 1088 and run["parameter_bytes"] == 4 * run["parameters"]
     assert run["adam_state_bytes"] >= 2 * run["parameter_bytes"]                 # exp_avg and exp_avg_sq
     # the training run imports what the baseline imports, and more
-    assert run["peak_rss_bytes"] >= run["baseline_rss_bytes"] and run["sampled_vm_hwm_bytes"] <= 1.01 * run["peak_rss_bytes"]
+    assert (run["peak_rss_bytes"] >= run["baseline_rss_bytes"]
+            and run["sampled_vm_hwm_bytes"] <= 1.01 * run["peak_rss_bytes"])
     assert run["sampled_peak_anon_bytes"] > 0 and run["samples"] > 0
     for key in ("peak_rss_bytes", "baseline_rss_bytes", "wall_seconds", "ratio", "ratio_all_splits"):
         assert isinstance(run[key], (int, float)) and math.isfinite(run[key]) and run[key] >= 0, key

@@ -21,8 +21,9 @@ from PIL import Image
 
 from vaekit import VAEConfig, build_vae
 from vaekit.data import fit_preprocessing, load_dataset
-from vaekit.io import save_model
-from vaekit.runs import DataSpec
+from vaekit.store.layout import RunLayout
+from vaekit.store.model_files import save_model
+from vaekit.store.runs import DataSpec
 
 SHAPE = (1, 8, 8)
 K = 3
@@ -32,7 +33,8 @@ JSON_KEYS = {"n", "elbo", "log_likelihood", "log_likelihood_se", "kl", "reconstr
 
 def _make_run(directory: Path, arch: str) -> Path:
     torch.manual_seed(0)
-    model = build_vae(VAEConfig(SHAPE, latent_dim=K, hidden=(16,), arch=arch))
+    arch_args = {"hidden": (16,)} if arch == "mlp" else {}          # a linear model has no hidden layers
+    model = build_vae(VAEConfig(SHAPE, latent_dim=K, arch=arch, arch_args=arch_args))
     prep = fit_preprocessing(load_dataset("digits"), "gaussian")
     save_model(model, directory, extra={"preprocessing": prep.to_dict(), "data": DataSpec().to_dict(), "train": {}})
     return directory
@@ -43,8 +45,8 @@ def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     run = _make_run(root / "run", "mlp")
     _make_run(root / "linear", "linear")
-    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "train_elbo": -100.0 + e, "val_elbo": -101.0 + e})
-                                               + "\n" for e in (1, 2)))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "train_elbo": -100.0 + e,
+                                                           "val_elbo": -101.0 + e}) + "\n" for e in (1, 2)))
     np.save(root / "bad.npy", np.random.default_rng(0).random((10, 5)).astype(np.float32))
     for name in ("exists.png", "exists-force.png"):
         (root / name).write_bytes(b"old")
@@ -78,8 +80,8 @@ COMMANDS: dict[str, tuple[list[str], int]] = {
 @pytest.fixture(scope="module")
 def results(env) -> dict[str, subprocess.CompletedProcess]:
     def run(args: list[str]) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "vaekit", *args], check=False, cwd=env, capture_output=True, text=True,
-                              timeout=120, env={**os.environ, "PYTHONWARNINGS": "error"})
+        return subprocess.run([sys.executable, "-m", "vaekit", *args], check=False, cwd=env, capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "PYTHONWARNINGS": "error"})
 
     with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as pool:
         futures = {name: pool.submit(run, args) for name, (args, _) in COMMANDS.items()}
@@ -149,6 +151,7 @@ def test_figures_and_report(env, results):
     for name in ("training-curves.png", "reconstructions.png", "prior-samples.png", "latent-scatter.png",
                  "latent-traversals.png"):
         _png(figures / name)
+    assert figures == RunLayout.of(env / "run").figures
     html = (env / "run" / "report.html").read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") == 5
 

@@ -15,7 +15,7 @@ import pytest
 from vaekit.cli import main
 
 FAST = ["--data", "digits", "--hidden", "32", "--latent-dim", "2", "--batch-size", "256", "--no-progress"]
-HAS_FIGURES = importlib.util.find_spec("vaekit.figures") is not None
+HAS_FIGURES = importlib.util.find_spec("vaekit.viz.figures") is not None
 
 
 def _vaekit(*args, cwd=None, timeout=120):
@@ -57,7 +57,8 @@ def test_config_file_and_command_line_precedence(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--config", str(cfg), "--epochs", "1", "--out", str(run)]) == 0
     model = json.loads((run / "config.json").read_text())
-    assert model["model"]["latent_dim"] == 3 and model["model"]["hidden"] == [16]
+    assert model["model"]["latent_dim"] == 3 and model["model"]["arch_args"]["hidden"] == [16]
+    assert model["format_version"] == 2 and model["model"]["arch"] == "mlp"
     assert model["model"]["decoder_variance"] == "learned"
     assert model["extra"]["train"]["epochs"] == 1 and model["extra"]["train"]["kl_warmup_epochs"] == 1.0
     assert len(_rows(run)) == 1
@@ -72,6 +73,10 @@ def test_config_file_and_command_line_precedence(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--decoder-variance", "-1"], "--decoder-variance"),
+    (["--arch", "resnet"], "--arch"),
+    (["--arch", "nets.py:"], "--arch"),
+    (["--arch-args", "{width: 4}"], "--arch-args"),
+    (["--device", "banana"], "--device"),
     (["--epochs", "0"], "--epochs"),
     (["--likelihood", "poisson"], "--likelihood"),
     (["--hidden", "a,b"], "--hidden"),
@@ -87,6 +92,8 @@ def test_bad_options_exit_2_with_one_line(tmp_path, capsys, args, message):
 
 @pytest.mark.parametrize("content, message", [
     ({"epochs": 1, "latent_dims": 2}, "unknown key 'latent_dims'"),
+    ({"arch": "nets.py:build", "trust_code": True}, "--trust-code"),
+    ({"arch_args": [1, 2]}, "arch_args"),
     ({"epochs": 0}, "epochs"),
     ({"likelihood": "poisson"}, "likelihood"),
     ([1, 2], "JSON object"),
@@ -98,6 +105,40 @@ def test_bad_config_files(tmp_path, capsys, content, message):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and str(cfg) in err
     assert not (tmp_path / "r").exists()
+
+
+def test_arch_options(tmp_path, capsys):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"epochs": 1, "latent_dim": 2, "arch": "linear", "arch_args": {}, "batch_size": 512,
+                               "no_progress": True, "no_figures": True, "importance_samples": 2}))
+    run = tmp_path / "linear"
+    assert main(["train", "--config", str(cfg), "--out", str(run)]) == 0
+    model = json.loads((run / "config.json").read_text())["model"]
+    assert model["arch"] == "linear" and model["arch_args"] == {} and "hidden" not in model
+    # the mlp's options fill its arch_args; --arch-args may give them instead, but not both at once
+    run = tmp_path / "mlp"
+    assert main(["train", "--epochs", "1", "--latent-dim", "2", "--arch-args", '{"hidden": [8, 4]}',
+                 "--activation", "relu", "--no-progress", "--no-figures", "--importance-samples", "2",
+                 "--out", str(run)]) == 0
+    model = json.loads((run / "config.json").read_text())["model"]
+    assert model["arch_args"] == {"hidden": [8, 4], "activation": "relu"}
+    capsys.readouterr()
+    assert main(["train", "--hidden", "8", "--arch-args", '{"hidden": [8]}', "--out", str(tmp_path / "x")]) == 2
+    assert "--hidden" in capsys.readouterr().err
+    # --hidden / --activation with another architecture are usage errors, before any data is read
+    for args in (["--arch", "linear", "--hidden", "8"], ["--arch", "linear", "--activation", "relu"]):
+        assert main(["train", *args, "--data", "no-such-data", "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and args[-2] in err and "--arch mlp" in err
+    # resume compares the model as a whole: the same options, written differently, are no change
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--hidden", "8,4", "--arch", "mlp",
+                 "--no-figures", "--importance-samples", "2"]) == 0
+    assert main(["train", "--out", str(run), "--resume", "--activation", "tanh"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--activation" in err and "cannot change on --resume" in err
+    assert main(["train", "--out", str(run), "--resume", "--arch", "linear"]) == 2
+    assert "--arch" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_errors_from_a_subprocess_have_no_traceback(tmp_path):

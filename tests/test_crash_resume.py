@@ -23,16 +23,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vaekit import checkpoint as ckpt
-from vaekit.checkpoint import (
+from vaekit.errors import CheckpointError
+from vaekit.models.vae import VAEConfig, build_vae
+from vaekit.store import checkpoint as ckpt
+from vaekit.store.atomic import atomic_write_bytes
+from vaekit.store.checkpoint import (
     capture_rng,
     checkpoint_paths,
     load_training_state,
     save_training_state,
 )
-from vaekit.errors import CheckpointError
-from vaekit.io import atomic_write_bytes, read_config
-from vaekit.model import VAEConfig, build_vae
+from vaekit.store.model_files import read_config
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and fork")
 

@@ -1,6 +1,6 @@
 """Data-parallel training: real multi-process torchrun jobs (gloo on the CPU, loopback only).
 
-The claim under test (vaekit.batches, vaekit.distributed): a step on R ranks with global batch B
+The claim under test (vaekit.training.batches, vaekit.training.distributed): a step on R ranks with global batch B
 makes the same update as one process with batch B, so runs agree whatever the number of ranks,
 and a checkpoint resumes with another number of ranks.
 """
@@ -17,8 +17,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vaekit.distributed import shard
-from vaekit.train import fit
+from vaekit.training import fit
+from vaekit.training.distributed import shard
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ddp_worker import train_setup  # noqa: E402
@@ -116,11 +116,11 @@ def test_auto_resume_starts_then_continues(tmp_path):
 
 def test_single_process_interrupt_resumed_on_two_ranks(tmp_path, monkeypatch):
     """A Ctrl-C checkpoint taken mid-epoch by one process, finished by two: the same run."""
-    import vaekit.train as train_mod
+    import vaekit.training.step as train_mod
 
     n_train, batch, epochs = 64, 16, 2                 # 4 steps an epoch; interrupted in step 6 (epoch 2)
     model, train_x, val_x, config, pp = train_setup(n_train, batch, epochs, "optimal")
-    real, calls = train_mod._batch_loss, [0]
+    real, calls = train_mod.batch_loss, [0]
 
     def interrupt(*args, **kwargs):
         calls[0] += 1
@@ -128,7 +128,7 @@ def test_single_process_interrupt_resumed_on_two_ranks(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "_batch_loss", interrupt)
+    monkeypatch.setattr(train_mod, "batch_loss", interrupt)
     with pytest.raises(KeyboardInterrupt):
         fit(model, train_x, val_x, config, preprocessing=pp, run_dir=tmp_path / "run")
     monkeypatch.undo()

@@ -11,8 +11,8 @@ from scipy import stats
 from torch.distributions import MultivariateNormal
 
 from vaekit import DiagonalNormal, ProfiledNormal, kl_divergence, standard_normal
-from vaekit.bounds import soft_clamp, soft_clamp_inverse
-from vaekit.distributions import as_multivariate_normal, bernoulli
+from vaekit.prob.bounds import soft_clamp, soft_clamp_inverse
+from vaekit.prob.distributions import as_multivariate_normal, bernoulli
 
 
 def _mc_kl(q, p, n=400_000):
@@ -107,12 +107,13 @@ def test_soft_clamp_is_bounded_and_invertible(float64):
 
 
 def test_log_prob_from_the_standardised_draw_equals_log_prob(float64):
-    from vaekit.distributions import rsample_with_log_prob
+    from vaekit.prob.distributions import rsample_with_log_prob
 
     torch.manual_seed(6)
     a = torch.randn(4, 3, 3)
     tril = torch.linalg.cholesky(a @ a.transpose(-1, -2) + 0.3 * torch.eye(3))
-    for q in (MultivariateNormal(torch.randn(4, 3), scale_tril=tril), DiagonalNormal(torch.randn(4, 3), torch.rand(4, 3) + 0.1)):
+    for q in (MultivariateNormal(torch.randn(4, 3), scale_tril=tril),
+              DiagonalNormal(torch.randn(4, 3), torch.rand(4, 3) + 0.1)):
         z, log_q = rsample_with_log_prob(q, 5)
         assert z.shape == (5, 4, 3) and log_q.shape == (5, 4)
         torch.testing.assert_close(log_q, q.log_prob(z))

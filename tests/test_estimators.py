@@ -7,11 +7,18 @@ import math
 import pytest
 import torch
 
-from vaekit import (ConfigError, VAEConfig, active_units, bits_per_dim, build_vae, estimate_log_likelihood,
-                    kl_divergence, kl_per_dimension)
-from vaekit.estimators import default_chunk_size
-
 from linear_problems import near_posterior_problem, random_linear_problem
+from vaekit import (
+    ConfigError,
+    VAEConfig,
+    active_units,
+    bits_per_dim,
+    build_vae,
+    estimate_log_likelihood,
+    kl_divergence,
+    kl_per_dimension,
+)
+from vaekit.inference.estimators import default_chunk_size
 
 
 @pytest.mark.parametrize("posterior", ["diagonal", "full"])

@@ -1,4 +1,4 @@
-"""vaekit.evaluate against the closed forms of the linear-Gaussian model."""
+"""vaekit.inference.evaluate against the closed forms of the linear-Gaussian model."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
-from linear_problems import near_posterior_problem
 
+from linear_problems import near_posterior_problem
 from vaekit import ConfigError, ShapeError, VAEConfig, build_vae
-from vaekit.evaluate import Evaluation, evaluate
+from vaekit.inference.evaluate import Evaluation, evaluate
 
 
 def test_matches_the_exact_linear_gaussian_values(float64):

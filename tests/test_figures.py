@@ -1,4 +1,4 @@
-"""vaekit.figures: the PNGs of a run and its report."""
+"""vaekit.viz.figures: the PNGs of a run and its report."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from vaekit import ShapeError, VAEConfig, build_vae
-from vaekit.figures import write_figures, write_run_report
+from vaekit.viz.figures import write_figures, write_run_report
 
 HISTORY = [{"epoch": e, "train_elbo": -10.0 + e, "val_elbo": -11.0 + e, "train_kl": 1.0, "val_kl": 1.1,
             "train_reconstruction": -9.0 + e, "val_reconstruction": -10.0 + e, "beta": 1.0, "lr": 1e-3}

@@ -8,9 +8,8 @@ import torch
 from scipy import stats
 from sklearn.decomposition import PCA
 
-from vaekit import ConfigError, LinearGaussian, ShapeError, ppca_mle
-
 from linear_problems import random_linear_problem
+from vaekit import ConfigError, LinearGaussian, ShapeError, ppca_mle
 
 
 def test_log_marginal_matches_scipy(float64):

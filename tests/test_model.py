@@ -10,10 +10,24 @@ import pytest
 import torch
 from torch import nn
 
-from vaekit import (VAE, BernoulliDecoder, CheckpointError, ConfigError, GaussianDecoder, GaussianEncoder,
-                    LearnedVariance, OptimalVariance, ShapeError, VAEConfig, build_vae, elbo, load_model, save_model)
-from vaekit.distributions import DiagonalNormal
-from vaekit.io import read_config
+from vaekit import (
+    VAE,
+    BernoulliDecoder,
+    CheckpointError,
+    ConfigError,
+    GaussianDecoder,
+    GaussianEncoder,
+    LearnedVariance,
+    OptimalVariance,
+    ShapeError,
+    VAEConfig,
+    build_vae,
+    elbo,
+    load_model,
+    save_model,
+)
+from vaekit.prob.distributions import DiagonalNormal
+from vaekit.store.model_files import read_config
 
 
 @pytest.mark.parametrize("config", [
@@ -44,7 +58,7 @@ def test_save_load_round_trip_is_exact(tmp_path):
     save_model(model, tmp_path / "m", extra={"note": "hello"})
     loaded = load_model(tmp_path / "m")
     assert loaded.config == model.config
-    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     x = torch.rand(3, 1, 8, 8)
     torch.manual_seed(1)

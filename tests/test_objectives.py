@@ -7,9 +7,8 @@ import math
 import pytest
 import torch
 
-from vaekit import (ConfigError, LinearGaussian, ShapeError, VAEConfig, build_vae, elbo, elbo_terms, iwae_bound)
-
 from linear_problems import random_linear_problem
+from vaekit import ConfigError, LinearGaussian, ShapeError, VAEConfig, build_vae, elbo, elbo_terms, iwae_bound
 
 
 @pytest.mark.parametrize("posterior", ["diagonal", "full"])
@@ -62,7 +61,7 @@ def test_iwae_bound_increases_with_k_and_approaches_log_likelihood(float64):
         draws = torch.stack([iwae_bound(model, x, n_samples=k) for _ in range(400)])   # (400, B)
         means.append(draws.mean(0))
         ses.append(draws.std(0) / 20)
-    for lo, hi, se_lo, se_hi in zip(means, means[1:], ses, ses[1:]):
+    for lo, hi, se_lo, se_hi in zip(means, means[1:], ses, ses[1:], strict=False):
         assert torch.all(hi > lo - 3 * (se_lo**2 + se_hi**2).sqrt())          # non-decreasing in K
     assert torch.all(means[-1] <= log_px + 3 * ses[-1])                          # still a lower bound
     gap_1, gap_500 = log_px - means[0], log_px - means[-1]

@@ -1,4 +1,4 @@
-"""Tests of vaekit.plots: valid PNGs, pixel layout of the mosaics, shape checks, PCA, tolerance."""
+"""Tests of vaekit.viz.plots: valid PNGs, pixel layout of the mosaics, shape checks, PCA, tolerance."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vaekit import plots
 from vaekit.errors import DataError, ShapeError
+from vaekit.viz import plots
 
 WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
@@ -355,7 +355,7 @@ def test_latent_traversals_check_shapes(tmp_path: Path) -> None:
 def test_plots_never_import_pyplot(tmp_path: Path) -> None:
     code = (
         "import sys, numpy as np\n"
-        "from vaekit import plots\n"
+        "from vaekit.viz import plots\n"
         f"plots.image_grid(np.zeros((2, 1, 4, 4)), {str(tmp_path / 'g.png')!r}, title='t')\n"
         f"plots.plot_latent_scatter(np.zeros((5, 3)), {str(tmp_path / 's.png')!r}, labels=[0, 1, 0, 1, 1])\n"
         "print('matplotlib.pyplot' in sys.modules)\n"

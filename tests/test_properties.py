@@ -7,7 +7,7 @@
   ``iwae_bound`` and ``estimate_log_likelihood`` give finite values of shape (B,), the closed-form
   KL of a diagonal posterior is never negative, and all stays finite when the encoder weights are
   blown up by 1e3 or a learned decoder variance is pushed far out (the soft bounds of
-  :mod:`vaekit.bounds` keep the variances in range).
+  :mod:`vaekit.prob.bounds` keep the variances in range).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from vaekit import VAEConfig, build_vae
 from vaekit.data import load_dataset
 from vaekit.data.formats import read_csv, read_npy
 from vaekit.errors import ConfigError, DataError
-from vaekit.variance import LearnedVariance
+from vaekit.models.variance import LearnedVariance
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -211,12 +211,14 @@ def configs(draw) -> VAEConfig:
     likelihood = draw(st.sampled_from(["gaussian", "bernoulli"]))
     variance = draw(st.one_of(st.sampled_from(["learned", "learned-per-dim", "optimal"]),
                               st.floats(-4, 4).map(lambda e: float(10.0 ** e))))
+    arch = draw(st.sampled_from(["mlp", "linear"]))
+    mlp_args = {"hidden": tuple(draw(st.lists(st.integers(1, 8), min_size=1, max_size=2))),
+                "activation": draw(st.sampled_from(sorted(vaekit.models.networks.ACTIVATIONS)))}
     return VAEConfig(
         data_shape=shape,
         latent_dim=draw(st.integers(1, 4)),
-        arch=draw(st.sampled_from(["mlp", "linear"])),
-        hidden=tuple(draw(st.lists(st.integers(1, 8), min_size=1, max_size=2))),
-        activation=draw(st.sampled_from(sorted(vaekit.networks.ACTIVATIONS))),
+        arch=arch,
+        arch_args=mlp_args if arch == "mlp" else {},      # a linear model has no hidden layers
         likelihood=likelihood,
         decoder_variance=variance,
         posterior=draw(st.sampled_from(["diagonal", "full"])),

@@ -1,4 +1,4 @@
-"""Tests of vaekit.report: a valid, self-contained, escaped HTML report."""
+"""Tests of vaekit.viz.report: a valid, self-contained, escaped HTML report."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vaekit import plots
-from vaekit.report import write_report
+from vaekit.viz import plots
+from vaekit.viz.report import write_report
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 

@@ -1,4 +1,4 @@
-"""Streamed .npy training data (vaekit.data.stream) and its batches (vaekit.batches)."""
+"""Streamed .npy training data (vaekit.data.stream) and its batches (vaekit.training.batches)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from vaekit.batches import BatchPlan
 from vaekit.data import fit_preprocessing, load_dataset
 from vaekit.data.stream import NpyStream
 from vaekit.errors import ConfigError, DataError
+from vaekit.training.batches import BatchPlan
 
 
 def _rss_file_kb() -> int:
@@ -114,7 +114,7 @@ def test_batch_plan_shards_an_epoch_without_overlap(images):
 
 
 def _part(step: int, rank: int) -> tuple[int, int]:
-    from vaekit.distributed import shard
+    from vaekit.training.distributed import shard
 
     return shard(min(64, 1000 - step * 64), 3, rank)
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from vaekit import CheckpointError, ConfigError, VAEConfig, build_vae
-from vaekit.checkpoint import capture_rng, load_training_state, save_training_state
 from vaekit.data import Preprocessing, fit_preprocessing
-from vaekit.runs import DataSpec
-from vaekit.train import (
+from vaekit.store.checkpoint import capture_rng, load_training_state, save_training_state
+from vaekit.store.runs import DataSpec
+from vaekit.training import (
     DivergenceError,
     EpochMetrics,
     TrainConfig,
@@ -245,10 +245,10 @@ def test_exact_resume_after_interrupt_with_every_random_part(digits, tmp_path):
 
 
 class _InterruptOnCall:
-    """Wraps a function of vaekit.train: on its ``at``-th call, after running it, either raises
-    KeyboardInterrupt (``_batch_loss``: mid-step, the step's random numbers drawn) or sends a real
-    SIGINT (``lr_factor``, which scheduler.step calls while the step commits: the interrupt waits
-    for the commit to finish)."""
+    """Wraps a function of the trainer: on its ``at``-th call, after running it, either raises
+    KeyboardInterrupt (``batch_loss`` of vaekit.training.step: mid-step, the step's random numbers
+    drawn) or sends a real SIGINT (``lr_factor``, which scheduler.step calls while the step
+    commits: the interrupt waits for the commit to finish)."""
 
     def __init__(self, real, at, signal_it):
         self.real, self.at, self.signal_it, self.calls = real, at, signal_it, 0
@@ -263,14 +263,16 @@ class _InterruptOnCall:
         return out
 
 
-# 8 steps per epoch. (_batch_loss, 12): the 12th step is interrupted, 11 done (epoch 2, batch 3);
-# (_batch_loss, 17): the first step of epoch 3; (lr_factor, 17): call 1 is the scheduler's set-up, so
+# 8 steps per epoch. (batch_loss, 12): the 12th step is interrupted, 11 done (epoch 2, batch 3);
+# (batch_loss, 17): the first step of epoch 3; (lr_factor, 17): call 1 is the scheduler's set-up, so
 # SIGINT arrives while step 16, the last of epoch 2, commits: epoch 2 has all its batches but no metrics.
 @pytest.mark.parametrize(("target", "at", "steps_done"),
-                         [("_batch_loss", 12, 11), ("_batch_loss", 17, 16), ("lr_factor", 17, 16)])
+                         [("batch_loss", 12, 11), ("batch_loss", 17, 16), ("lr_factor", 17, 16)])
 def test_exact_resume_after_interrupt_mid_epoch(digits, tmp_path, monkeypatch, target, at, steps_done):
-    import vaekit.train as train_mod
+    import vaekit.training.loop as loop_mod
+    import vaekit.training.step as step_mod
 
+    train_mod = step_mod if target == "batch_loss" else loop_mod
     pp, x, v = digits
     assert pp.dequantize
     config = TrainConfig(epochs=3, batch_size=32, seed=7, schedule="cosine", warmup_steps=3, kl_warmup_epochs=1.5,
@@ -380,7 +382,8 @@ def test_autocast_precision_trains_close_to_fp32(digits, precision):
     low = _model()
     result = fit(low, x, v, TrainConfig(epochs=6, batch_size=32, lr=3e-3, precision=precision), preprocessing=pp)
     assert all(p.dtype == torch.float32 for p in low.parameters())          # master weights stay float32
-    diffs = [float((a - b).abs().max()) for a, b in zip(ref.state_dict().values(), low.state_dict().values(), strict=True)]
+    diffs = [float((a - b).abs().max())
+             for a, b in zip(ref.state_dict().values(), low.state_dict().values(), strict=True)]
     assert max(diffs) > 0                                                   # autocast did change the arithmetic
     first, last = result.history[0].val_elbo, result.history[-1].val_elbo
     assert math.isfinite(last) and last > first + 1                         # and it still learns

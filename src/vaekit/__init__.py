@@ -3,37 +3,66 @@
 The seed's model, symbol for symbol:
 
 * prior          p(z)   = N(0, I)                 :meth:`VAE.prior`, :func:`standard_normal`
-* decoder        p(x|z) = N(f(z), cI)             :class:`GaussianDecoder` (c: :mod:`vaekit.variance`)
+* decoder        p(x|z) = N(f(z), cI)             :class:`Decoder` with a :class:`GaussianLikelihood`
+                                                  (c: :mod:`vaekit.models.variance`)
 * encoder        q_x(z) = N(g(x), h(x))           :class:`GaussianEncoder`
 * objective      ELBO = E_q[log p(x|z)] - KL(q_x(z) || p(z)) = log p(x) - KL(q_x(z) || p(z|x))
-                                                  :func:`elbo`, :func:`iwae_bound`
+                                                  :func:`elbo`, :func:`iwae_bound`, :class:`ELBO`, :class:`IWAE`
 * estimators     log p(x), KL(q_x(z) || p(z|x))   :func:`estimate_log_likelihood`
 * exact case     affine f, Gaussian decoder       :class:`LinearGaussian`, :func:`ppca_mle`
+
+Layers (imports point one way): ``prob`` (distributions) → ``models`` (the :class:`LatentModel`
+protocol, the VAE and its parts) → ``inference`` (objectives, estimators, evaluation) →
+``training`` (:func:`fit`) → ``store``/``viz``/``cli``; ``data`` stands beside them.
 """
 
-from .decoders import BernoulliDecoder, Decoder, GaussianDecoder
-from .distributions import DiagonalNormal, ProfiledNormal, kl_divergence, standard_normal
-from .encoders import GaussianEncoder
-from .errors import CheckpointError, ConfigError, DataError, ShapeError, VaekitError
-from .estimators import (ActiveUnits, LikelihoodEstimate, active_units, bits_per_dim, estimate_log_likelihood,
-                         kl_per_dimension, log_likelihood, posterior_gap)
-from .io import load_model, save_model
-from .linear_gaussian import LinearGaussian, ppca_mle
-from .model import VAE, VAEConfig, VAEOutput, build_vae
-from .networks import MLP, Affine, Flatten
-from .objectives import ELBOTerms, elbo, elbo_terms, iwae_bound, log_importance_weights
-from .variance import FixedVariance, LearnedVariance, OptimalVariance
+from vaekit.errors import CheckpointError, ConfigError, DataError, ShapeError, UntrustedCodeError, VaekitError
+from vaekit.inference.estimators import (
+    ActiveUnits,
+    LikelihoodEstimate,
+    active_units,
+    bits_per_dim,
+    estimate_log_likelihood,
+    kl_per_dimension,
+    log_likelihood,
+    posterior_gap,
+)
+from vaekit.inference.evaluate import Evaluation, evaluate
+from vaekit.inference.objectives import (
+    ELBO,
+    IWAE,
+    ELBOTerms,
+    Objective,
+    elbo,
+    elbo_terms,
+    iwae_bound,
+    log_importance_weights,
+)
+from vaekit.models.config import VAEConfig
+from vaekit.models.decoders import BernoulliDecoder, Decoder, GaussianDecoder
+from vaekit.models.encoders import GaussianEncoder
+from vaekit.models.likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
+from vaekit.models.linear_gaussian import LinearGaussian, ppca_mle
+from vaekit.models.networks import MLP, Affine, Flatten
+from vaekit.models.protocol import LatentModel
+from vaekit.models.vae import VAE, VAEOutput, build_vae
+from vaekit.models.variance import FixedVariance, LearnedVariance, OptimalVariance
+from vaekit.prob.distributions import DiagonalNormal, ProfiledNormal, kl_divergence, standard_normal
+from vaekit.store.model_files import load_model, save_model
+from vaekit.training import EpochMetrics, FitResult, TrainConfig, fit
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "VAE", "VAEConfig", "VAEOutput", "build_vae",
+    "LatentModel", "VAE", "VAEConfig", "VAEOutput", "build_vae",
     "GaussianEncoder", "Decoder", "GaussianDecoder", "BernoulliDecoder", "MLP", "Affine", "Flatten",
+    "Likelihood", "GaussianLikelihood", "BernoulliLikelihood",
     "FixedVariance", "LearnedVariance", "OptimalVariance",
     "DiagonalNormal", "ProfiledNormal", "standard_normal", "kl_divergence",
-    "ELBOTerms", "elbo", "elbo_terms", "iwae_bound", "log_importance_weights",
+    "Objective", "ELBO", "IWAE", "ELBOTerms", "elbo", "elbo_terms", "iwae_bound", "log_importance_weights",
     "LikelihoodEstimate", "estimate_log_likelihood", "log_likelihood", "posterior_gap", "kl_per_dimension",
-    "ActiveUnits", "active_units", "bits_per_dim",
+    "ActiveUnits", "active_units", "bits_per_dim", "Evaluation", "evaluate",
+    "fit", "TrainConfig", "EpochMetrics", "FitResult",
     "LinearGaussian", "ppca_mle", "save_model", "load_model",
-    "VaekitError", "ConfigError", "ShapeError", "DataError", "CheckpointError",
+    "VaekitError", "ConfigError", "ShapeError", "DataError", "CheckpointError", "UntrustedCodeError",
 ]

@@ -26,3 +26,8 @@ class DataError(VaekitError, ValueError):
 
 class CheckpointError(VaekitError, ValueError):
     """A saved model or checkpoint is missing, corrupt, from another model, or of a newer format."""
+
+
+class UntrustedCodeError(ConfigError):
+    """A configuration names Python code to import (a user's network builder), and the caller did not
+    opt in with ``trust_code=True`` (``--trust-code``): importing it would execute it."""

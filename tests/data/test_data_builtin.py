@@ -46,7 +46,8 @@ def test_digits_shapes_levels_labels(digits: Dataset) -> None:
     assert total == 1797
     assert len(digits.test) == round(0.1 * 1797) == 180
     assert len(digits.val) == round(0.1 * (1797 - 180)) == 162
-    for x, y in ((digits.train, digits.train_labels), (digits.val, digits.val_labels), (digits.test, digits.test_labels)):
+    for x, y in ((digits.train, digits.train_labels), (digits.val, digits.val_labels),
+                 (digits.test, digits.test_labels)):
         assert x.dtype == np.uint8 and x.shape[1:] == (1, 8, 8)
         assert y is not None and y.dtype == np.int64 and y.shape == (len(x),)
     x, y = _examples(digits)
@@ -107,7 +108,7 @@ def test_split_indices_is_a_partition(n: int, f1: float, f2: float, seed: int) -
     for part in (test, val, train):
         assert np.all(np.diff(part) > 0)  # sorted, original order kept
     again = split_indices(n, (f1, f2), seed)
-    assert all(np.array_equal(a, b) for a, b in zip(again, (test, val, train)))
+    assert all(np.array_equal(a, b) for a, b in zip(again, (test, val, train), strict=True))
 
 
 def test_split_indices_sizes_follow_the_rounding_rule() -> None:

@@ -1,8 +1,11 @@
 """The ``vaekit`` command: ``vaekit SUBCOMMAND --help`` for each subcommand.
 
 Exit codes: 0 success; 2 a usage or input error (one line on stderr, no traceback); 1 otherwise.
-Each subcommand lives in its own module with ``register(subparsers)``, which adds its parser and
-sets ``func`` (called with the parsed namespace, returns the exit code).
+The subcommands live in modules with ``register(subparsers)``, which adds their parsers and sets
+``func`` (called with the parsed namespace, returns the exit code): :mod:`~vaekit.cli.train_cmd`
+(its options in :mod:`~vaekit.cli.train_options`, ``--resume`` in :mod:`~vaekit.cli.train_resume`),
+:mod:`~vaekit.cli.commands` (evaluate, sample, reconstruct, encode, interpolate; what they share in
+:mod:`~vaekit.cli.run_access`) and :mod:`~vaekit.cli.figures_cmd`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..errors import VaekitError
+from vaekit.errors import VaekitError
 
 __all__ = ["main", "build_parser"]
 
@@ -27,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
-    from . import commands, train_cmd
+    from vaekit.cli import commands, train_cmd
 
     parser = _Parser(prog="vaekit", description="Variational autoencoders on PyTorch, verified against closed forms.")
     parser.add_argument("--version", action="version", version=f"vaekit {_version()}")
@@ -41,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from .. import __version__
+    from vaekit import __version__
 
     return __version__
 

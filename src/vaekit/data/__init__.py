@@ -3,13 +3,16 @@
 * :func:`load_dataset` returns a :class:`Dataset` with raw (unscaled) train/val/test arrays;
 * :func:`fit_preprocessing` picks a :class:`Preprocessing` for a likelihood, which is stored with a
   model as JSON and turns raw arrays into model inputs (``prepare``) and draws the per-batch
-  randomness (``augment``: dynamic binarisation or uniform dequantisation).
+  randomness (``augment``: dynamic binarisation or uniform dequantisation);
+* :func:`as_examples` turns a tensor, numpy array, torch Dataset or DataLoader into a float tensor
+  of examples (N, *data_shape).
 
 Malformed data raise :class:`vaekit.errors.DataError`, impossible options
 :class:`vaekit.errors.ConfigError`, each with a one-line message naming the file or option.
 """
 
 from vaekit.data.dataset import KNOWN_DATASETS, Dataset, load_dataset, split_indices
+from vaekit.data.inputs import as_examples
 from vaekit.data.mnist import (
     FASHION_MNIST_MIRRORS,
     IDX_FILES,
@@ -27,6 +30,7 @@ __all__ = [
     "MNIST_MIRRORS",
     "Dataset",
     "Preprocessing",
+    "as_examples",
     "download_idx_files",
     "fit_preprocessing",
     "load_dataset",

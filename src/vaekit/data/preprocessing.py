@@ -37,10 +37,13 @@ import torch
 from vaekit.data.dataset import Dataset
 from vaekit.errors import ConfigError, DataError
 
-__all__ = ["LIKELIHOODS", "Preprocessing", "fit_preprocessing"]
+__all__ = ["DATA_KINDS", "LIKELIHOODS", "Preprocessing", "fit_preprocessing"]
 
-#: Likelihoods :func:`fit_preprocessing` knows.
+#: What a likelihood needs of the data (its ``data_kind``, :mod:`vaekit.models.likelihoods`).
+DATA_KINDS: tuple[str, ...] = ("binary", "continuous")
+#: Likelihood names :func:`fit_preprocessing` also accepts in place of a data kind (vaekit 0.1's API).
 LIKELIHOODS: tuple[str, ...] = ("bernoulli", "gaussian")
+_KIND_OF_LIKELIHOOD = {"bernoulli": "binary", "gaussian": "continuous"}
 
 _FIELDS = ("kind", "levels", "mean", "std", "binarize", "dequantize")
 
@@ -230,28 +233,37 @@ def _summary(blocks, need_moments: bool, name: str) -> tuple[int, float, float, 
     return count, lo, hi, mean, m2
 
 
-def fit_preprocessing(dataset: Dataset, likelihood: str) -> Preprocessing:
-    """Choose and fit the preprocessing of ``dataset`` for a decoder ``likelihood``.
+def fit_preprocessing(dataset: Dataset, kind: str) -> Preprocessing:
+    """Choose and fit the preprocessing of ``dataset`` for a likelihood whose data are ``kind``:
+    ``"binary"`` (a Bernoulli likelihood) or ``"continuous"`` (a Gaussian one), the likelihood's
+    ``data_kind``. The likelihood names ``"bernoulli"`` and ``"gaussian"`` are accepted too.
 
-    * ``"bernoulli"`` on images: ``binarize=True`` (dynamic binarisation);
-    * ``"gaussian"`` on images with levels: ``dequantize=True``; on float images: nothing;
-    * ``"gaussian"`` on tabular data: standardise with the training mean and population std
+    * binary images: ``binarize=True`` (dynamic binarisation);
+    * continuous images with levels: ``dequantize=True``; float images: nothing;
+    * continuous tabular data: standardise with the training mean and population std
       (columns with std 0 get std 1);
-    * ``"bernoulli"`` on tabular data: the values must already lie in [0, 1] (else
-      :class:`DataError`) and are used as they are.
+    * binary tabular data: the values must already lie in [0, 1] (else :class:`DataError`) and
+      are used as they are.
 
-    An unknown ``likelihood`` raises :class:`ConfigError`.
+    An unknown ``kind`` raises :class:`ConfigError`.
     """
-    if likelihood not in LIKELIHOODS:
-        raise ConfigError(f"likelihood: expected one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
+    if kind in _KIND_OF_LIKELIHOOD:
+        needs = f"the {kind} likelihood"
+        kind = _KIND_OF_LIKELIHOOD[kind]
+    elif kind in DATA_KINDS:
+        needs = "a binary likelihood (bernoulli)" if kind == "binary" else "a continuous likelihood"
+    else:
+        raise ConfigError(f"data kind: expected one of {', '.join(DATA_KINDS)} (or a likelihood name, "
+                          f"{' or '.join(LIKELIHOODS)}), got {kind!r}")
     if dataset.kind not in ("image", "tabular"):
         raise ConfigError(f"{dataset.name}: unknown dataset kind {dataset.kind!r}")
-    streamed = hasattr(dataset.train, "iter_blocks")   # a vaekit.data.stream.NpyStream: one pass, block by block
-    need_moments = dataset.kind == "tabular" and likelihood == "gaussian"
+    iter_blocks = getattr(dataset.train, "iter_blocks", None)   # a vaekit.data.stream.NpyStream: one pass
+    streamed = iter_blocks is not None
+    need_moments = dataset.kind == "tabular" and kind == "continuous"
     if streamed and dataset.kind == "image" and dataset.levels is not None:
         count, lo, hi, mean, m2 = len(dataset.train), 0.0, 0.0, None, None   # each block's range is checked on reading
     else:
-        blocks = dataset.train.iter_blocks() if streamed else [np.asarray(dataset.train)]
+        blocks = iter_blocks() if iter_blocks is not None else [np.asarray(dataset.train)]
         count, lo, hi, mean, m2 = _summary(blocks, need_moments, dataset.name)
     if count == 0:
         raise DataError(f"{dataset.name}: the training split is empty")
@@ -265,17 +277,18 @@ def fit_preprocessing(dataset: Dataset, likelihood: str) -> Preprocessing:
             levels=dataset.levels,
             mean=None,
             std=None,
-            binarize=likelihood == "bernoulli",
-            dequantize=likelihood == "gaussian" and dataset.levels is not None,
+            binarize=kind == "binary",
+            dequantize=kind == "continuous" and dataset.levels is not None,
         )
 
-    if likelihood == "bernoulli":
+    if kind == "binary":
         if lo < 0 or hi > 1:
             raise DataError(
-                f"{dataset.name}: the bernoulli likelihood needs data in [0, 1], found {found}; use likelihood gaussian"
+                f"{dataset.name}: {needs} needs data in [0, 1], found {found}; use likelihood gaussian"
             )
         return Preprocessing("tabular", None, None, None, binarize=False, dequantize=False)
 
+    assert mean is not None and m2 is not None          # need_moments: continuous tabular data
     std = np.sqrt(m2 / count)
     std = np.where(std > 0, std, 1.0)
     return Preprocessing(

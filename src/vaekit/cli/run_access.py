@@ -1,0 +1,167 @@
+"""What the subcommands that read a run directory share: their common options (RUN_DIR, ``--device``,
+``--trust-code``, the data and output options), loading the run, and preparing its examples.
+
+A run is loaded with :func:`vaekit.store.runs.load_run`; a run whose model names the user's own
+networks (``MODULE:FUNCTION``) loads only with ``--trust-code`` (otherwise exit 2, one line, nothing
+imported). Examples come from the run's own data (the stored DataSpec: same source, seed and
+splits) unless ``--data`` names other data, which get the run's stored preprocessing; they are
+prepared as for evaluation (:func:`vaekit.store.runs.eval_tensor`: binarised or dequantised once
+with seed :data:`EVAL_DATA_SEED`), so every command sees the same numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vaekit.devices import resolve_device
+from vaekit.errors import ConfigError, DataError, ShapeError
+from vaekit.store.atomic import atomic_write_bytes
+from vaekit.store.runs import DataSpec, Run, eval_tensor, load_run, split_of
+from vaekit.viz import plots
+from vaekit.viz.figures import to_display
+
+__all__ = ["EVAL_DATA_SEED", "SPLITS", "positive_int", "non_negative_int", "add_parser", "add_data_options",
+           "add_out_option", "out_path", "write_npy", "load", "examples", "model_dtype", "save_images"]
+
+#: Seed of the one-off binarisation / dequantisation of the examples every command uses.
+EVAL_DATA_SEED = 0
+SPLITS = ("test", "val", "train")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def add_parser(subparsers: Any, name: str, help_text: str, description: str,
+               example: str) -> argparse.ArgumentParser:
+    """A subcommand's parser with RUN_DIR, ``--device`` and ``--trust-code``."""
+    text = f"{textwrap.fill(description, 88)}\n\nexample:\n  {example}"
+    p = subparsers.add_parser(name, help=help_text, description=text,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory written by 'vaekit train'")
+    p.add_argument("--device", default="auto",
+                   help="torch device, e.g. cpu, cuda, cuda:1 (default: auto = cuda when available, else cpu)")
+    p.add_argument("--trust-code", action="store_true",
+                   help="allow a run trained with --arch MODULE:FUNCTION to import and run that code")
+    return p
+
+
+def add_data_options(p: argparse.ArgumentParser, *, limit: bool = True) -> None:
+    """``--data``, ``--data-dir``, ``--split`` and (``limit``) ``--limit``."""
+    p.add_argument("--data", metavar="SPEC", default=None,
+                   help="other data to use (a dataset name or a .npy/.npz/.csv/IDX file or image folder); "
+                        "default: the run's own data. The run's preprocessing is applied")
+    p.add_argument("--data-dir", metavar="DIR", default=None,
+                   help="where mnist / fashion-mnist files are (default: as stored with the run)")
+    p.add_argument("--split", choices=SPLITS, default="test", help="which split to use (default: test)")
+    if limit:
+        p.add_argument("--limit", metavar="N", type=positive_int, default=None,
+                       help="use only the first N examples of the split")
+
+
+def add_out_option(p: argparse.ArgumentParser, exts: tuple[str, ...], default: str | None) -> None:
+    """``--out FILE`` (with the extensions ``exts``; ``default`` inside RUN_DIR, else required) and ``--force``."""
+    where = f" (default: RUN_DIR/{default})" if default else " (required)"
+    p.add_argument("--out", metavar="FILE", type=Path, default=None, required=default is None,
+                   help=f"output file, {' or '.join(exts)}{where}")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+
+
+def out_path(args: argparse.Namespace, exts: tuple[str, ...], default: str | None) -> Path:
+    """``--out`` (or RUN_DIR/default), checked: a known extension, and no existing file unless --force."""
+    path: Path = args.out if args.out is not None else args.run_dir / str(default)
+    ext = path.suffix.lower()
+    if ext not in exts:
+        raise ConfigError(f"--out {path}: unknown extension {ext or '(none)'!r}; use {' or '.join(exts)}")
+    if path.is_dir():
+        raise ConfigError(f"--out {path}: is a directory")
+    if path.exists() and not args.force:
+        raise ConfigError(f"--out {path}: file exists; pass --force to overwrite it")
+    return path
+
+
+def write_npy(path: Path, array: np.ndarray) -> Path:
+    """``array`` as a .npy file (no pickle), written atomically."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def load(args: argparse.Namespace) -> tuple[Run, torch.device]:
+    """The run in ``args.run_dir`` on ``--device``, in eval mode (user code only with ``--trust-code``)."""
+    device = resolve_device(args.device, option="--device")
+    run = load_run(args.run_dir, map_location=device, trust_code=args.trust_code)
+    run.model.eval()
+    return run, device
+
+
+def _data_spec(run: Run, args: argparse.Namespace) -> DataSpec:
+    spec = run.data
+    if args.data is not None:
+        image_size = None
+        if Path(args.data).is_dir():                       # a folder of images: resize to the model's size
+            shape = run.config.data_shape
+            image_size = spec.image_size or ((shape[-2], shape[-1]) if len(shape) == 3 else None)
+        return DataSpec(spec=args.data, data_dir=args.data_dir, seed=spec.seed, val_fraction=spec.val_fraction,
+                        test_fraction=spec.test_fraction, image_size=image_size,
+                        stream=spec.stream and Path(args.data).suffix.lower() == ".npy")
+    if args.data_dir is not None:
+        return replace(spec, data_dir=args.data_dir)
+    return spec
+
+
+def examples(run: Run, args: argparse.Namespace, device: torch.device,
+             limit: int | None = None) -> tuple[Tensor, np.ndarray | None, DataSpec]:
+    """The chosen split's first ``limit`` examples, prepared for the model, with their labels."""
+    spec = _data_spec(run, args)
+    dataset = spec.load()
+    model_shape = tuple(run.config.data_shape)
+    if tuple(dataset.shape) != model_shape:
+        raise ShapeError(f"--data {spec.spec}: examples of shape {tuple(dataset.shape)} do not match the "
+                         f"model's data shape {model_shape}")
+    x, labels = split_of(dataset, args.split, limit)
+    try:
+        tensor = eval_tensor(run.preprocessing, x, seed=EVAL_DATA_SEED, device=device)
+    except DataError as exc:
+        raise DataError(f"--data {spec.spec}: {exc}") from None
+    return tensor.to(model_dtype(run)), labels, spec
+
+
+def model_dtype(run: Run) -> torch.dtype:
+    """The floating dtype of the run's parameters."""
+    return next((p.dtype for p in run.model.parameters() if p.is_floating_point()), torch.get_default_dtype())
+
+
+def save_images(path: Path, values: Tensor, data_shape: tuple[int, ...], *, nrow: int | None = None,
+                title: str | None = None) -> Path:
+    """Values (N, *data_shape) as a PNG grid (images) or heatmap (tabular), or as a .npy array."""
+    if path.suffix.lower() == ".npy":
+        return write_npy(path, values.detach().to("cpu", torch.float32).numpy())
+    return plots.image_grid(to_display(values, data_shape), path, nrow=nrow, title=title)

@@ -1,0 +1,358 @@
+"""The options of ``vaekit train``: one table (:data:`OPTIONS`) that makes both the command-line flags
+and the keys of a ``--config`` file, their value parsers, and how the values become the run's
+configurations (:class:`~vaekit.store.runs.DataSpec`, :class:`~vaekit.models.config.VAEConfig`,
+:class:`~vaekit.training.TrainConfig`), fresh or merged with a stored run for ``--resume``.
+
+Values come from, in increasing precedence: the defaults, ``--config FILE`` and the command line
+(:func:`resolve`); :mod:`vaekit.cli.train_resume` merges them with a stored run's on ``--resume``.
+``--trust-code`` is not an option of the table: it is never stored, may differ on resume, and a
+``--config`` file cannot give it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vaekit.devices import resolve_device
+from vaekit.errors import ConfigError, UntrustedCodeError
+from vaekit.inference.objectives import OBJECTIVES
+from vaekit.models.architectures import ARCHITECTURES
+from vaekit.models.config import VAEConfig
+from vaekit.models.custom import is_custom_arch, normalise_builder
+from vaekit.models.likelihoods import LIKELIHOODS
+from vaekit.models.networks import ACTIVATIONS
+from vaekit.models.variance import VARIANCE_MODES, parse_variance
+from vaekit.store.runs import DataSpec
+from vaekit.training import PRECISIONS, TrainConfig
+
+__all__ = ["Opt", "OPTIONS", "BY_NAME", "GROUPS", "RESUMABLE", "MLP_OPTIONS", "flag", "show", "resolve",
+           "data_spec", "arch_args", "model_config", "option_error", "train_config", "train_device",
+           "refuse_untrusted", "normalise_arch"]
+
+GROUPS = ("data", "model", "train", "run")
+
+
+# --------------------------------------------------------------------------- value parsers
+
+def _int(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+    return parse
+
+
+def _float(minimum: float, *, strict: bool = False, below: float | None = None) -> Callable[[str], float]:
+    bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+    want = f"a number {bound}" + (f" and < {below:g}" if below is not None else "")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (strict and value <= minimum) or \
+                (below is not None and value >= below):
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}")
+        return value
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"unknown {text!r}; choose one of {', '.join(choices)}")
+        return text
+    return parse
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        widths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated widths such as 200,200, got {text!r}") from None
+    if any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(f"every width must be a positive integer, got {text!r}")
+    return widths
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 28x28, got {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sizes HxW, got {text!r}")
+    return h, w
+
+
+def _decoder_variance(text: str) -> float | str:
+    try:
+        return parse_variance(text)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"expected a number c > 0 or one of {', '.join(VARIANCE_MODES)}, "
+                                         f"got {text!r}") from None
+
+
+def _arch(text: str) -> str:
+    if text in ARCHITECTURES:
+        return text
+    if is_custom_arch(text):
+        try:
+            normalise_builder(text)                   # checks the form only; imports nothing
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc).partition(": ")[2] or str(exc)) from None
+        return text
+    raise argparse.ArgumentTypeError(f"unknown {text!r}; choose {', '.join(ARCHITECTURES)} or MODULE:FUNCTION "
+                                     "(a module name or .py file, a colon, a function name)")
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"width\": 8}}', got {text!r}")
+    return value
+
+
+def _device_name(text: str) -> str:
+    if text == "auto":
+        return text
+    try:
+        resolve_device(text, option="--device")      # a name that is no device, or one this machine lacks
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[-1]) from None
+    return text
+
+
+def _str(text: str) -> str:
+    return text
+
+
+# --------------------------------------------------------------------------- the option table
+
+@dataclass(frozen=True)
+class Opt:
+    """One option: ``--{name with dashes}``; also the key ``name`` in a --config file."""
+
+    name: str
+    group: str
+    parse: Callable[[str], Any] | None    # None: an on/off flag
+    default: Any
+    help: str
+    metavar: str | None = None
+
+
+OPTIONS = (
+    Opt("data", "data", _str, "digits", "dataset name (digits, mnist, fashion-mnist) or a .npy/.npz/.csv/IDX "
+        "file or image folder", "SPEC"),
+    Opt("data_dir", "data", _str, None, "where the mnist / fashion-mnist files are", "DIR"),
+    Opt("download", "run", None, False, "download mnist / fashion-mnist if missing"),
+    Opt("val_fraction", "data", _float(0.0, below=1.0), 0.1, "share of the training data held out for validation",
+        "F"),
+    Opt("test_fraction", "data", _float(0.0, below=1.0), 0.1,
+        "share held out for testing (datasets without their own test split)", "F"),
+    Opt("image_size", "data", _image_size, None, "resize the images of a folder to HxW", "HxW"),
+    Opt("stream", "data", None, False, "memory-map a .npy --data file and read its training split in shuffled "
+        "blocks, for data larger than memory"),
+    Opt("latent_dim", "model", _int(1), 16, "latent dimensions K", "K"),
+    Opt("likelihood", "model", _choice(*LIKELIHOODS), "gaussian", "decoder likelihood: gaussian or bernoulli "
+        "(bernoulli binarises images dynamically, gaussian dequantises them)", "{gaussian,bernoulli}"),
+    Opt("decoder_variance", "model", _decoder_variance, "optimal", "the Gaussian decoder's c: a number > 0, "
+        "learned, learned-per-dim or optimal (c = mean squared error)", "C"),
+    Opt("arch", "model", _arch, "mlp", "network: mlp, linear (affine encoder and decoder), or MODULE:FUNCTION, "
+        "your own builder (MODULE a module name or a .py file; needs --trust-code), called as "
+        "FUNCTION(data_shape=..., latent_dim=..., **arch_args) and returning (encoder_trunk, decoder_net)",
+        "{mlp,linear,MODULE:FUNCTION}"),
+    Opt("arch_args", "model", _json_object, None, "arguments of --arch, a JSON object (mlp: hidden, activation; "
+        "MODULE:FUNCTION: its keyword arguments)", "JSON"),
+    Opt("hidden", "model", _hidden, (200, 200), "hidden layer widths of the mlp, comma-separated", "W,W"),
+    Opt("activation", "model", _choice(*ACTIVATIONS), "tanh", f"activation of the mlp: {', '.join(ACTIVATIONS)}",
+        "NAME"),
+    Opt("posterior", "model", _choice("diagonal", "full"), "diagonal", "covariance of q(z|x): diagonal or full",
+        "{diagonal,full}"),
+    Opt("objective", "train", _choice(*OBJECTIVES), "elbo", f"training objective: {' or '.join(OBJECTIVES)}",
+        "{" + ",".join(OBJECTIVES) + "}"),
+    Opt("samples", "train", _int(1), 1, "draws of z per example (S for elbo, K for iwae)", "K"),
+    Opt("beta", "train", _float(0.0), 1.0, "weight β of the KL term", "B"),
+    Opt("kl_warmup", "train", _float(0.0), 0.0, "epochs over which β ramps up linearly from 0", "EPOCHS"),
+    Opt("free_bits", "train", _float(0.0), 0.0, "free bits λ per latent dimension (nats)", "L"),
+    Opt("epochs", "train", _int(1), 50, "training epochs", "N"),
+    Opt("batch_size", "train", _int(1), 128, "examples per step", "N"),
+    Opt("lr", "train", _float(0.0, strict=True), 1e-3, "learning rate of Adam", "LR"),
+    Opt("weight_decay", "train", _float(0.0), 0.0, "decoupled weight decay (AdamW when > 0)", "WD"),
+    Opt("schedule", "train", _choice("constant", "cosine"), "constant", "learning-rate schedule",
+        "{constant,cosine}"),
+    Opt("warmup_steps", "train", _int(0), 0, "linear learning-rate warm-up steps", "N"),
+    Opt("grad_clip", "train", _float(0.0, strict=True), None, "clip the total gradient norm to this value", "G"),
+    Opt("patience", "train", _int(1), None, "stop after this many epochs without a better validation ELBO", "N"),
+    Opt("seed", "train", _int(0), 0, "seed of the data split, the initialisation and training", "S"),
+    Opt("device", "train", _device_name, "auto", "torch device: auto (cuda when available), cpu, cuda, cuda:N",
+        "D"),
+    Opt("precision", "train", _choice(*PRECISIONS), "fp32", "fp32, or autocast the forward pass to bf16 or fp16 "
+        "(fp16 with dynamic loss scaling)", "{fp32,bf16,fp16}"),
+    Opt("val_importance_samples", "train", _int(0), 0,
+        "also estimate the validation log-likelihood each epoch with K importance samples (0: off)", "K"),
+    Opt("importance_samples", "run", _int(1), 100, "importance samples for the final test log-likelihood", "K"),
+    Opt("out", "run", _str, None, "run directory (default: runs/<data>-<timestamp>; required with --resume)",
+        "RUN_DIR"),
+    Opt("no_progress", "run", None, False, "no progress bars (they are shown only on a terminal anyway)"),
+    Opt("no_figures", "run", None, False, "skip the figures and report.html"),
+)
+BY_NAME = {o.name: o for o in OPTIONS}
+#: Option name -> TrainConfig field, where they differ.
+TRAIN_FIELD = {"kl_warmup": "kl_warmup_epochs", "patience": "early_stopping_patience"}
+DATA_FIELD = {"data": "spec"}
+#: Options that may change when a run is resumed.
+RESUMABLE = ("epochs", "patience", "device", "val_importance_samples", "data_dir", "precision")
+#: The mlp's own options, which fill its arch_args.
+MLP_OPTIONS = ("hidden", "activation")
+
+
+
+def flag(name: str) -> str:
+    """The command-line flag of option ``name``."""
+    return "--" + name.replace("_", "-")
+
+
+def show(value: Any) -> str:
+    """An option value as the user would write it."""
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+# --------------------------------------------------------------------------- resolving options
+
+def _from_file(path: Path) -> dict[str, Any]:
+    """The option values in a --config file, parsed like the command line."""
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: file not found")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {path}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"--config {path}: expected a JSON object of option values")
+    values: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key == "trust_code":
+            raise ConfigError(f"--config {path}: trust_code cannot be set in a file; running the code an --arch "
+                              "names needs --trust-code on the command line")
+        opt = BY_NAME.get(key)
+        if opt is None:
+            raise ConfigError(f"--config {path}: unknown key {key!r}; keys are the long option names with "
+                              "underscores, e.g. latent_dim")
+        if value is None:
+            continue
+        if opt.parse is None:
+            if not isinstance(value, bool):
+                raise ConfigError(f"--config {path}: {key} must be true or false, got {value!r}")
+            values[key] = value
+            continue
+        if key == "arch_args" and isinstance(value, dict):
+            values[key] = value
+            continue
+        if isinstance(value, list):
+            text = ("x" if key == "image_size" else ",").join(str(v) for v in value)
+        elif isinstance(value, (bool, dict)):
+            raise ConfigError(f"--config {path}: {key}: unexpected value {value!r}")
+        else:
+            text = str(value)
+        try:
+            values[key] = opt.parse(text)
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"--config {path}: {key}: {exc}") from None
+    return values
+
+
+def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], set[str]]:
+    """All option values (defaults < --config file < command line) and the names set explicitly."""
+    values = {o.name: o.default for o in OPTIONS}
+    explicit: dict[str, Any] = _from_file(args.config) if args.config is not None else {}
+    explicit.update({o.name: getattr(args, o.name) for o in OPTIONS if getattr(args, o.name) is not None})
+    values.update(explicit)
+    return values, set(explicit)
+
+
+def train_device(name: str) -> str:
+    """The device to train on: ``auto`` is ``cuda`` when there is a GPU, else ``cpu``; a name without
+    an index stays without one (under torchrun each rank then takes ``cuda:LOCAL_RANK``)."""
+    device = resolve_device(name, option="--device")
+    return str(device) if name != "auto" and ":" in name else device.type
+
+
+def data_spec(values: dict[str, Any]) -> DataSpec:
+    """The DataSpec the data options name."""
+    return DataSpec(spec=values["data"], data_dir=values["data_dir"], seed=values["seed"],
+                    val_fraction=values["val_fraction"], test_fraction=values["test_fraction"],
+                    image_size=values["image_size"], stream=values["stream"])
+
+
+def arch_args(values: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
+    """``arch_args`` for the chosen --arch: for mlp, --hidden and --activation fill them (--arch-args
+    may give them instead); for another arch, --hidden or --activation is a usage error."""
+    given = dict(values["arch_args"] or {})
+    if values["arch"] != "mlp":
+        for name in MLP_OPTIONS:
+            if name in explicit:
+                raise ConfigError(f"{flag(name)}: applies to --arch mlp only, not {values['arch']}; "
+                                  "use --arch-args for the arguments of another architecture")
+        return given
+    for name in MLP_OPTIONS:
+        if name in explicit and name in given:
+            raise ConfigError(f"{flag(name)}: also given in --arch-args; give it once")
+    return {name: values[name] for name in MLP_OPTIONS} | given
+
+
+def model_config(values: dict[str, Any], explicit: set[str], data_shape: tuple[int, ...]) -> VAEConfig:
+    """The VAEConfig the model options name, for examples of shape ``data_shape``; an impossible
+    value is a ConfigError naming its option."""
+    try:
+        return VAEConfig(data_shape=data_shape, latent_dim=values["latent_dim"], arch=values["arch"],
+                         arch_args=arch_args(values, explicit), likelihood=values["likelihood"],
+                         decoder_variance=values["decoder_variance"], posterior=values["posterior"])
+    except ConfigError as exc:
+        raise option_error(exc) from None
+
+
+def option_error(exc: ConfigError) -> ConfigError:
+    """``exc`` (of the same type) with a leading ``key:`` that names an option written as its flag."""
+    key, sep, rest = str(exc).partition(": ")
+    return type(exc)(f"{flag(key)}: {rest}") if sep and key in BY_NAME else exc
+
+
+def train_config(values: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig the training options name (the device resolved)."""
+    fields = {TRAIN_FIELD.get(o.name, o.name): values[o.name] for o in OPTIONS if o.group == "train"}
+    fields["device"] = train_device(values["device"])
+    return TrainConfig(**fields)
+
+
+def refuse_untrusted(arch: str, trust_code: bool) -> None:
+    """An UntrustedCodeError (one line naming --trust-code) for user code without the opt-in."""
+    if is_custom_arch(arch) and not trust_code:
+        raise UntrustedCodeError(f"--arch {arch}: names Python code, and importing it would run it; "
+                                 "pass --trust-code if you trust that code")
+
+
+def normalise_arch(arch: str) -> str:
+    """``arch`` as a configuration stores it (a builder's .py path made absolute)."""
+    return normalise_builder(arch) if is_custom_arch(arch) else arch

@@ -1,0 +1,103 @@
+"""``vaekit train --resume``: the option values of a stored run, merged with those given again.
+
+The stored run's values (config.json: the data spec, the model configuration, the training
+options) replace the defaults. A data or training option given explicitly must equal the stored
+one unless it is in :data:`vaekit.cli.train_options.RESUMABLE`; the model options are applied to
+the stored model configuration, and the result must equal it, compared through
+``VAEConfig.to_dict()`` (so a relative and an absolute path to the same builder are the same).
+``--trust-code`` is never stored and may differ.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vaekit.cli import train_options as options
+from vaekit.errors import CheckpointError, ConfigError
+from vaekit.models.config import VAEConfig
+from vaekit.store.layout import RunLayout
+from vaekit.store.runs import DataSpec
+from vaekit.training import TrainConfig
+
+__all__ = ["merge_for_resume"]
+
+#: VAEConfig.to_dict() key -> the option that sets it (for naming a change refused on --resume).
+MODEL_KEY_OPTION = {"data_shape": "data", "latent_dim": "latent_dim", "arch": "arch", "arch_args": "arch_args",
+                     "likelihood": "likelihood", "decoder_variance": "decoder_variance", "posterior": "posterior"}
+
+
+def _stored_values(run_dir: Path) -> tuple[dict[str, Any], VAEConfig, dict[str, Any]]:
+    """The option values a run was trained with, its VAEConfig and its config.json ``extra``."""
+    from vaekit.data import Preprocessing
+    from vaekit.store.model_files import read_config
+
+    config, extra = read_config(run_dir)
+    source = RunLayout.of(run_dir).config
+    try:
+        data = DataSpec.from_dict(extra["data"])
+        train = TrainConfig.from_dict(extra["train"])
+        Preprocessing.from_dict(extra["preprocessing"])
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{source}: not a run written by 'vaekit train' (missing or bad {exc})") from None
+    values = {o.name: o.default for o in options.OPTIONS}
+    values.update({name: getattr(data, options.DATA_FIELD.get(name, name)) for name in
+                   ("data", "data_dir", "val_fraction", "test_fraction", "image_size", "stream")})
+    values.update({name: getattr(config, name) for name in
+                   ("latent_dim", "likelihood", "decoder_variance", "arch", "posterior")})
+    values["arch_args"] = dict(config.arch_args)
+    if config.arch == "mlp":
+        values["hidden"] = tuple(config.arch_args["hidden"])
+        values["activation"] = config.arch_args["activation"]
+    values.update({o.name: getattr(train, options.TRAIN_FIELD.get(o.name, o.name))
+                   for o in options.OPTIONS if o.group == "train"})
+    return values, config, extra
+
+
+def _requested_model(stored: VAEConfig, merged: dict[str, Any], explicit: set[str]) -> VAEConfig:
+    """The model the options given on --resume describe: the stored one with those options applied."""
+    d = stored.to_dict()
+    for name in ("latent_dim", "likelihood", "decoder_variance", "posterior"):
+        if name in explicit:
+            d[name] = merged[name]
+    arch_changed = "arch" in explicit and options.normalise_arch(merged["arch"]) != stored.arch
+    if arch_changed or explicit & {"arch_args", *options.MLP_OPTIONS}:
+        arch = merged["arch"] if arch_changed else stored.arch
+        if "arch_args" in explicit:
+            given = merged["arch_args"]
+        else:                      # the mlp's own options are in ``merged`` (stored unless given)
+            given = {} if arch_changed or arch == "mlp" else dict(stored.arch_args)
+        d["arch"], d["arch_args"] = arch, options.arch_args({**merged, "arch": arch, "arch_args": given}, explicit)
+    return VAEConfig.from_dict(d)
+
+
+def _cannot_change(name: str, run_dir: Path, old: Any) -> ConfigError:
+    return ConfigError(f"{options.flag(name)}: the run in {run_dir} was trained with {options.show(old)}; it cannot "
+                       f"change on --resume (only {', '.join(options.flag(n) for n in options.RESUMABLE)} can)")
+
+
+def merge_for_resume(run_dir: Path, values: dict[str, Any],
+                     explicit: set[str]) -> tuple[dict[str, Any], VAEConfig, dict[str, Any]]:
+    """The option values of a resumed run (the stored ones, with the explicit ones that may change),
+    its stored VAEConfig and config.json ``extra``; an option that may not change is a ConfigError."""
+    stored, config, extra = _stored_values(run_dir)
+    merged = dict(stored)
+    for name in explicit:
+        group = options.BY_NAME[name].group
+        if group in ("run", "model") or name == "device":
+            merged[name] = values[name]
+            continue
+        new, old = values[name], stored[name]
+        if new != old and name not in options.RESUMABLE:
+            raise _cannot_change(name, run_dir, old)
+        merged[name] = new
+    requested = _requested_model(config, merged, explicit).to_dict()
+    for key, old in config.to_dict().items():
+        if requested[key] != old:
+            name = MODEL_KEY_OPTION.get(key, key)
+            if key == "arch_args" and not explicit & {"arch_args"}:
+                name = next((n for n in options.MLP_OPTIONS if n in explicit), name)
+            raise _cannot_change(name, run_dir, stored.get(name, old))
+    if "device" not in explicit:
+        merged["device"] = "auto"
+    return merged, config, extra

@@ -1,0 +1,96 @@
+"""Reader of a folder of image files (``.png``, ``.jpg``, ``.jpeg``, ``.bmp``) into one uint8 batch.
+
+The folder is not searched recursively and files are sorted by name. Grayscale (mode ``L``, or
+``1`` which becomes ``L``) gives C=1, ``RGB`` (or palette ``P``, which is expanded to ``RGB``)
+gives C=3; other modes (e.g. ``RGBA``, 16-bit) are refused.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+
+from vaekit.data.validation import _name, _one_line
+from vaekit.errors import ConfigError, DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def _validate_image_size(image_size: object) -> tuple[int, int]:
+    """Return ``image_size`` as ``(H, W)`` positive ints, or raise :class:`ConfigError`."""
+    try:
+        h, w = cast(Any, image_size)  # anything: a non-pair raises TypeError or ValueError here
+        if isinstance(h, bool) or isinstance(w, bool) or int(h) != h or int(w) != w:
+            raise TypeError
+        h, w = int(h), int(w)
+    except (TypeError, ValueError):
+        raise ConfigError(f"image_size: expected (height, width), got {image_size!r}") from None
+    if h < 1 or w < 1:
+        raise ConfigError(f"image_size: height and width must be positive, got {(h, w)}")
+    return h, w
+
+
+def read_image_folder(
+    folder: str | os.PathLike[str], image_size: tuple[int, int] | None = None
+) -> tuple[np.ndarray, None]:
+    """Read every image file directly in ``folder`` into a uint8 array ``(N, C, H, W)``.
+
+    All images must share one mode (grayscale or RGB) and, unless ``image_size=(H, W)`` is
+    given (then each is resized with bilinear filtering), one size.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(folder)
+    source = _name(folder)
+    size = _validate_image_size(image_size) if image_size is not None else None
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not files:
+        raise DataError(
+            f"{source}: folder has no image files ({', '.join(IMAGE_SUFFIXES)})"
+        )
+
+    arrays: list[np.ndarray] = []
+    first_mode: str | None = None
+    first_size: tuple[int, int] | None = None
+    for p in files:
+        try:
+            with Image.open(p) as im:
+                im.load()
+                mode = im.mode
+                if mode == "1":
+                    im = im.convert("L")
+                elif mode == "P":
+                    im = im.convert("RGB")
+                if im.mode not in ("L", "RGB"):
+                    raise DataError(
+                        f"{_name(p)}: unsupported image mode {mode} (expected grayscale or RGB)"
+                    )
+                if first_mode is None:
+                    first_mode, first_size = im.mode, im.size
+                elif im.mode != first_mode:
+                    raise DataError(
+                        f"{_name(p)}: image mode {im.mode} differs from {first_mode} of {_name(files[0])}"
+                    )
+                if size is not None:
+                    if im.size != (size[1], size[0]):
+                        im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                elif im.size != first_size:
+                    raise DataError(
+                        f"{_name(p)}: image size {im.size[0]}x{im.size[1]} differs from "
+                        f"{first_size[0]}x{first_size[1]} of {_name(files[0])}; "  # type: ignore[index]
+                        "pass image_size to resize"
+                    )
+                arr = np.asarray(im, dtype=np.uint8)
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            if isinstance(exc, DataError):
+                raise
+            raise DataError(f"{_name(p)}: cannot read image ({_one_line(exc)})") from exc
+        arrays.append(arr[None] if arr.ndim == 2 else np.transpose(arr, (2, 0, 1)))
+    return np.stack(arrays), None

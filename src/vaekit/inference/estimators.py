@@ -1,0 +1,183 @@
+"""Estimators of log p(x), of the posterior gap KL(q_x(z) || p(z|x)), and of latent usage.
+
+Importance sampling with the encoder as proposal (Burda et al. 2016, appendix):
+
+    log p̂(x) = log (1/K) Σ_k w_k,   w_k = p(x|z_k) p(z_k) / q_x(z_k),   z_k ~ q_x(z),
+
+K = 5000 by convention. It is a stochastic lower bound (E log p̂ = L_K <= log p(x)) whose bias
+≈ Var(w) / (2 K E[w]²) shrinks as 1/K. The draws are taken ``chunk_size`` at a time and folded
+into running log-sum-exps, so memory is bounded for any K.
+
+The seed's intractable KL(q_x(z) || p(z|x)) = log p(x) - ELBO(x) is estimated by the posterior
+gap log p̂(x) - mean_k log w_k from the same K draws (never negative, by Jensen).
+
+Estimators never change the model they evaluate: each runs with the model in eval mode (so a
+profiled decoder variance uses its running c instead of refitting c on the data given) and
+restores the mode afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vaekit.errors import ConfigError
+from vaekit.inference.objectives import check_batch, log_importance_weights
+from vaekit.prob.distributions import kl_per_dimension as _kl_per_dimension
+
+__all__ = ["LikelihoodEstimate", "estimate_log_likelihood", "log_likelihood", "posterior_gap",
+           "kl_per_dimension", "active_units", "ActiveUnits", "bits_per_dim", "default_chunk_size",
+           "evaluation_mode"]
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: Any) -> Iterator[None]:
+    """``model.eval()`` within the block, then the mode it had."""
+    was_training = bool(getattr(model, "training", False))
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@dataclass(frozen=True)
+class LikelihoodEstimate:
+    """Per-example results of one importance-sampling pass, each of shape (B,), nats.
+
+    ``standard_error`` is the delta-method standard error of ``log_likelihood``,
+    sqrt((mean w² / (mean w)² - 1) / K), computed from the same draws.
+    """
+
+    log_likelihood: Tensor
+    elbo: Tensor
+    posterior_gap: Tensor
+    standard_error: Tensor
+    n_samples: int
+
+
+#: Numbers one chunk's decoder output holds by default: 2^21 (8 MiB of float32) on the CPU, where a
+#: chunk whose temporaries stay in cache is faster than a large one (benchmarks/speed_evaluation.py
+#: times both budgets); 2^24 on other devices, which want large kernels.
+CPU_CHUNK_BUDGET = 1 << 21
+DEVICE_CHUNK_BUDGET = 1 << 24
+
+
+def default_chunk_size(batch_size: int, data_dim: int, budget: int | None = None, *,
+                       device: torch.device | str | None = None) -> int:
+    """Draws per chunk so that one chunk's decoder output holds about ``budget`` numbers
+    (default: :data:`CPU_CHUNK_BUDGET` on the CPU or when ``device`` is None, else
+    :data:`DEVICE_CHUNK_BUDGET`)."""
+    if budget is None:
+        on_cpu = device is None or torch.device(device).type == "cpu"
+        budget = CPU_CHUNK_BUDGET if on_cpu else DEVICE_CHUNK_BUDGET
+    return max(1, budget // max(1, batch_size * data_dim))
+
+
+@torch.no_grad()
+def estimate_log_likelihood(model: Any, x: Tensor, *, n_samples: int = 5000,
+                            chunk_size: int | None = None) -> LikelihoodEstimate:
+    """Importance-sampled log p(x), the ELBO and the posterior gap for x (B, *data_shape)."""
+    check_batch(model, x)
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise ConfigError(f"n_samples: must be an integer >= 1, got {n_samples!r}")
+    if chunk_size is None:
+        chunk_size = default_chunk_size(x.shape[0], math.prod(x.shape[1:]), device=x.device)
+    if chunk_size < 1:
+        raise ConfigError(f"chunk_size: must be >= 1, got {chunk_size}")
+    lse = lse_sq = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
+    sum_log_w = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    with evaluation_mode(model):
+        q = model.encode(x)                    # once: the chunks differ only in their draws from q
+        done = 0
+        while done < n_samples:
+            k = min(chunk_size, n_samples - done)
+            log_w = log_importance_weights(model, x, k, posterior=q).double()     # (k, B)
+            lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
+            lse_sq = torch.logaddexp(lse_sq, torch.logsumexp(2 * log_w, 0))
+            sum_log_w += log_w.sum(0)
+            done += k
+    log_k = math.log(n_samples)
+    log_p = lse - log_k
+    elbo = sum_log_w / n_samples
+    rel_var = torch.expm1((lse_sq - log_k) - 2 * log_p).clamp_min(0)               # Var(w) / E[w]²
+    dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+    return LikelihoodEstimate(log_p.to(dtype), elbo.to(dtype), (log_p - elbo).to(dtype),
+                              (rel_var / n_samples).sqrt().to(dtype), n_samples)
+
+
+def log_likelihood(model, x: Tensor, *, n_samples: int = 5000, chunk_size: int | None = None) -> Tensor:
+    """log p̂(x) with ``n_samples`` importance samples, shape (B,). See :func:`estimate_log_likelihood`."""
+    return estimate_log_likelihood(model, x, n_samples=n_samples, chunk_size=chunk_size).log_likelihood
+
+
+def posterior_gap(model, x: Tensor, *, n_samples: int = 5000, chunk_size: int | None = None) -> Tensor:
+    """Estimate of KL(q_x(z) || p(z|x)) = log p(x) - ELBO(x), shape (B,)."""
+    return estimate_log_likelihood(model, x, n_samples=n_samples, chunk_size=chunk_size).posterior_gap
+
+
+@torch.no_grad()
+def kl_per_dimension(model, x: Tensor) -> Tensor:
+    """KL(q_x(z_i) || p(z_i)) of each latent dimension's marginal against the model's prior, shape
+    (B, K); against N(0, 1): ½ (μ_i² + σ_i² - 1 - log σ_i²). For a diagonal posterior these sum to
+    KL(q_x(z) || p(z)); for a full covariance to at most that (the marginals drop the correlations).
+    A posterior or prior without a per-dimension KL is a ConfigError."""
+    check_batch(model, x)
+    with evaluation_mode(model):
+        q, prior = model.encode(x), model.prior()
+    try:
+        return _kl_per_dimension(q, prior)
+    except NotImplementedError as exc:
+        raise ConfigError(f"kl_per_dimension: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ActiveUnits:
+    """``count`` latent dimensions with Cov_x(E_q[z_i]) > ``threshold``; ``variances`` has shape (K,)."""
+
+    count: int
+    variances: Tensor
+    threshold: float
+
+
+@torch.no_grad()
+def active_units(model, batches: Iterable[Tensor], *, threshold: float = 0.01) -> ActiveUnits:
+    """Active units (Burda et al. 2016): A_u = Cov_x(E_{q_x(z)}[z_u]) > threshold, over all x in
+    ``batches`` (an iterable of (B, *data_shape) tensors; the variance is the population one)."""
+    n = 0
+    total: Tensor | None = None
+    total_sq: Tensor | None = None
+    for x in batches:
+        check_batch(model, x)
+        with evaluation_mode(model):
+            mean = model.summary(x).double()           # (B, K)
+        s, s2 = mean.sum(0), (mean**2).sum(0)
+        total = s if total is None else total + s
+        total_sq = s2 if total_sq is None else total_sq + s2
+        n += mean.shape[0]
+    if n < 2 or total is None or total_sq is None:  # n >= 2 means both sums were taken
+        raise ConfigError(f"active_units: needs at least 2 examples, got {n}")
+    variances = (total_sq / n - (total / n) ** 2).clamp_min(0)
+    return ActiveUnits(int((variances > threshold).sum()), variances.float(), threshold)
+
+
+def bits_per_dim(log_likelihood: Tensor, dim: int, *, levels: int = 256) -> Tensor:
+    """Bits per dimension of discrete data modelled by a density on dequantised values.
+
+    Convention (Theis et al. 2016; uniform dequantisation): an integer level k in {0, …, L-1}
+    becomes y = (k + u) / L with u ~ U[0, 1), so y lies in [0, 1)^D and a density p on it gives
+    log P(k) >= E_u[log p(y)] - D log L. Then
+
+        bits/dim = -(log p(y) - D log L) / (D log 2),
+
+    with ``log_likelihood`` = log p(y) in nats per example and ``levels`` = L (256 for 8-bit).
+    """
+    if dim <= 0 or levels < 2:
+        raise ConfigError(f"bits_per_dim: needs dim > 0 and levels >= 2, got dim={dim}, levels={levels}")
+    return -(log_likelihood - dim * math.log(levels)) / (dim * math.log(2))

@@ -1,0 +1,188 @@
+"""Evaluation of a trained VAE on a data set: the numbers a paper's results table reports.
+
+For examples x_1..x_n (nats per example, means over the n examples):
+
+* ``elbo`` = ``reconstruction`` - ``kl``, from :func:`vaekit.inference.objectives.elbo_terms` with the
+  closed-form KL(q_x(z) || p(z)) and ``elbo_samples`` reparameterised draws per example for
+  E_q[log p(x|z)] (default ONE: unbiased, its Monte Carlo noise averages out over many examples;
+  raise it for few examples);
+* ``log_likelihood`` = mean_i log p̂(x_i), importance-sampled with K = ``importance_samples``
+  draws from q_x(z) (:func:`vaekit.inference.estimators.estimate_log_likelihood`; a stochastic lower bound
+  whose bias shrinks as 1/K);
+* ``log_likelihood_se``: with s_i the per-example delta-method standard error of log p̂(x_i) and
+  v the across-example sample variance of the log p̂(x_i) (ddof 1),
+
+      se = sqrt( v / n + Σ_i s_i² / n² ),
+
+  the standard error of the mean as an estimate of E_x log p(x): the first term is the spread of
+  the data (it also contains the Monte Carlo noise, so the sum errs on the conservative side), the
+  second the Monte Carlo error of the n estimates themselves;
+* ``posterior_gap`` = mean_i [log p̂(x_i) - mean_k log w_ik], the estimate of
+  KL(q_x(z) || p(z|x)) from the same K draws (so it is not exactly ``log_likelihood - elbo``,
+  whose ELBO comes from separate draws);
+* ``active_units``: dims with Cov_x(E_q[z_u]) > 0.01 (:func:`vaekit.inference.estimators.active_units`);
+* ``bits_per_dim`` (a density likelihood, e.g. Gaussian, on dequantised images with ``levels`` L only):
+  -(log_likelihood - D log L) / (D log 2) (:func:`vaekit.inference.estimators.bits_per_dim`);
+* ``exact_log_likelihood``, ``exact_posterior_gap`` (a model whose ``closed_form()`` is known: affine
+  Gaussian decoder): the closed
+  forms mean_i log N(x_i; b, WWᵀ + Ψ) and mean_i KL(q_{x_i}(z) || p(z|x_i)) of
+  :class:`vaekit.LinearGaussian`, computed in float64.
+
+Randomness comes from torch's global generator: call ``torch.manual_seed`` first to reproduce.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vaekit.data.inputs import as_examples
+from vaekit.errors import ConfigError
+from vaekit.inference.estimators import active_units, bits_per_dim, estimate_log_likelihood
+from vaekit.inference.objectives import check_batch, elbo_terms
+
+__all__ = ["Evaluation", "evaluate"]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The results of :func:`evaluate`; every value in nats per example unless named otherwise."""
+
+    n: int
+    elbo: float
+    log_likelihood: float
+    log_likelihood_se: float
+    kl: float
+    reconstruction: float
+    posterior_gap: float
+    active_units: int
+    latent_dim: int
+    importance_samples: int
+    bits_per_dim: float | None = None
+    exact_log_likelihood: float | None = None
+    exact_posterior_gap: float | None = None
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict: ints, finite floats, and None (also for NaN or infinite values)."""
+        out = {}
+        for key, value in asdict(self).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                value = None
+            out[key] = value
+        return out
+
+
+def _device_dtype(model) -> tuple[torch.device, torch.dtype]:
+    """The device and floating dtype of the model's first floating parameter or buffer."""
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if t.is_floating_point():
+            return t.device, t.dtype
+    return torch.device("cpu"), torch.get_default_dtype()
+
+
+def _check_int(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name}: must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _batches(x: Tensor, batch_size: int) -> Iterator[Tensor]:
+    for start in range(0, x.shape[0], batch_size):
+        yield x[start:start + batch_size]
+
+
+def _exact(model, x: Tensor, batch_size: int) -> tuple[float, float | None]:
+    """Closed-form mean log p(x) and mean KL(q_x(z) || p(z|x)) for an affine Gaussian decoder, in float64."""
+    model64 = copy.deepcopy(model).double()
+    truth = model64.closed_form()
+    log_p, gap, gap_ok = 0.0, 0.0, True
+    for xb in _batches(x, batch_size):
+        xb = xb.double()
+        flat = xb.reshape(xb.shape[0], -1)
+        log_p += float(truth.log_marginal(flat).sum())
+        if gap_ok:
+            try:                                  # the exact KL needs a Gaussian q
+                gap += float(truth.kl_to_posterior(flat, model64.encode(xb)).sum())
+            except TypeError:
+                gap_ok = False
+    n = x.shape[0]
+    return log_p / n, (gap / n if gap_ok else None)
+
+
+@torch.no_grad()
+def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: int = 256,
+             levels: int | None = None, progress: bool = False, chunk_size: int | None = None,
+             elbo_samples: int = 1) -> Evaluation:
+    """Evaluate ``model`` (a :class:`~vaekit.models.protocol.LatentModel`) on x (N, *data_shape),
+    N >= 2, as prepared for the model (binarised or dequantised already): a tensor, a numpy array,
+    a ``torch.utils.data.Dataset`` or a ``DataLoader`` (:func:`vaekit.data.as_examples`).
+    ``levels`` L: the data are images with L levels, uniformly dequantised, which enables
+    ``bits_per_dim`` for a likelihood that is a density (``model.density_on_dequantised``).
+    ``chunk_size`` bounds the importance draws held at once (default:
+    :func:`vaekit.inference.estimators.default_chunk_size`). ``progress`` shows a tqdm bar (on
+    stderr). The model is put in eval mode and restored afterwards.
+    """
+    if not isinstance(x, Tensor):
+        x = as_examples(x, name="x", data_shape=tuple(model.data_shape))
+        if not isinstance(x, Tensor):
+            raise ConfigError("x: evaluate needs the examples in memory, not a streamed file")
+    check_batch(model, x)
+    importance_samples = _check_int(importance_samples, "importance_samples", 1)
+    elbo_samples = _check_int(elbo_samples, "elbo_samples", 1)
+    batch_size = _check_int(batch_size, "batch_size", 1)
+    if levels is not None:
+        _check_int(levels, "levels", 2)
+    if chunk_size is not None:
+        _check_int(chunk_size, "chunk_size", 1)
+    n = x.shape[0]
+    if n < 2:
+        raise ConfigError(f"evaluate: needs at least 2 examples (active units are a variance), got {n}")
+    device, dtype = _device_dtype(model)
+    x = x.to(device=device, dtype=dtype)
+
+    was_training = model.training
+    model.eval()
+    try:
+        from tqdm.auto import tqdm
+
+        sums = dict.fromkeys(("elbo", "kl", "reconstruction", "gap"), 0.0)
+        log_p, se = [], []
+        with tqdm(total=n, desc="evaluate", unit="ex", disable=not progress, leave=False) as bar:
+            for xb in _batches(x, batch_size):
+                terms = elbo_terms(model, xb, n_samples=elbo_samples, analytic_kl=True)
+                sums["elbo"] += float(terms.elbo.double().sum())
+                sums["kl"] += float(terms.kl.double().sum())
+                sums["reconstruction"] += float(terms.reconstruction.double().sum())
+                est = estimate_log_likelihood(model, xb, n_samples=importance_samples, chunk_size=chunk_size)
+                log_p.append(est.log_likelihood.double().cpu())
+                se.append(est.standard_error.double().cpu())
+                sums["gap"] += float(est.posterior_gap.double().sum())
+                bar.update(xb.shape[0])
+        units = active_units(model, _batches(x, batch_size))
+        log_p_all, se_all = torch.cat(log_p), torch.cat(se)
+        mean_log_p = float(log_p_all.mean())
+        spread = float(log_p_all.var(correction=1))
+        ll_se = math.sqrt(spread / n + float((se_all**2).sum()) / n**2)
+
+        bpd = None
+        if levels is not None and model.density_on_dequantised:
+            d = math.prod(model.data_shape)
+            bpd = float(bits_per_dim(torch.tensor(mean_log_p, dtype=torch.float64), d, levels=levels))
+        exact_ll = exact_gap = None
+        if model.closed_form() is not None:
+            exact_ll, exact_gap = _exact(model, x, batch_size)
+    finally:
+        model.train(was_training)
+
+    return Evaluation(n=n, elbo=sums["elbo"] / n, log_likelihood=mean_log_p, log_likelihood_se=ll_se,
+                      kl=sums["kl"] / n, reconstruction=sums["reconstruction"] / n, posterior_gap=sums["gap"] / n,
+                      active_units=units.count, latent_dim=int(model.latent_dim),
+                      importance_samples=importance_samples, bits_per_dim=bpd,
+                      exact_log_likelihood=exact_ll, exact_posterior_gap=exact_gap)

@@ -1,0 +1,206 @@
+"""Objectives: pure functions of a model and a batch, returning one value per example, shape (B,).
+
+The seed minimises KL(q_x(z) || p(z|x)) = log p(x) - ELBO(x), i.e. maximises
+
+    ELBO(x) = E_{q_x(z)}[log p(x|z)] - KL(q_x(z) || p(z))                          (nats)
+
+estimated with S reparameterised draws z_s = g(x) + h(x)^{1/2} ε_s, ε_s ~ N(0, I). The
+importance-weighted bound of Burda et al. (2016) tightens it with K draws:
+
+    L_K(x) = E[ log (1/K) Σ_k w_k ],  w_k = p(x|z_k) p(z_k) / q_x(z_k),   ELBO = L_1 <= L_K <= log p(x).
+
+The functions use only the model protocol (:class:`~vaekit.models.protocol.LatentModel`):
+``encode``, ``prior``, ``log_px``, ``log_pz``. :class:`ELBO` and :class:`IWAE` are the same
+objectives as objects with their options, which is what the trainer is handed
+(:data:`OBJECTIVES` maps the configuration's names to them). Only the training loop reduces over
+the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+from vaekit.errors import ConfigError, ShapeError
+from vaekit.prob.distributions import Reduction, kl_divergence, kl_per_dimension, rsample_with_log_prob
+
+__all__ = ["ELBOTerms", "elbo_terms", "elbo", "iwae_bound", "log_importance_weights", "importance_terms",
+           "check_batch", "Objective", "ELBO", "IWAE", "OBJECTIVES", "make_objective"]
+
+
+def check_batch(model: Any, x: Tensor) -> None:
+    """Raise a ShapeError unless x has shape (B, *model.data_shape) with B >= 1."""
+    shape = tuple(model.data_shape)
+    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape or x.shape[0] == 0:
+        raise ShapeError(f"batch of shape {tuple(x.shape)} does not match (batch, *{shape}) expected by the model")
+
+
+def _check_samples(n: int, name: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"{name}: must be an integer >= 1, got {n!r}")
+    return n
+
+
+@dataclass(frozen=True)
+class ELBOTerms:
+    """The objective, the ELBO and its two terms, each of shape (B,), in nats per example.
+
+    ``objective`` is what training maximises: ``reconstruction - beta * kl_penalty`` for the ELBO
+    (``= elbo`` when beta = 1 and no free bits), L_K for the IWAE bound. ``kl`` is
+    KL(q_x(z) || p(z)) (after free bits, ``kl_penalty`` is what entered the objective).
+    """
+
+    objective: Tensor
+    elbo: Tensor
+    reconstruction: Tensor
+    kl: Tensor
+    kl_penalty: Tensor
+
+
+def elbo_terms(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analytic_kl: bool = True,
+               free_bits: float = 0.0, eps: Tensor | None = None, reduce: Reduction | None = None) -> ELBOTerms:
+    """E_q[log p(x|z)] (mean over ``n_samples`` draws) and KL(q_x(z) || p(z)) (closed form when
+    ``analytic_kl`` and one exists, else the Monte Carlo estimate on the same draws).
+
+    ``free_bits`` λ > 0 (Kingma et al. 2016) replaces each latent dimension's KL(q_x(z_i) || p(z_i)),
+    averaged over the batch, by max(λ, ·) in ``kl_penalty`` (posteriors and priors with a
+    per-dimension KL); ``elbo`` is never changed. ``eps`` (n_samples, B, latent) gives the
+    reparameterisation's standard-normal draws (see :func:`vaekit.prob.distributions.rsample_with_log_prob`);
+    by default torch's generator draws them. ``reduce``: the batch mean a profiled decoder variance uses.
+    """
+    check_batch(model, x)
+    _check_samples(n_samples, "n_samples")
+    if not math.isfinite(beta) or beta < 0:
+        raise ConfigError(f"beta: must be a finite number >= 0, got {beta!r}")
+    q = model.encode(x)                                          # batch (B,), event (K,)
+    z, log_q = rsample_with_log_prob(q, n_samples, eps)          # (S, B, K), (S, B)
+    reconstruction = model.log_px(x, z, reduce=reduce).mean(0)   # (B,)
+    prior = model.prior()
+    if analytic_kl:
+        kl = kl_divergence(q, prior, z)                          # (B,)
+    else:
+        kl = (log_q - model.log_pz(z)).mean(0)                   # (B,)
+    kl_penalty = kl
+    if free_bits > 0:
+        try:
+            per_dim = kl_per_dimension(q, prior)                 # (B, K)
+        except NotImplementedError as exc:
+            raise ConfigError(f"free_bits: needs a KL per latent dimension ({exc})") from None
+        floor = torch.clamp_min(per_dim.mean(0), free_bits)      # (K,)
+        kl_penalty = (per_dim + (floor - per_dim.mean(0)).detach()).sum(-1)
+    elbo_value = reconstruction - kl
+    return ELBOTerms(reconstruction - beta * kl_penalty, elbo_value, reconstruction, kl, kl_penalty)
+
+
+def elbo(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analytic_kl: bool = True) -> Tensor:
+    """ELBO(x) = E_q[log p(x|z)] - beta KL(q_x(z) || p(z)), shape (B,). See :func:`elbo_terms`."""
+    return elbo_terms(model, x, beta=beta, n_samples=n_samples, analytic_kl=analytic_kl).objective
+
+
+def importance_terms(model: Any, x: Tensor, n_samples: int, *, posterior: Distribution | None = None,
+                     eps: Tensor | None = None, reduce: Reduction | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """log p(x|z_k), log p(z_k) and log q_x(z_k) for K reparameterised draws z_k ~ q_x(z), each (K, B).
+
+    ``posterior``: q_x(z) = ``model.encode(x)`` when already computed (the estimators draw K in
+    chunks and encode x once); by default x is encoded here. ``eps`` (K, B, latent): the
+    standard-normal draws to use, as in :func:`elbo_terms`.
+    """
+    check_batch(model, x)
+    _check_samples(n_samples, "n_samples")
+    q = model.encode(x) if posterior is None else posterior
+    z, log_q = rsample_with_log_prob(q, n_samples, eps)   # (K, B, latent), (K, B)
+    return model.log_px(x, z, reduce=reduce), model.log_pz(z), log_q
+
+
+def log_importance_weights(model: Any, x: Tensor, n_samples: int, *,
+                           posterior: Distribution | None = None) -> Tensor:
+    """log w_k = log p(x|z_k) + log p(z_k) - log q_x(z_k), z_k ~ q_x(z) reparameterised: (K, B).
+    ``posterior``: q_x(z) if already computed (see :func:`importance_terms`)."""
+    log_px, log_pz, log_q = importance_terms(model, x, n_samples, posterior=posterior)
+    return log_px + log_pz - log_q
+
+
+def iwae_bound(model: Any, x: Tensor, *, n_samples: int) -> Tensor:
+    """L_K(x) = log (1/K) Σ_k w_k for one set of K draws (an unbiased estimate of the bound), (B,)."""
+    log_w = log_importance_weights(model, x, n_samples)
+    return torch.logsumexp(log_w, 0) - math.log(n_samples)
+
+
+class Objective:
+    """A training objective: :meth:`terms` gives, per example, the value to maximise and the ELBO,
+    KL and reconstruction to report. ``samples`` draws per example; ``uses_beta``: whether the KL
+    weight β (and its warm-up) applies."""
+
+    name: ClassVar[str]
+    uses_beta: ClassVar[bool] = False
+    samples: int
+
+    def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
+              reduce: Reduction | None = None) -> ELBOTerms:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ELBO(Objective):
+    """E_q[log p(x|z)] - β KL(q_x(z) || p(z)) with ``samples`` draws and ``free_bits`` λ (:func:`elbo_terms`)."""
+
+    name: ClassVar[str] = "elbo"
+    uses_beta: ClassVar[bool] = True
+    samples: int = 1
+    free_bits: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_samples(self.samples, "samples")
+        if not math.isfinite(self.free_bits) or self.free_bits < 0:
+            raise ConfigError(f"free_bits: must be a finite number >= 0, got {self.free_bits!r}")
+
+    @classmethod
+    def from_options(cls, *, samples: int, free_bits: float = 0.0) -> ELBO:
+        return cls(samples=samples, free_bits=free_bits)
+
+    def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
+              reduce: Reduction | None = None) -> ELBOTerms:
+        return elbo_terms(model, x, beta=beta, n_samples=self.samples, free_bits=self.free_bits, eps=eps,
+                          reduce=reduce)
+
+
+@dataclass(frozen=True)
+class IWAE(Objective):
+    """L_K(x) = log (1/K) Σ_k w_k with K = ``samples``; from the same draws, the ELBO estimate
+    mean_k log w_k, the KL estimate mean_k [log q(z_k) - log p(z_k)] and the reconstruction
+    mean_k log p(x|z_k)."""
+
+    name: ClassVar[str] = "iwae"
+    samples: int = 5
+
+    def __post_init__(self) -> None:
+        _check_samples(self.samples, "samples")
+
+    @classmethod
+    def from_options(cls, *, samples: int, free_bits: float = 0.0) -> IWAE:
+        if free_bits > 0:
+            raise ConfigError("free_bits: applies to objective elbo only, not 'iwae'")
+        return cls(samples=samples)
+
+    def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
+              reduce: Reduction | None = None) -> ELBOTerms:
+        log_px, log_pz, log_qz = importance_terms(model, x, self.samples, eps=eps, reduce=reduce)
+        bound = torch.logsumexp(log_px + log_pz - log_qz, 0) - math.log(self.samples)
+        reconstruction, kl = log_px.mean(0), (log_qz - log_pz).mean(0)
+        return ELBOTerms(bound, reconstruction - kl, reconstruction, kl, kl)
+
+
+#: Objective names (the configuration's ``objective``) and their classes.
+OBJECTIVES: dict[str, type[ELBO] | type[IWAE]] = {"elbo": ELBO, "iwae": IWAE}
+
+
+def make_objective(name: str, *, samples: int = 1, free_bits: float = 0.0) -> Objective:
+    """The objective ``name`` with its options (free bits apply to the ELBO only)."""
+    if name not in OBJECTIVES:
+        raise ConfigError(f"objective: unknown {name!r}; choose one of {list(OBJECTIVES)}")
+    return OBJECTIVES[name].from_options(samples=samples, free_bits=free_bits)

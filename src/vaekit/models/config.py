@@ -1,0 +1,114 @@
+"""The model's configuration, :class:`VAEConfig`: everything needed to rebuild a model, stored as
+JSON beside its weights. Names (architecture, likelihood, posterior, decoder variance) are checked
+and resolved here, once, when the configuration is made or read."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from vaekit.errors import ConfigError
+from vaekit.models.architectures import Architecture, resolve_arch
+from vaekit.models.encoders import COVARIANCES
+from vaekit.models.likelihoods import LIKELIHOODS
+from vaekit.models.variance import parse_variance
+
+__all__ = ["VAEConfig"]
+
+_FIELDS = ("data_shape", "latent_dim", "arch", "arch_args", "likelihood", "decoder_variance", "posterior",
+           "initial_variance")
+
+
+@dataclass(frozen=True, init=False)
+class VAEConfig:
+    """The seed's model: data shape, latent size K, the function families (``arch`` with its
+    ``arch_args``), the decoder ``likelihood`` and its variance c, the posterior's covariance.
+
+    ``arch``: ``"mlp"`` (``arch_args`` ``hidden``, ``activation``), ``"linear"`` (none) or
+    ``"MODULE:FUNCTION"``, the user's builder (see :mod:`vaekit.models.custom`; building it needs
+    ``trust_code=True``). ``hidden=`` and ``activation=`` may be given directly for ``mlp``.
+    ``decoder_variance`` is the seed's c: a float > 0 (fixed), ``"learned"`` (one shared scalar),
+    ``"learned-per-dim"`` (one per data dimension) or ``"optimal"`` (c* = mean squared error).
+    It is ignored by the Bernoulli likelihood.
+    """
+
+    data_shape: tuple[int, ...]
+    latent_dim: int = 16
+    arch: str = "mlp"
+    arch_args: dict[str, Any] = field(default_factory=dict)
+    likelihood: str = "gaussian"
+    decoder_variance: float | str = 1.0
+    posterior: str = "diagonal"
+    initial_variance: float = 1.0
+
+    def __init__(self, data_shape: Sequence[int], latent_dim: int = 16, arch: str = "mlp",
+                 arch_args: Mapping[str, Any] | None = None, likelihood: str = "gaussian",
+                 decoder_variance: float | str = 1.0, posterior: str = "diagonal", initial_variance: float = 1.0,
+                 *, hidden: Sequence[int] | None = None, activation: str | None = None):
+        args = dict(arch_args or {})
+        for name, value in (("hidden", hidden), ("activation", activation)):
+            if value is not None:
+                if arch != "mlp":
+                    raise ConfigError(f"{name}: applies to arch 'mlp' only, not {arch!r} (use arch_args)")
+                args[name] = value
+        try:
+            shape = tuple(int(s) for s in data_shape)
+        except (TypeError, ValueError):
+            raise ConfigError(f"data_shape: expected a list of sizes, got {data_shape!r}") from None
+        if not shape or any(s <= 0 for s in shape):
+            raise ConfigError(f"data_shape: every size must be positive, got {shape}")
+        if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim <= 0:
+            raise ConfigError(f"latent_dim: must be a positive integer, got {latent_dim!r}")
+        for name, value, allowed in (("likelihood", likelihood, tuple(LIKELIHOODS)),
+                                     ("posterior", posterior, COVARIANCES)):
+            if value not in allowed:
+                raise ConfigError(f"{name}: unknown {value!r}; choose one of {list(allowed)}")
+        ok = not isinstance(initial_variance, bool) and isinstance(initial_variance, (int, float))
+        if not (ok and math.isfinite(initial_variance) and initial_variance > 0):
+            raise ConfigError(f"initial_variance: must be a finite number > 0, got {initial_variance!r}")
+        architecture = resolve_arch(arch, args)
+        values: dict[str, Any] = {
+            "data_shape": shape, "latent_dim": latent_dim,
+            "arch": getattr(architecture, "builder", None) or arch, "arch_args": architecture.to_args(),
+            "likelihood": likelihood, "decoder_variance": parse_variance(decoder_variance),
+            "posterior": posterior, "initial_variance": float(initial_variance)}
+        for key, value in values.items():
+            object.__setattr__(self, key, value)
+        object.__setattr__(self, "_architecture", architecture)
+
+    @property
+    def architecture(self) -> Architecture:
+        """The resolved architecture (:mod:`vaekit.models.architectures`)."""
+        return self._architecture  # type: ignore[attr-defined]
+
+    @property
+    def data_dim(self) -> int:
+        """Number of dimensions of one example, D = prod(data_shape)."""
+        return math.prod(self.data_shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples as lists)."""
+        return {"data_shape": list(self.data_shape), "latent_dim": self.latent_dim, "arch": self.arch,
+                "arch_args": dict(self.arch_args), "likelihood": self.likelihood,
+                "decoder_variance": self.decoder_variance, "posterior": self.posterior,
+                "initial_variance": self.initial_variance}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> VAEConfig:
+        """Inverse of :meth:`to_dict`; also reads the flat format of vaekit 0.1 (``hidden`` and
+        ``activation`` at the top level, kept for ``mlp`` and dropped for ``linear``). Unknown keys
+        are a ConfigError."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"model config: expected a dict, got {type(d).__name__}")
+        d = dict(d)
+        legacy = {k: d.pop(k) for k in ("hidden", "activation") if k in d}
+        if legacy and d.get("arch", "mlp") == "mlp" and "arch_args" not in d:
+            d["arch_args"] = legacy
+        unknown = sorted(set(d) - set(_FIELDS))
+        if unknown:
+            raise ConfigError(f"model config: unknown keys {unknown}; known keys are {sorted(_FIELDS)}")
+        if "data_shape" not in d:
+            raise ConfigError("model config: missing required key 'data_shape'")
+        return cls(**d)

@@ -1,0 +1,76 @@
+"""The latent-model protocol: all that objectives, estimators, the trainer and evaluation know of a model.
+
+A latent-variable model gives, for data x of shape (B, *data_shape) and latents z of shape
+(*lead, latent_dim):
+
+* ``prior()``                 p(z), a distribution with event shape (latent_dim,) (possibly learned);
+* ``encode(x)``               q_x(z), batch shape (B,), with ``rsample`` and ``log_prob``;
+* ``log_px(x, z, reduce=)``   log p(x|z), shape ``lead``; ``reduce`` is the batch mean a profiled
+                              decoder variance c* uses (see :data:`vaekit.prob.distributions.Reduction`);
+* ``log_pz(z)``               log p(z), shape ``lead``;
+* ``summary(x)``              a point summary of q_x(z), (B, latent_dim), for figures and active units;
+* ``noise_shape``             the shape of one example's ε in z = μ + L ε, so that the trainer can draw
+                              ε for a whole global batch (common random numbers); None when the
+                              posterior draws its own;
+* ``closed_form()``           the exact linear-Gaussian model where the model is one, else None;
+* ``density_on_dequantised``  whether log p(x|z) is a density on dequantised data (bits/dim apply).
+
+Objectives and estimators are functions of this interface only; they never look at the model's parts.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from vaekit.prob.distributions import Reduction
+
+__all__ = ["LatentModel"]
+
+
+class LatentModel(nn.Module, ABC):
+    """p(z), p(x|z) and q_x(z) of a latent-variable model; subclasses implement the abstract methods."""
+
+    data_shape: tuple[int, ...]
+    latent_dim: int
+
+    @abstractmethod
+    def prior(self) -> Distribution:
+        """p(z), event shape (latent_dim,), on the model's device and dtype."""
+
+    @abstractmethod
+    def encode(self, x: Tensor) -> Distribution:
+        """q_x(z) for x (B, *data_shape): batch shape (B,), event shape (latent_dim,)."""
+
+    @abstractmethod
+    def decode(self, z: Tensor, *, reduce: Reduction | None = None) -> Distribution:
+        """p(x|z) for z (*lead, latent_dim): batch shape ``lead``, event shape ``data_shape``."""
+
+    def log_px(self, x: Tensor, z: Tensor, *, reduce: Reduction | None = None) -> Tensor:
+        """log p(x|z) for x (B, *data_shape) and z (*lead, B, latent_dim), shape (*lead, B)."""
+        return self.decode(z, reduce=reduce).log_prob(x)
+
+    def log_pz(self, z: Tensor) -> Tensor:
+        """log p(z) for z (*lead, latent_dim), shape ``lead``."""
+        return self.prior().log_prob(z)
+
+    def summary(self, x: Tensor) -> Tensor:
+        """E_q[z] for x (B, *data_shape): the posterior means, (B, latent_dim)."""
+        return self.encode(x).mean
+
+    @property
+    def noise_shape(self) -> tuple[int, ...] | None:
+        """Shape of one example's standard-normal ε of the reparameterisation, or None."""
+        return None
+
+    def closed_form(self) -> Any | None:
+        """The exact :class:`~vaekit.models.linear_gaussian.LinearGaussian` this model is, or None."""
+        return None
+
+    @property
+    def density_on_dequantised(self) -> bool:
+        """Whether log p(x|z) is a continuous density, so bits/dim on dequantised images apply."""
+        return False

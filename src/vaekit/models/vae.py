@@ -1,0 +1,136 @@
+"""The VAE: prior p(z) = N(0, I), decoder p(x|z), encoder q_x(z). It returns distributions and
+computes no loss (the objectives in :mod:`vaekit.inference.objectives` do).
+
+Build one from a :class:`~vaekit.models.config.VAEConfig` with :func:`build_vae`, or from modules of
+your own with ``VAE(encoder, decoder, latent_dim, data_shape)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from vaekit.errors import ConfigError
+from vaekit.models.config import VAEConfig
+from vaekit.models.decoders import Decoder
+from vaekit.models.encoders import GaussianEncoder
+from vaekit.models.likelihoods import GaussianLikelihood, build_likelihood
+from vaekit.models.linear_gaussian import LinearGaussian
+from vaekit.models.networks import Affine
+from vaekit.models.protocol import LatentModel
+from vaekit.prob.distributions import DiagonalNormal, Reduction, standard_normal
+
+__all__ = ["VAE", "VAEConfig", "VAEOutput", "build_vae"]
+
+
+@dataclass(frozen=True)
+class VAEOutput:
+    """One pass x → q_x(z) → z ~ q_x(z) → p(x|z). ``z`` has shape (S, B, latent_dim)."""
+
+    posterior: Distribution
+    z: Tensor
+    likelihood: Distribution
+
+
+class VAE(LatentModel):
+    """p(z) = N(0, I);  p(x|z) = ``decoder(z)``;  q_x(z) = ``encoder(x)``.
+
+    ``encoder``: x (B, *data_shape) ↦ a distribution over z with batch shape (B,) and event shape
+    (latent_dim,), with ``rsample``. ``decoder``: z (*lead, latent_dim) ↦ p(x|z) with batch shape
+    ``lead`` and event shape ``data_shape`` (a :class:`~vaekit.models.decoders.Decoder` also takes
+    ``reduce=``, the batch mean of a profiled decoder variance).
+    """
+
+    _anchor: Tensor
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_dim: int, data_shape: tuple[int, ...],
+                 config: VAEConfig | None = None):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.latent_dim = int(latent_dim)
+        self.data_shape = tuple(int(s) for s in data_shape)
+        self.config = config
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # tracks device and dtype
+
+    def prior(self) -> DiagonalNormal:
+        """p(z) = N(0, I) on the model's device and dtype."""
+        return standard_normal(self.latent_dim, device=self._anchor.device, dtype=self._anchor.dtype)
+
+    def encode(self, x: Tensor) -> Distribution:
+        """q_x(z) = N(g(x), h(x)) for x of shape (B, *data_shape)."""
+        return self.encoder(x)
+
+    def decode(self, z: Tensor, *, reduce: Reduction | None = None) -> Distribution:
+        """p(x|z) for z of shape (*lead, latent_dim)."""
+        if isinstance(self.decoder, Decoder):
+            return self.decoder(z, reduce=reduce)
+        return self.decoder(z)
+
+    @property
+    def noise_shape(self) -> tuple[int, ...] | None:
+        """(latent_dim,) for vaekit's Gaussian encoders (z = g(x) + L ε); None for other encoders."""
+        return self.encoder.noise_shape if isinstance(self.encoder, GaussianEncoder) else None
+
+    def closed_form(self) -> LinearGaussian | None:
+        """The exact linear-Gaussian model when f is affine and the likelihood Gaussian, else None."""
+        decoder = self.decoder
+        if (isinstance(decoder, Decoder) and isinstance(decoder.likelihood, GaussianLikelihood)
+                and isinstance(decoder.f, Affine)):
+            return LinearGaussian.from_model(self)
+        return None
+
+    @property
+    def density_on_dequantised(self) -> bool:
+        return isinstance(self.decoder, Decoder) and self.decoder.likelihood.is_density
+
+    def forward(self, x: Tensor, n_samples: int = 1) -> VAEOutput:
+        """q_x(z), ``n_samples`` reparameterised draws z ~ q_x(z) (S, B, K), and p(x|z)."""
+        q = self.encode(x)
+        z = q.rsample((n_samples,))
+        return VAEOutput(q, z, self.decode(z))
+
+    def decoder_mean(self, z: Tensor) -> Tensor:
+        """E[x|z]: f(z) for a Gaussian decoder, sigmoid(f(z)) for a Bernoulli one."""
+        return self.decode(z).mean
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None, mean: bool = True) -> Tensor:
+        """n examples from the model: z ~ p(z), then E[x|z] (``mean=True``) or x ~ p(x|z). (n, *data_shape).
+
+        With a ``generator`` z = μ + σ ε, ε drawn from it (the prior is a diagonal Gaussian)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise ConfigError(f"sample: n must be a positive integer, got {n!r}")
+        prior = self.prior()
+        if generator is None:
+            z = prior.sample((n,))
+        else:
+            eps = torch.randn((n, self.latent_dim), generator=generator, device=self._anchor.device,
+                              dtype=self._anchor.dtype)
+            z = prior.loc + prior.scale * eps
+        px = self.decode(z)
+        return px.mean if mean else px.sample()
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """E[x|z] at z = E_q[z] = g(x): the reconstruction of x (B, *data_shape)."""
+        return self.decode(self.summary(x)).mean
+
+
+def build_vae(config: VAEConfig, *, trust_code: bool = False) -> VAE:
+    """The model a :class:`VAEConfig` describes: the architecture's encoder trunk with the heads g, h
+    (:class:`~vaekit.models.encoders.GaussianEncoder`), its network f with the likelihood.
+
+    A configuration naming the user's own builder (``arch="MODULE:FUNCTION"``) imports and runs
+    it only with ``trust_code=True``; otherwise :class:`~vaekit.errors.UntrustedCodeError`.
+    """
+    if not isinstance(config, VAEConfig):
+        raise ConfigError(f"build_vae: expected a VAEConfig, got {type(config).__name__}")
+    shape, k = config.data_shape, config.latent_dim
+    trunk, trunk_dim, f = config.architecture.build(shape, k, trust_code=trust_code)
+    encoder = GaussianEncoder(trunk, trunk_dim, k, shape, config.posterior)
+    likelihood = build_likelihood(config.likelihood, shape, config.decoder_variance, config.initial_variance)
+    return VAE(encoder, Decoder(f, k, shape, likelihood), k, shape, config=config)

@@ -1,0 +1,40 @@
+"""vaekit's JSON documents: a JSON object tagged with its ``format`` (what it is) and its
+``format_version`` (which layout of it), read back with both checked.
+
+A model's config.json (``"vaekit-model"``) and a training checkpoint's JSON half
+(``"vaekit-training-state"``) are such documents; they are written with
+:func:`vaekit.store.atomic.atomic_write_json`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from vaekit.errors import CheckpointError
+
+__all__ = ["read_versioned_json"]
+
+
+def read_versioned_json(path: Path, *, fmt: str, max_version: int, what: str, missing: str,
+                        min_version: int = 1) -> dict[str, Any]:
+    """Read a vaekit JSON document whose ``format`` is ``fmt`` and whose ``format_version`` lies in
+    ``min_version..max_version``; any other file is a CheckpointError naming it (``missing``: the
+    not-found text)."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {missing}")
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise CheckpointError(f"{path}: not a vaekit {what}")
+    version = doc.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version > max_version:
+        raise CheckpointError(f"{path}: format version {version!r} is newer than this vaekit reads "
+                              f"({max_version}); upgrade vaekit")
+    if version < min_version:
+        raise CheckpointError(f"{path}: format version {version} is not one this vaekit reads "
+                              f"({min_version} to {max_version})")
+    return doc

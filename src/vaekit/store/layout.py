@@ -1,0 +1,74 @@
+"""The run directory's one owner: every file name ``vaekit train`` writes and every command reads.
+
+Layout of a run directory::
+
+    config.json              model configuration + "extra": {"preprocessing", "data", "train"} (JSON)
+    model.safetensors        the best weights (highest validation ELBO)
+    checkpoints/last.*       last.safetensors + last.json: the full training state for --resume
+    metrics.jsonl            one JSON object per epoch (also metrics.csv)
+    evaluation-SPLIT.json    ``vaekit evaluate`` / the end of ``vaekit train``
+    figures/*.png            pictures of what the model learned;  report.html shows them
+    tensorboard/             TensorBoard event files (when tensorboard is installed)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["RunLayout", "CONFIG_FILE", "WEIGHTS_FILE"]
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The paths of one run (or model) directory."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, directory: str | os.PathLike[str]) -> RunLayout:
+        return cls(Path(directory))
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def weights(self) -> Path:
+        return self.root / WEIGHTS_FILE
+
+    @property
+    def checkpoint(self) -> Path:
+        """The stem of the training checkpoint pair (``.safetensors`` + ``.json``)."""
+        return self.root / "checkpoints" / "last"
+
+    @property
+    def metrics_jsonl(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.root / "metrics.csv"
+
+    def evaluation(self, split: str) -> Path:
+        return self.root / f"evaluation-{split}.json"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    def figure(self, name: str) -> Path:
+        """``figures/NAME.png``."""
+        return self.figures / f"{name}.png"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"

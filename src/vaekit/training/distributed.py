@@ -1,0 +1,132 @@
+"""Data-parallel training across processes with ``torch.distributed`` (started by ``torchrun``).
+
+``torchrun --nproc-per-node R -m vaekit train ...`` starts R processes and sets ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` in each; :func:`init_from_env`
+joins them into one process group (backend ``nccl`` for CUDA devices, ``gloo`` for the CPU) and
+:func:`vaekit.training.loop.fit` then trains with :class:`torch.nn.parallel.DistributedDataParallel`:
+
+* every step's global batch of B examples is split into R contiguous parts (sizes differ by at
+  most one, :func:`shard`), one per rank;
+* each rank's loss is its part's sum of per-example losses times R / B, and DDP averages the
+  gradients over the ranks, so the update is the one a single process makes with the whole batch;
+* the metrics are summed over the ranks; only rank 0 (:func:`is_main`) writes files.
+
+Without torchrun (or with ``WORLD_SIZE=1``) every function here is the single-process identity.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+
+from vaekit.errors import ConfigError
+
+__all__ = ["init_from_env", "is_distributed", "rank", "world_size", "is_main", "backend_for", "shard", "global_mean",
+           "all_reduce_sum", "broadcast_flag", "barrier", "shutdown", "launched_by_torchrun"]
+
+
+def launched_by_torchrun() -> bool:
+    """Whether the environment describes a process group of more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1") or "1") > 1
+
+
+def backend_for(device: torch.device) -> str:
+    """``nccl`` for CUDA devices, ``gloo`` otherwise."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def init_from_env(device_name: str, *, timeout_s: float = 1800.0) -> str:
+    """Join the process group torchrun describes (no-op for a single process); return the device
+    this rank uses: ``device_name``, or ``cuda:LOCAL_RANK`` when it names CUDA without an index."""
+    if not launched_by_torchrun() or not dist.is_available():
+        return device_name
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(device_name)
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        if device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device: rank with LOCAL_RANK={local_rank} needs {device}, but this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s); start at most that many processes "
+                              "per node")
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend_for(device), timeout=datetime.timedelta(seconds=timeout_s))
+    return str(device)
+
+
+def is_distributed() -> bool:
+    """Whether a process group of more than one process is active."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's rank (0 without a process group)."""
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    """The number of processes (1 without a process group)."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    """Rank 0: the process that writes checkpoints, metrics, figures and logs."""
+    return rank() == 0
+
+
+def shard(count: int, parts: int, index: int) -> tuple[int, int]:
+    """The half-open range [lo, hi) of part ``index`` when ``count`` items are split into ``parts``
+    contiguous parts whose sizes differ by at most one (the first ``count % parts`` get one more),
+    as :func:`torch.tensor_split` splits them. Parts may be empty when count < parts."""
+    base, extra = divmod(count, parts)
+    lo = index * base + min(index, extra)
+    return lo, lo + base + (1 if index < extra else 0)
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over the ranks in place (no-op for a single process); returns it."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_flag(flag: bool, device: torch.device) -> bool:
+    """Rank 0's value of ``flag`` on every rank (so that all ranks take the same branch)."""
+    if not is_distributed():
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op for a single process)."""
+    if is_distributed():
+        dist.barrier()
+
+
+def shutdown(*, wait: bool = True) -> None:
+    """Leave the process group, if one was joined. With ``wait`` (a normal end) first wait until
+    every rank gets here, so that no rank tears its connections down while a peer still uses them;
+    after an error, leave at once (the peers may never arrive)."""
+    if dist.is_available() and dist.is_initialized():
+        if wait and dist.get_world_size() > 1:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
+def global_mean(weight: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A :data:`~vaekit.prob.distributions.Reduction` over the global batch: the mean of a statistic
+    over every rank's elements (a weight-0 stand-in contributes nothing), as one process computes it.
+    The optimal decoder variance c* takes it, so that c* does not depend on the number of ranks."""
+    def reduce(values: torch.Tensor) -> torch.Tensor:
+        total = torch.stack([values.sum(dtype=torch.float64),
+                             torch.tensor(float(values.numel()), dtype=torch.float64, device=values.device)]) * weight
+        all_reduce_sum(total)
+        return (total[0] / total[1]).to(values.dtype)
+    return reduce
