@@ -22,6 +22,7 @@ from vaekit.cli import figures_cmd
 from vaekit.cli import run_access as ra
 from vaekit.errors import ConfigError
 from vaekit.inference.evaluate import evaluate
+from vaekit.inference.gaps import Refinement, refine_posterior
 from vaekit.store.atomic import atomic_write_json
 from vaekit.viz import plots
 from vaekit.viz.figures import is_image_shape, to_display
@@ -43,8 +44,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     x, _, spec = ra.examples(run, args, device, args.limit)
     levels = run.preprocessing.levels if run.preprocessing.dequantize else None
     torch.manual_seed(args.seed)
+    refinement = _refinement(args) if args.gap_decomposition else None
     result = evaluate(run.model, x, importance_samples=args.importance_samples, batch_size=args.batch_size,
-                      levels=levels, progress=sys.stderr.isatty())
+                      levels=levels, progress=sys.stderr.isatty(), refinement=refinement,
+                      gap_elbo_samples=args.gap_elbo_samples)
     doc = {"run_dir": str(args.run_dir), "split": args.split, "data": spec.to_dict(), "limit": args.limit,
            "seed": args.seed, **result.to_dict()}
     out = atomic_write_json(run.layout.evaluation(args.split), doc)
@@ -60,6 +63,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         (f"log p(x), K = {r.importance_samples}", f"{_fmt(r.log_likelihood)} ± {r.log_likelihood_se:.4f}"),
         ("posterior gap KL(q(z|x) || p(z|x))", _fmt(r.posterior_gap)),
     ]
+    if r.amortisation_gap is not None and r.approximation_gap is not None:
+        rows += [("  amortisation gap ELBO(q*) - ELBO(q)", f"{_fmt(r.amortisation_gap)} ± {r.amortisation_gap_se:.4f}"),
+                 ("  approximation gap log p(x) - ELBO(q*)",
+                  f"{_fmt(r.approximation_gap)} ± {r.approximation_gap_se:.4f}")]
     if r.exact_log_likelihood is not None:
         rows.append(("exact log p(x)", _fmt(r.exact_log_likelihood)))
     if r.exact_posterior_gap is not None:
@@ -91,7 +98,41 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
     p.add_argument("--seed", type=ra.non_negative_int, default=0,
                    help="seed of the Monte Carlo draws (default: 0)")
+    p.add_argument("--gap-decomposition", action="store_true",
+                   help="split the posterior gap into the amortisation gap ELBO(q*) - ELBO(q) and the approximation "
+                        "gap log p(x) - ELBO(q*), q* each example's best posterior of the family, found by "
+                        "--refine-steps Adam steps of --refine-samples draws. Costs about STEPS x SAMPLES "
+                        "decoder passes per example on top of the K importance samples: use --limit")
+    _add_refine_options(p, default_steps=500)
+    p.add_argument("--gap-elbo-samples", metavar="S", type=ra.positive_int, default=1000,
+                   help="draws for ELBO(q) and ELBO(q*) in the gap decomposition (default: 1000)")
     p.set_defaults(func=_cmd_evaluate)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _add_refine_options(p: argparse.ArgumentParser, *, default_steps: int) -> None:
+    what = "" if default_steps else "; 0: no refinement, the encoder's q"
+    p.add_argument("--refine-steps", metavar="N", type=ra.non_negative_int, default=default_steps,
+                   help=f"Adam steps of the per-example posterior refinement (default: {default_steps}{what})")
+    p.add_argument("--refine-lr", metavar="LR", type=_positive_float, default=0.05,
+                   help="learning rate of the refinement, decayed to 0 by a cosine (default: 0.05)")
+    p.add_argument("--refine-samples", metavar="S", type=ra.positive_int, default=16,
+                   help="draws of z per example and refinement step (default: 16)")
+
+
+def _refinement(args: argparse.Namespace) -> Refinement:
+    if args.refine_steps < 1:
+        raise ConfigError("--refine-steps: the gap decomposition needs at least 1 step")
+    return Refinement(steps=args.refine_steps, lr=args.refine_lr, samples=args.refine_samples)
 
 
 # --------------------------------------------------------------------------- sample
@@ -157,12 +198,19 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     run, device = ra.load(args)
     x, _, _ = ra.examples(run, args, device, args.limit)
     means, scales = [], []
+    refinement = _refinement(args) if args.refine_steps > 0 else None
+    torch.manual_seed(args.seed)
     with torch.no_grad():
         for start in range(0, x.shape[0], args.batch_size):
             xb = x[start:start + args.batch_size]
-            means.append(run.model.summary(xb))                               # E_q[z], (B, K)
+            if refinement is not None:                                        # q*: the best q of the family
+                q = refine_posterior(run.model, xb, refinement)
+                means.append(q.mean)
+            else:
+                means.append(run.model.summary(xb))                           # E_q[z], (B, K)
+                q = run.model.encode(xb)
             if args.with_scale:
-                scales.append(run.model.encode(xb).variance.sqrt())
+                scales.append(q.variance.sqrt())
     mean = torch.cat(means)
     out = torch.stack([mean, torch.cat(scales)], 1) if args.with_scale else mean
     ra.write_npy(path, out.to("cpu", torch.float32).numpy())
@@ -173,7 +221,9 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
 def _add_encode(sub) -> None:
     p = ra.add_parser(sub, "encode", "write posterior means of examples",
-                    "Encode the examples of a split: the posterior means E_q[z], an array (N, K). With "
+                    "Encode the examples of a split: the posterior means E_q[z], an array (N, K); with "
+                    "--refine-steps N, those of each example's best posterior of the family (q refined by N "
+                    "Adam steps on its ELBO, the model fixed) instead of the encoder's. With "
                     "--with-scale the array is (N, 2, K): [:, 0] the means, [:, 1] the posterior standard "
                     "deviations (square roots of the variances).",
                     "vaekit encode runs/digits --split test --out latents.npy")
@@ -182,6 +232,9 @@ def _add_encode(sub) -> None:
     p.add_argument("--with-scale", action="store_true", help="also write the posterior standard deviations")
     p.add_argument("--batch-size", metavar="B", type=ra.positive_int, default=256,
                    help="examples per batch (default: 256)")
+    _add_refine_options(p, default_steps=0)
+    p.add_argument("--seed", type=ra.non_negative_int, default=0,
+                   help="seed of the refinement's draws (default: 0)")
     p.set_defaults(func=_cmd_encode)
 
 

@@ -24,9 +24,11 @@ For examples x_1..x_n (nats per example, means over the n examples):
 * ``bits_per_dim`` (a density likelihood, e.g. Gaussian, on dequantised images with ``levels`` L only):
   -(log_likelihood - D log L) / (D log 2) (:func:`vaekit.inference.estimators.bits_per_dim`);
 * ``exact_log_likelihood``, ``exact_posterior_gap`` (a model whose ``closed_form()`` is known: affine
-  Gaussian decoder): the closed
-  forms mean_i log N(x_i; b, WWᵀ + Ψ) and mean_i KL(q_{x_i}(z) || p(z|x_i)) of
-  :class:`vaekit.LinearGaussian`, computed in float64.
+  Gaussian decoder): the closed forms mean_i log N(x_i; b, WWᵀ + Ψ) and mean_i KL(q_{x_i}(z) || p(z|x_i))
+  of :class:`vaekit.LinearGaussian`, computed in float64;
+* with ``refinement`` (:mod:`vaekit.inference.gaps`): ``refined_elbo`` = mean_i ELBO(x_i; q*_{x_i}), the
+  best posterior of the family per example, ``amortisation_gap`` = mean_i [ELBO(q*) - ELBO(q)],
+  ``approximation_gap`` = mean_i [log p̂(x_i) - ELBO(q*)] and their standard errors, and the settings used.
 
 Randomness comes from torch's global generator: call ``torch.manual_seed`` first to reproduce.
 """
@@ -46,6 +48,7 @@ from torch import Tensor
 from vaekit.data.inputs import as_examples
 from vaekit.errors import ConfigError
 from vaekit.inference.estimators import active_units, bits_per_dim, estimate_log_likelihood
+from vaekit.inference.gaps import Refinement, gap_terms
 from vaekit.inference.objectives import check_batch, elbo_terms
 
 __all__ = ["Evaluation", "evaluate"]
@@ -68,6 +71,12 @@ class Evaluation:
     bits_per_dim: float | None = None
     exact_log_likelihood: float | None = None
     exact_posterior_gap: float | None = None
+    refined_elbo: float | None = None
+    amortisation_gap: float | None = None
+    amortisation_gap_se: float | None = None
+    approximation_gap: float | None = None
+    approximation_gap_se: float | None = None
+    refinement: dict[str, Any] | None = None
 
     def to_dict(self) -> dict:
         """A JSON-ready dict: ints, finite floats, and None (also for NaN or infinite values)."""
@@ -119,7 +128,8 @@ def _exact(model, x: Tensor, batch_size: int) -> tuple[float, float | None]:
 @torch.no_grad()
 def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: int = 256,
              levels: int | None = None, progress: bool = False, chunk_size: int | None = None,
-             elbo_samples: int = 1) -> Evaluation:
+             elbo_samples: int = 1, refinement: Refinement | None = None,
+             gap_elbo_samples: int = 1000) -> Evaluation:
     """Evaluate ``model`` (a :class:`~vaekit.models.protocol.LatentModel`) on x (N, *data_shape),
     N >= 2, as prepared for the model (binarised or dequantised already): a tensor, a numpy array,
     a ``torch.utils.data.Dataset`` or a ``DataLoader`` (:func:`vaekit.data.as_examples`).
@@ -128,6 +138,12 @@ def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: 
     ``chunk_size`` bounds the importance draws held at once (default:
     :func:`vaekit.inference.estimators.default_chunk_size`). ``progress`` shows a tqdm bar (on
     stderr). The model is put in eval mode and restored afterwards.
+
+    ``refinement``: also split the posterior gap into the amortisation and approximation gaps
+    (:mod:`vaekit.inference.gaps`): each example's best posterior of the family is found with these
+    settings, and ELBO(q_x) and ELBO(q*_x) are estimated with ``gap_elbo_samples`` common draws;
+    ``amortisation_gap`` = mean [ELBO(q*_x) − ELBO(q_x)], ``approximation_gap`` = mean [log p̂(x) −
+    ELBO(q*_x)], each with the standard error of its mean over the examples.
     """
     if not isinstance(x, Tensor):
         x = as_examples(x, name="x", data_shape=tuple(model.data_shape))
@@ -136,6 +152,7 @@ def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: 
     check_batch(model, x)
     importance_samples = _check_int(importance_samples, "importance_samples", 1)
     elbo_samples = _check_int(elbo_samples, "elbo_samples", 1)
+    gap_elbo_samples = _check_int(gap_elbo_samples, "gap_elbo_samples", 1)
     batch_size = _check_int(batch_size, "batch_size", 1)
     if levels is not None:
         _check_int(levels, "levels", 2)
@@ -153,7 +170,7 @@ def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: 
         from tqdm.auto import tqdm
 
         sums = dict.fromkeys(("elbo", "kl", "reconstruction", "gap"), 0.0)
-        log_p, se = [], []
+        log_p, se, elbo_q, elbo_best = [], [], [], []
         with tqdm(total=n, desc="evaluate", unit="ex", disable=not progress, leave=False) as bar:
             for xb in _batches(x, batch_size):
                 terms = elbo_terms(model, xb, n_samples=elbo_samples, analytic_kl=True)
@@ -164,6 +181,10 @@ def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: 
                 log_p.append(est.log_likelihood.double().cpu())
                 se.append(est.standard_error.double().cpu())
                 sums["gap"] += float(est.posterior_gap.double().sum())
+                if refinement is not None:
+                    gaps = gap_terms(model, xb, refinement, elbo_samples=gap_elbo_samples, chunk_size=chunk_size)
+                    elbo_q.append(gaps.elbo.double().cpu())
+                    elbo_best.append(gaps.refined_elbo.double().cpu())
                 bar.update(xb.shape[0])
         units = active_units(model, _batches(x, batch_size))
         log_p_all, se_all = torch.cat(log_p), torch.cat(se)
@@ -178,6 +199,16 @@ def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: 
         exact_ll = exact_gap = None
         if model.closed_form() is not None:
             exact_ll, exact_gap = _exact(model, x, batch_size)
+        split: dict[str, Any] = {}
+        if refinement is not None:
+            best = torch.cat(elbo_best)
+            amortisation, approximation = best - torch.cat(elbo_q), log_p_all - best
+            split = {"refined_elbo": float(best.mean()), "refinement": {**refinement.to_dict(),
+                                                                          "elbo_samples": gap_elbo_samples},
+                     "amortisation_gap": float(amortisation.mean()),
+                     "amortisation_gap_se": float(amortisation.std(correction=1)) / math.sqrt(n),
+                     "approximation_gap": float(approximation.mean()),
+                     "approximation_gap_se": float(approximation.std(correction=1)) / math.sqrt(n)}
     finally:
         model.train(was_training)
 
@@ -185,4 +216,4 @@ def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: 
                       kl=sums["kl"] / n, reconstruction=sums["reconstruction"] / n, posterior_gap=sums["gap"] / n,
                       active_units=units.count, latent_dim=int(model.latent_dim),
                       importance_samples=importance_samples, bits_per_dim=bpd,
-                      exact_log_likelihood=exact_ll, exact_posterior_gap=exact_gap)
+                      exact_log_likelihood=exact_ll, exact_posterior_gap=exact_gap, **split)

@@ -28,7 +28,7 @@ from vaekit.models.encoders import GaussianEncoder
 from vaekit.models.likelihoods import GaussianLikelihood
 from vaekit.models.networks import Affine, Flatten
 from vaekit.prob.bounds import ENCODER_LOG_VAR_MAX, ENCODER_LOG_VAR_MIN, soft_clamp_inverse
-from vaekit.prob.distributions import as_multivariate_normal, standard_normal
+from vaekit.prob.distributions import DiagonalNormal, as_multivariate_normal, standard_normal
 
 __all__ = ["LinearGaussian", "ppca_mle"]
 
@@ -95,6 +95,24 @@ class LinearGaussian:
         trace = torch.einsum("dk,bkl,dl->b", self.W / self.psi[:, None], cov, self.W)
         prior = standard_normal(self.latent_dim, device=x.device, dtype=x.dtype)
         return fit - 0.5 * trace - kl_divergence(q, as_multivariate_normal(prior.expand(q.batch_shape)))
+
+    def posterior_precision(self) -> Tensor:
+        """Λ = M = I + Wᵀ Ψ⁻¹ W, the precision of p(z|x) (the same for every x), (K, K)."""
+        eye = torch.eye(self.latent_dim, dtype=self.W.dtype, device=self.W.device)
+        return eye + (self.W.T / self.psi) @ self.W
+
+    def best_diagonal_posterior(self, x: Tensor) -> DiagonalNormal:
+        """argmin over diagonal Gaussians q of KL(q || p(z|x)): the posterior mean, and precisions
+        diag(Λ) (the marginal precisions of p(z|x), not its marginal variances), batch (B,)."""
+        mean = self.posterior(x).loc
+        scale = self.posterior_precision().diagonal().rsqrt()
+        return DiagonalNormal(mean, scale.expand_as(mean))
+
+    def diagonal_approximation_gap(self) -> Tensor:
+        """min over diagonal q of KL(q || p(z|x)) = ½ (Σ_i log Λ_ii − log det Λ), the same for every x:
+        the approximation gap of a diagonal posterior family (0 for a full covariance)."""
+        precision = self.posterior_precision()
+        return 0.5 * (precision.diagonal().log().sum() - torch.logdet(precision))
 
     def kl_to_posterior(self, x: Tensor, q: Distribution) -> Tensor:
         """Exact KL(q || p(z|x)), shape (B,)."""
