@@ -23,6 +23,8 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -152,6 +154,100 @@ def _pickled_weights(d: Path) -> None:
     torch.save(state, d / "run" / "model.safetensors")          # a pickle (zip) under the safetensors name
 
 
+# --------------------------------------------------------------------------- hostile files (issue 14)
+
+
+def _edit_json(relative: str, edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    """Edit the JSON file ``run/relative`` in place."""
+    def make(d: Path) -> None:
+        path = d / "run" / relative
+        doc = json.loads(path.read_text())
+        edit(doc)
+        path.write_text(json.dumps(doc))
+    return make
+
+
+def _model_key(key: str, value: object) -> Callable[[Path], None]:
+    return _edit_json("config.json", lambda doc: doc["model"].__setitem__(key, value))
+
+
+def _arch_arg(key: str, value: object) -> Callable[[Path], None]:
+    return _edit_json("config.json", lambda doc: doc["model"]["arch_args"].__setitem__(key, value))
+
+
+def _checkpoint_tensors(edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    """Edit the tensors of run/checkpoints/last.safetensors and put their sha256 in last.json, as
+    anyone can: the hash detects corruption, not tampering."""
+    def make(d: Path) -> None:
+        from safetensors.torch import load, save
+
+        weights, doc_path = d / "run" / "checkpoints" / "last.safetensors", d / "run" / "checkpoints" / "last.json"
+        tensors = load(weights.read_bytes())
+        edit(tensors)
+        weights.write_bytes(save(tensors))
+        doc = json.loads(doc_path.read_text())
+        doc["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+        doc_path.write_text(json.dumps(doc))
+    return make
+
+
+def _model_weights(edit: Callable[[dict], dict]) -> Callable[[Path], None]:
+    """Replace run/model.safetensors by ``edit`` of its tensors."""
+    def make(d: Path) -> None:
+        from safetensors.torch import load, save
+
+        path = d / "run" / "model.safetensors"
+        path.write_bytes(save(edit(load(path.read_bytes()))))
+    return make
+
+
+def _nan_first(tensors: dict) -> dict:
+    tensors[sorted(tensors)[0]][...] = float("nan")
+    return tensors
+
+
+_DEEP_JSON = "[" * 100_000 + "]" * 100_000
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` pixels (its one IDAT is a stub: Pillow refuses the
+    size when it opens the file, before decoding)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+def _zeros_deflated(header: bytes, zeros: int, wrap: int) -> bytes:
+    """``header`` and ``zeros`` zero bytes, deflated in a stream (``wrap``: 31 gzip, -15 raw)."""
+    z = zlib.compressobj(9, zlib.DEFLATED, wrap)
+    block = bytes(1 << 20)
+    parts = [z.compress(header)] + [z.compress(block) for _ in range(zeros >> 20)]
+    return b"".join(parts) + z.flush()
+
+
+def _gzip_bomb(d: Path) -> None:
+    """An IDX header for 10 8x8 images, then 64 MiB of zeros: 64 KB of gzip."""
+    header = bytes([0, 0, 0x08, 3]) + np.asarray((10, 8, 8), dtype=">u4").tobytes()
+    (d / "bomb-idx3-ubyte.gz").write_bytes(_zeros_deflated(header, 64 << 20, 31))
+
+
+def _zip_bomb(d: Path) -> None:
+    """A .npz whose member x.npy declares 10 bytes of data and inflates to 64 MiB."""
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.zeros(10, dtype=np.uint8))
+    header = buf.getvalue()[:-10]
+    with zipfile.ZipFile(d / "bomb.npz", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x.npy", header + bytes(64 << 20))
+
+
+def _big_image(d: Path) -> None:
+    _folder("imgs", [("a.png", "L", (8, 8))])(d)
+    (d / "imgs" / "b.png").write_bytes(_png_header(20_000, 20_000))
+
+
 # --------------------------------------------------------------------------- the catalogue
 
 
@@ -166,6 +262,8 @@ class Case:
     setup: Callable[[Path], None] | None = None
     run: bool = False                       # give the case a copy of the trained run as ./run
 
+
+_RESUME = ("train", "--resume", "--out", "run", "--epochs", "2", "--no-progress", "--no-figures")
 
 CASES: tuple[Case, ...] = (
     # IDX files
@@ -246,6 +344,14 @@ CASES: tuple[Case, ...] = (
          _train("--arch-args", '{"depth": 3}'), ("--arch-args", "'depth'", "mlp")),
     Case("hidden-other-arch", "--hidden with --arch linear", _train("--arch", "linear"),
          ("--hidden", "--arch mlp", "--arch-args")),
+    Case("standardize-word", "--standardize banana", _train("--standardize", "banana"),
+         ("--standardize", "'banana'", "columns")),
+    Case("test-data-width", "--test-data whose rows are wider than the training table's",
+         _train("--test-data", "wide.npy", data="table.csv"), ("--test-data wide.npy", "(5,)", "(3,)"),
+         lambda d: (_write("table.csv", _csv(["a,b,c", *_GOOD_ROWS]))(d),
+                    _npy("wide.npy", np.random.default_rng(0).random((20, 5)))(d))),
+    Case("test-data-test-fraction", "--test-data with --test-fraction",
+         _train("--test-data", "test.npy", "--test-fraction", "0.2"), ("--test-fraction", "--test-data test.npy")),
     Case("unknown-option", "unknown option", _train("--frobnicate"), ("--frobnicate", "unrecognized")),
     Case("config-unknown-key", "--config with an unknown key", _train("--config", "cfg.json"),
          ("cfg.json", "unknown key", "'latent_dims'"), _write("cfg.json", '{"latent_dims": 2}')),
@@ -266,6 +372,8 @@ CASES: tuple[Case, ...] = (
     Case("evaluate-other-dims", "evaluate on data whose shape differs from the model's",
          _evaluate("--data", "other.npy"), ("other.npy", "(5,)", "(1, 8, 8)"),
          _npy("other.npy", np.random.default_rng(0).random((20, 5)).astype(np.float32)), run=True),
+    Case("evaluate-split-all-no-data", "evaluate --split all without --data", _evaluate("--split", "all"),
+         ("--split all", "--data"), _run, run=True),
     Case("evaluate-other-model", "config.json of another model than model.safetensors", _evaluate(),
          ("model.safetensors", "do not match", "config.json"), _other_model_weights, run=True),
     Case("evaluate-newer-format", "config.json with a newer format_version", _evaluate(),
@@ -281,6 +389,62 @@ CASES: tuple[Case, ...] = (
     Case("out-exists-default", "existing default output (RUN_DIR/samples.png) without --force",
          ("sample", "run"), ("samples.png", "exists", "--force"),
          lambda d: (d / "run" / "samples.png").write_bytes(b"keep me"), run=True),
+    # hostile and malformed files (issue 14)
+    Case("resume-adam-wrong-size", "checkpoint with an Adam moment of the wrong size (sha256 recomputed)", _RESUME,
+         ("last.safetensors", "optim.state.0.exp_avg", "shape [3]"),
+         _checkpoint_tensors(lambda t: t.__setitem__("optim.state.0.exp_avg", torch.zeros(3))), run=True),
+    Case("resume-adam-nan", "checkpoint with NaN in an Adam moment (sha256 recomputed)", _RESUME,
+         ("last.safetensors", "optim.state.0.exp_avg_sq", "non-finite"),
+         _checkpoint_tensors(lambda t: t["optim.state.0.exp_avg_sq"].fill_(float("nan"))), run=True),
+    Case("resume-step-shape", "checkpoint with a step count of 5 values (sha256 recomputed)", _RESUME,
+         ("last.safetensors", "optim.state.1.step", "shape [5]"),
+         _checkpoint_tensors(lambda t: t.__setitem__("optim.state.1.step", torch.zeros(5))), run=True),
+    Case("resume-nan-weights", "checkpoint with NaN model weights (sha256 recomputed)", _RESUME,
+         ("last.safetensors", "non-finite"),
+         _checkpoint_tensors(lambda t: t[sorted(k for k in t if k.startswith("model."))[0]].fill_(float("nan"))),
+         run=True),
+    Case("resume-no-best-val-elbo", "last.json without best_val_elbo", _RESUME, ("last.json", "best_val_elbo"),
+         _edit_json("checkpoints/last.json", lambda doc: doc["extra"].pop("best_val_elbo")), run=True),
+    Case("resume-negative-epoch", "last.json with epoch -5", _RESUME, ("last.json", "epoch", "-5"),
+         _edit_json("checkpoints/last.json", lambda doc: doc.__setitem__("epoch", -5)), run=True),
+    Case("resume-lr-word", "last.json with an optimizer learning rate \"x\"", _RESUME, ("last.json", "lr", "'x'"),
+         _edit_json("checkpoints/last.json", lambda doc: doc["optimizer"]["param_groups"][0].__setitem__("lr", "x")),
+         run=True),
+    Case("resume-deep-json", "last.json nested 100,000 deep", _RESUME, ("last.json", "nested too deeply"),
+         _write("run/checkpoints/last.json", _DEEP_JSON), run=True),
+    Case("config-deep-json", "config.json nested 100,000 deep", _evaluate(), ("config.json", "nested too deeply"),
+         _write("run/config.json", _DEEP_JSON), run=True),
+    Case("metrics-deep-json", "metrics.jsonl with a line nested 100,000 deep", ("figures", "run"),
+         ("metrics.jsonl:1", "nested too deeply"), _write("run/metrics.jsonl", _DEEP_JSON + "\n"), run=True),
+    Case("config-option-file-deep-json", "--config file nested 100,000 deep", _train("--config", "cfg.json"),
+         ("--config cfg.json", "nested too deeply"), _write("cfg.json", _DEEP_JSON)),
+    Case("config-latent-dim-huge", "config.json with latent_dim 5,000,000 (refused before allocating)",
+         ("sample", "run", "--out", "s.npy"), ("model.safetensors", "config.json", "[5000000, 8]"),
+         _model_key("latent_dim", 5_000_000), run=True),
+    Case("config-data-shape-nan", "config.json with data_shape [NaN]", _evaluate(), ("config.json", "data_shape"),
+         _model_key("data_shape", [float("nan")]), run=True),
+    Case("config-initial-variance-string", "config.json with initial_variance \"1\"", _evaluate(),
+         ("config.json", "initial_variance", "'1'"), _model_key("initial_variance", "1"), run=True),
+    Case("config-hidden-number", "config.json with hidden 5", _evaluate(), ("config.json", "hidden", "got 5"),
+         _arch_arg("hidden", 5), run=True),
+    Case("config-hidden-words", "config.json with hidden [\"a\"]", _evaluate(), ("config.json", "hidden", "['a']"),
+         _arch_arg("hidden", ["a"]), run=True),
+    Case("config-hidden-string", "config.json with hidden \"32\" (not (3, 2))", _evaluate(),
+         ("config.json", "hidden", "'32'"), _arch_arg("hidden", "32"), run=True),
+    Case("weights-nan", "model.safetensors with NaN weights", _evaluate(), ("model.safetensors", "non-finite"),
+         _model_weights(_nan_first), run=True),
+    Case("weights-int", "model.safetensors with integer weights", _evaluate(), ("model.safetensors", "int32"),
+         _model_weights(lambda t: {k: v.to(torch.int32) for k, v in t.items()}), run=True),
+    Case("weights-bool", "model.safetensors with boolean weights", _evaluate(), ("model.safetensors", "bool"),
+         _model_weights(lambda t: {k: v > 0 for k, v in t.items()}), run=True),
+    Case("images-bomb", "folder with a 20000x20000 PNG (a decompression bomb)", _train(data="imgs"),
+         ("imgs/b.png", "too large"), _big_image),
+    Case("idx-gzip-bomb", "gzip IDX whose data inflate far beyond its header's sizes",
+         _train(data="bomb-idx3-ubyte.gz"), ("bomb-idx3-ubyte.gz", "(10, 8, 8)", "more"), _gzip_bomb),
+    Case("npz-zip-bomb", ".npz whose member inflates far beyond its .npy header's size", _train(data="bomb.npz"),
+         ("bomb.npz", "'x'", "holds"), _zip_bomb),
+    Case("out-is-a-file", "train --out naming an existing file", ("train", *TINY, "--out", "afile"),
+         ("afile", "directory"), _write("afile", "not a folder\n")),
 )
 
 

@@ -117,3 +117,29 @@ def test_log_prob_from_the_standardised_draw_equals_log_prob(float64):
         z, log_q = rsample_with_log_prob(q, 5)
         assert z.shape == (5, 4, 3) and log_q.shape == (5, 4)
         torch.testing.assert_close(log_q, q.log_prob(z))
+
+
+def test_soft_clamp_deviation_is_bounded_as_documented():
+    """-e^(t-hi)·exp(e^(lo-t)) <= soft_clamp(t) - t <= e^(lo-t) on both ranges the library uses, and the
+    deviations the module docstring quotes (computed in float64)."""
+    from vaekit.prob.bounds import (
+        DECODER_LOG_VAR_MAX,
+        DECODER_LOG_VAR_MIN,
+        ENCODER_LOG_VAR_MAX,
+        ENCODER_LOG_VAR_MIN,
+        soft_clamp,
+    )
+
+    for lo, hi in ((ENCODER_LOG_VAR_MIN, ENCODER_LOG_VAR_MAX), (DECODER_LOG_VAR_MIN, DECODER_LOG_VAR_MAX)):
+        t = torch.linspace(lo - 5, hi + 5, 20001, dtype=torch.float64)
+        dev = soft_clamp(t, lo, hi) - t
+        upper = torch.exp(lo - t)
+        lower = -torch.exp(t - hi) * torch.exp(torch.exp(lo - t))
+        assert torch.all(dev <= upper * (1 + 1e-12) + 1e-15) and torch.all(dev >= lower * (1 + 1e-12) - 1e-15)
+        inside = soft_clamp(t, lo, hi)
+        assert torch.all((inside > lo) & (inside < hi))
+    at = torch.tensor([0.0, -15.0], dtype=torch.float64)
+    dev = (soft_clamp(at, ENCODER_LOG_VAR_MIN, ENCODER_LOG_VAR_MAX) - at).abs()
+    assert dev[0] == pytest.approx(6.1e-6, rel=0.02) and dev[1] == pytest.approx(6.7e-3, rel=0.02)
+    c = torch.tensor(-13.6, dtype=torch.float64)
+    assert float(soft_clamp(c, DECODER_LOG_VAR_MIN, DECODER_LOG_VAR_MAX) - c) == pytest.approx(0.087, rel=0.05)

@@ -193,18 +193,31 @@ def test_free_bits_and_kl_per_dimension_use_the_models_prior():
 
 
 def test_estimators_never_change_the_model_they_evaluate():
-    """An estimate on a model left in training mode with the optimal c neither refits c on the data
-    nor leaves the mode changed."""
+    """Estimates on a model left in training mode with the optimal c (as fit returns it) neither refit
+    c on the data nor leave the mode changed, and equal the estimates in eval mode (same seed)."""
     model = _model(decoder_variance="optimal")
+    vaekit.fit(model, _data(), _data(16, 1), TrainConfig(epochs=1, batch_size=32))   # a running c ≠ its start
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    x = _data(16)
-    vaekit.estimate_log_likelihood(model, x, n_samples=20)
-    vaekit.active_units(model, [x])
-    vaekit.kl_per_dimension(model, x)
+    x = _data(16, seed=5)
+
+    def estimates():
+        torch.manual_seed(3)
+        return (vaekit.estimate_log_likelihood(model, x, n_samples=20).log_likelihood, vaekit.elbo(model, x),
+                vaekit.iwae_bound(model, x, n_samples=4), vaekit.kl_per_dimension(model, x),
+                vaekit.active_units(model, [x]).variances)
+
+    in_training = estimates()
     assert model.training
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+    model.eval()
+    for a, b in zip(in_training, estimates(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # the training objective, by contrast, fits c* to the batch in training mode (and so differs)
+    model.train()
+    torch.manual_seed(3)
+    assert not torch.equal(ELBO()(model, x), in_training[1])
 
 
 def test_sample_draws_from_the_models_prior():
@@ -250,3 +263,33 @@ def test_numpy_inputs_to_evaluate():
     x = np.random.default_rng(0).random((8, 1, 8, 8)).astype(np.float32)
     ev = vaekit.evaluate(model, x, importance_samples=10)
     assert ev.n == 8 and math.isfinite(ev.log_likelihood)
+
+
+def test_the_iwae_objective_refuses_the_optimal_decoder_variance():
+    """c* = MSE maximises the ELBO, not L_K: training the IWAE bound with it is refused in one line;
+    evaluating L_K of such a model (eval mode: the running c) is fine."""
+    model = _model(decoder_variance="optimal")
+    with pytest.raises(vaekit.ConfigError, match="objective iwae: the optimal decoder variance") as info:
+        vaekit.fit(model, _data(), _data(16, 1), TrainConfig(epochs=1, objective="iwae", samples=3))
+    assert "\n" not in str(info.value)
+    assert torch.isfinite(vaekit.iwae_bound(model, _data(4), n_samples=3)).all()
+    vaekit.fit(_model(decoder_variance="learned"), _data(), _data(16, 1),
+               TrainConfig(epochs=1, objective="iwae", samples=3))
+
+
+def test_the_command_line_trains_iwae_with_a_learned_c_by_default(tmp_path):
+    """`vaekit train --objective iwae` on a Gaussian decoder takes a learned c (the optimal c is the ELBO's
+    maximiser); asking for the optimal c with iwae exits 2 in one line before anything is written."""
+    import json
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "vaekit", "train", "--objective", "iwae", "--samples", "2", "--epochs", "1",
+            "--hidden", "8", "--latent-dim", "2", "--no-figures", "--no-progress", "--importance-samples", "5"]
+    ok = subprocess.run([*base, "--out", str(tmp_path / "a")], capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["model"]["decoder_variance"] == "learned"
+    bad = subprocess.run([*base, "--decoder-variance", "optimal", "--out", str(tmp_path / "b")], capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "--decoder-variance optimal" in bad.stderr and not (tmp_path / "b").exists()

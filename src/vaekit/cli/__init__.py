@@ -1,6 +1,7 @@
 """The ``vaekit`` command: ``vaekit SUBCOMMAND --help`` for each subcommand.
 
-Exit codes: 0 success; 2 a usage or input error (one line on stderr, no traceback); 1 otherwise.
+Exit codes: 0 success; 2 a usage or input error (one line on stderr, no traceback); 130, 143, 129
+stopped by SIGINT (Ctrl-C), SIGTERM, SIGHUP; 1 otherwise.
 The subcommands live in modules with ``register(subparsers)``, which adds their parsers and sets
 ``func`` (called with the parsed namespace, returns the exit code): :mod:`~vaekit.cli.train_cmd`
 (its options in :mod:`~vaekit.cli.train_options`, ``--resume`` in :mod:`~vaekit.cli.train_resume`),
@@ -11,9 +12,12 @@ The subcommands live in modules with ``register(subparsers)``, which adds their 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from vaekit.errors import VaekitError
 
@@ -43,6 +47,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _signal_name(signum: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+#: errno -> what a user reads: file system conditions that are the input's or the machine's fault.
+_FILE_SYSTEM_ERRORS = {
+    errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file too large (the file-size limit, ulimit -f, was reached)",
+    errno.EACCES: "permission denied", errno.EPERM: "operation not permitted", errno.EISDIR: "is a directory",
+    errno.ENAMETOOLONG: "file name too long", errno.ELOOP: "too many levels of symbolic links",
+    errno.ENOTDIR: "not a directory", errno.EEXIST: "already exists",
+}
+
+
+def _outside_fault(exc: Exception, command: str) -> str | None:
+    """The one-line message for an error that is not vaekit's: a file-system condition (read-only,
+    full, over the file-size limit, a file where a folder is needed, ...) naming the file, or an
+    allocation that failed in torch (out of memory); None for anything else."""
+    if isinstance(exc, OSError) and exc.errno in _FILE_SYSTEM_ERRORS:
+        reason = _FILE_SYSTEM_ERRORS[exc.errno]
+        if exc.filename is None:
+            return f"cannot write: {reason}"
+        name = os.fsdecode(exc.filename)
+        if exc.errno in (errno.EEXIST, errno.ENOTDIR):      # mkdir met a file where a folder is needed
+            blocker = next((p for p in (name, *map(str, Path(name).parents)) if os.path.isfile(p)), None)
+            if blocker is not None:
+                reason = f"{blocker} is a file, not a directory" if blocker != name else "is a file, not a directory"
+        return f"{name}: {reason}"
+    message = str(exc)
+    if isinstance(exc, RuntimeError) and ("can't allocate memory" in message or "not enough memory" in message
+                                          or type(exc).__name__ == "OutOfMemoryError"):
+        size = re.search(r"tried to allocate (\d+) bytes", message)
+        what = f"tried to allocate {_bytes(int(size.group(1)))}" if size else " ".join(message.split())[:200]
+        hint = "; a .npy training file larger than memory trains with --stream" if command == "train" else ""
+        return f"out of memory ({what}){hint}"
+    return None
+
+
+def _bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} bytes"
+
+
+def _lenient_output() -> None:
+    """Print what the terminal's encoding cannot hold (a file name that is not valid UTF-8) as
+    backslash escapes rather than fail after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if getattr(stream, "errors", None) == "strict" and reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def _version() -> str:
     from vaekit import __version__
 
@@ -51,6 +116,7 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (also used by ``python -m vaekit``)."""
+    _lenient_output()
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # report it as the subcommand's error, not the top-level parser's
@@ -63,14 +129,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"vaekit {args.command}: error: {exc.filename or exc}: file not found", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"vaekit {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:           # Ctrl-C: 130; SIGTERM, SIGHUP (TrainingInterrupted): 143, 129
+        signum = getattr(exc, "signum", 2)
+        what = "interrupted" if signum == 2 else f"stopped by {_signal_name(signum)}"
+        print(f"vaekit {args.command}: {what}", file=sys.stderr)
+        return 128 + signum
     except MemoryError as exc:
         hint = "; a .npy training file larger than memory trains with --stream" if args.command == "train" else ""
         print(f"vaekit {args.command}: error: out of memory ({exc or 'allocation failed'}){hint}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - last resort: one line, exit 1 (traceback with VAEKIT_DEBUG=1)
+        fault = _outside_fault(exc, args.command)
+        if fault is not None:                   # the file system or the memory, not vaekit: exit 2
+            print(f"vaekit {args.command}: error: {fault}", file=sys.stderr)
+            return 2
         if os.environ.get("VAEKIT_DEBUG"):
             raise
         print(f"vaekit {args.command}: internal error: {type(exc).__name__}: {exc} "

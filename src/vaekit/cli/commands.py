@@ -24,6 +24,7 @@ from vaekit.errors import ConfigError
 from vaekit.inference.evaluate import evaluate
 from vaekit.inference.gaps import Refinement, refine_posterior
 from vaekit.store.atomic import atomic_write_json
+from vaekit.store.lock import run_lock
 from vaekit.viz import plots
 from vaekit.viz.figures import is_image_shape, to_display
 
@@ -45,18 +46,22 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     levels = run.preprocessing.levels if run.preprocessing.dequantize else None
     torch.manual_seed(args.seed)
     refinement = _refinement(args) if args.gap_decomposition else None
-    result = evaluate(run.model, x, importance_samples=args.importance_samples, batch_size=args.batch_size,
-                      levels=levels, progress=sys.stderr.isatty(), refinement=refinement,
-                      gap_elbo_samples=args.gap_elbo_samples)
-    doc = {"run_dir": str(args.run_dir), "split": args.split, "data": spec.to_dict(), "limit": args.limit,
-           "seed": args.seed, **result.to_dict()}
-    out = atomic_write_json(run.layout.evaluation(args.split), doc)
+    with run_lock(run.layout.root, shared=True):     # no training run meanwhile
+        result = evaluate(run.model, x, importance_samples=args.importance_samples, batch_size=args.batch_size,
+                          levels=levels, progress=sys.stderr.isatty(), refinement=refinement,
+                          gap_elbo_samples=args.gap_elbo_samples,
+                          log_jacobian=run.preprocessing.log_jacobian)      # in the units of the data as given
+        doc = {"run_dir": str(args.run_dir), "split": args.split, "data": spec.to_dict(), "limit": args.limit,
+               "seed": args.seed, **result.to_dict()}
+        out = atomic_write_json(run.layout.evaluation(args.split), doc)
     if args.json:
         print(json.dumps(doc, allow_nan=False, sort_keys=True))
         return 0
     r = result
+    unsplit = spec.val_fraction == 0 and spec.test_fraction == 0           # --split all, or a --test-data file
+    what = f"every example of {spec.spec}" if unsplit else f"{args.split} split of {spec.spec}"
     rows = [
-        ("examples", f"{r.n} ({args.split} split of {spec.spec})"),
+        ("examples", f"{r.n} ({what})"),
         ("ELBO", _fmt(r.elbo)),
         ("  reconstruction E_q[log p(x|z)]", _fmt(r.reconstruction)),
         ("  KL(q(z|x) || p(z))", _fmt(r.kl)),
@@ -74,8 +79,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if r.bits_per_dim is not None:
         rows.append(("bits per dim", _fmt(r.bits_per_dim, "")))
     rows.append(("active units", f"{r.active_units} of {r.latent_dim}"))
+    if r.log_jacobian:
+        rows.append(("log-Jacobian of the standardisation", f"{_fmt(r.log_jacobian)} (included above)"))
     width = max(len(name) for name, _ in rows)
-    print(f"evaluation of {args.run_dir} (nats per example, means over the examples)")
+    print(f"evaluation of {args.run_dir} (nats per example, means over the examples; log-densities of the data "
+          "as given)")
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
     print(f"wrote {out}")
@@ -87,9 +95,12 @@ def _add_evaluate(sub) -> None:
                     "Evaluate a trained model on a split of its data: the ELBO and its two terms, log p(x) by "
                     "importance sampling with K draws (± its standard error), the posterior gap KL(q(z|x) || "
                     "p(z|x)), active units, bits per dim (continuous likelihood on dequantised images) and, "
-                    "for a linear Gaussian model, the exact log p(x) and gap. All in nats per example. Writes "
+                    "for a linear Gaussian model, the exact log p(x) and gap. All in nats per example; the "
+                    "log-densities are of the data in the units the user gave them (a table's standardisation "
+                    "is undone by its log-Jacobian; images stay on the [0, 1] scale). --data SPEC --split all "
+                    "evaluates on every example of another file, with the run's preprocessing. Writes "
                     "RUN_DIR/evaluation-SPLIT.json (replacing it).",
-                    "vaekit evaluate runs/digits --importance-samples 1000 --json")
+                    "vaekit evaluate runs/table --data test.csv --split all --importance-samples 1000 --json")
     ra.add_data_options(p)
     p.add_argument("--importance-samples", metavar="K", type=ra.positive_int, default=5000,
                    help="importance samples per example for log p(x) (default: 5000)")

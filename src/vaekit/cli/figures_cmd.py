@@ -14,6 +14,7 @@ from typing import Any
 from vaekit.cli import run_access as ra
 from vaekit.errors import DataError
 from vaekit.store.layout import RunLayout
+from vaekit.store.lock import run_lock
 from vaekit.store.metrics import read_history
 from vaekit.viz.figures import write_figures, write_run_report
 
@@ -46,14 +47,15 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     run, device = ra.load(args)
     x, labels, _ = ra.examples(run, args, device, args.limit)
     layout = run.layout
-    history = read_history(layout)
-    figures = write_figures(layout.root, model=run.model, x=x, labels=labels, history=history, seed=args.seed)
-    prep = run.preprocessing
-    config = {"model": run.config.to_dict(), "data": run.data.to_dict(), "train": run.train,
-              "preprocessing": {"kind": prep.kind, "levels": prep.levels, "binarize": prep.binarize,
-                                "dequantize": prep.dequantize, "standardised": prep.mean is not None}}
-    report = write_run_report(layout.root, metrics=_report_metrics(layout, history), figures=figures,
-                              config=config)
+    with run_lock(layout.root, shared=True):         # no training run meanwhile
+        history = read_history(layout)
+        figures = write_figures(layout.root, model=run.model, x=x, labels=labels, history=history, seed=args.seed)
+        prep = run.preprocessing
+        config = {"model": run.config.to_dict(), "data": run.data.to_dict(), "train": run.train,
+                  "preprocessing": {"kind": prep.kind, "levels": prep.levels, "binarize": prep.binarize,
+                                    "dequantize": prep.dequantize, "standardised": prep.mean is not None}}
+        report = write_run_report(layout.root, metrics=_report_metrics(layout, history), figures=figures,
+                                  config=config)
     for path in figures.values():
         print(f"wrote {path}")
     print(f"wrote {report}")

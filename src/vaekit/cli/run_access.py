@@ -4,7 +4,9 @@
 A run is loaded with :func:`vaekit.store.runs.load_run`; a run whose model names the user's own
 networks (``MODULE:FUNCTION``) loads only with ``--trust-code`` (otherwise exit 2, one line, nothing
 imported). Examples come from the run's own data (the stored DataSpec: same source, seed and
-splits) unless ``--data`` names other data, which get the run's stored preprocessing; they are
+splits; the test split of a run trained with ``--test-data`` is every example of that file) unless
+``--data`` names other data, which get the run's stored preprocessing (never refitted): split with
+the run's seed and fractions, or, with ``--split all``, every example of the file. They are
 prepared as for evaluation (:func:`vaekit.store.runs.eval_tensor`: binarised or dequantised once
 with seed :data:`EVAL_DATA_SEED`), so every command sees the same numbers.
 """
@@ -34,7 +36,7 @@ __all__ = ["EVAL_DATA_SEED", "SPLITS", "positive_int", "non_negative_int", "add_
 
 #: Seed of the one-off binarisation / dequantisation of the examples every command uses.
 EVAL_DATA_SEED = 0
-SPLITS = ("test", "val", "train")
+SPLITS = ("test", "val", "train", "all")
 
 
 def positive_int(text: str) -> int:
@@ -80,7 +82,8 @@ def add_data_options(p: argparse.ArgumentParser, *, limit: bool = True) -> None:
                         "default: the run's own data. The run's preprocessing is applied")
     p.add_argument("--data-dir", metavar="DIR", default=None,
                    help="where mnist / fashion-mnist files are (default: as stored with the run)")
-    p.add_argument("--split", choices=SPLITS, default="test", help="which split to use (default: test)")
+    p.add_argument("--split", choices=SPLITS, default="test",
+                   help="which split to use (default: test); all: every example of the --data file, unsplit")
     if limit:
         p.add_argument("--limit", metavar="N", type=positive_int, default=None,
                        help="use only the first N examples of the split")
@@ -122,31 +125,45 @@ def load(args: argparse.Namespace) -> tuple[Run, torch.device]:
     return run, device
 
 
-def _data_spec(run: Run, args: argparse.Namespace) -> DataSpec:
+def _image_size(run: Run, data: str) -> tuple[int, int] | None:
+    """A folder of images is resized to the run's image size (the stored one, else the model's HxW)."""
+    if not Path(data).is_dir():
+        return None
+    shape = run.config.data_shape
+    return run.data.image_size or ((shape[-2], shape[-1]) if len(shape) == 3 else None)
+
+
+def _data_spec(run: Run, args: argparse.Namespace) -> tuple[DataSpec, str]:
+    """The data to load and the split of them to use."""
     spec = run.data
+    if args.split == "all":
+        if args.data is None:
+            raise ConfigError("--split all: needs --data SPEC, the data to use every example of (the run's own "
+                              "data are split into train, val and test)")
+        return DataSpec(spec=args.data, data_dir=args.data_dir, seed=spec.seed, val_fraction=0.0, test_fraction=0.0,
+                        image_size=_image_size(run, args.data)), "all"
     if args.data is not None:
-        image_size = None
-        if Path(args.data).is_dir():                       # a folder of images: resize to the model's size
-            shape = run.config.data_shape
-            image_size = spec.image_size or ((shape[-2], shape[-1]) if len(shape) == 3 else None)
         return DataSpec(spec=args.data, data_dir=args.data_dir, seed=spec.seed, val_fraction=spec.val_fraction,
-                        test_fraction=spec.test_fraction, image_size=image_size,
-                        stream=spec.stream and Path(args.data).suffix.lower() == ".npy")
+                        test_fraction=spec.test_fraction, image_size=_image_size(run, args.data),
+                        stream=spec.stream and Path(args.data).suffix.lower() == ".npy"), args.split
     if args.data_dir is not None:
-        return replace(spec, data_dir=args.data_dir)
-    return spec
+        spec = replace(spec, data_dir=args.data_dir)
+    test = spec.test_spec()
+    if test is not None and args.split == "test":           # trained with --test-data: every example of that file
+        return test, "all"
+    return spec, args.split
 
 
 def examples(run: Run, args: argparse.Namespace, device: torch.device,
              limit: int | None = None) -> tuple[Tensor, np.ndarray | None, DataSpec]:
     """The chosen split's first ``limit`` examples, prepared for the model, with their labels."""
-    spec = _data_spec(run, args)
+    spec, split = _data_spec(run, args)
     dataset = spec.load()
     model_shape = tuple(run.config.data_shape)
     if tuple(dataset.shape) != model_shape:
         raise ShapeError(f"--data {spec.spec}: examples of shape {tuple(dataset.shape)} do not match the "
                          f"model's data shape {model_shape}")
-    x, labels = split_of(dataset, args.split, limit)
+    x, labels = split_of(dataset, split, limit)
     try:
         tensor = eval_tensor(run.preprocessing, x, seed=EVAL_DATA_SEED, device=device)
     except DataError as exc:

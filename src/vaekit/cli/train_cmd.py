@@ -21,14 +21,21 @@ with images scaled to [0, 1] a fixed c = 1 makes the reconstruction term negligi
 KL term and gives blurry reconstructions. ``--seed`` seeds the data split, the initialisation and
 training.
 
-Ctrl-C stops training after the current step and saves a checkpoint of that moment (mid-epoch
-included) in RUN_DIR/checkpoints; ``vaekit train --out RUN_DIR --resume`` continues from it exactly
-(exit code 130).
+Ctrl-C, SIGTERM and SIGHUP (what torchrun, Slurm and Kubernetes send) stop training after the
+current step and save a checkpoint of that moment (mid-epoch included; under torchrun with several
+processes, the last completed epoch's) in RUN_DIR/checkpoints; ``vaekit train --out RUN_DIR --resume``
+continues from it exactly. Exit code 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP, with one line.
+
+The run directory is locked (RUN_DIR/.lock, :mod:`vaekit.store.lock`) from the first write to the
+end of the command: a second ``vaekit train`` (or ``evaluate``, ``figures``) on it exits with code 2
+and one line naming the process that holds it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import shlex
 import sys
 import time
@@ -42,6 +49,7 @@ from vaekit.cli import train_options as options
 from vaekit.cli.train_resume import merge_for_resume
 from vaekit.errors import ConfigError
 from vaekit.store.layout import RunLayout
+from vaekit.store.lock import refuse_if_locked, run_lock
 
 __all__ = ["register"]
 
@@ -96,23 +104,95 @@ def _epoch_printer(total: int) -> Callable[[Any], None]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from vaekit.training import distributed, interrupts
+
+    interrupts.forget_received()
+    interrupts.watch_parent()                         # torchrun: stop if the agent dies
+    with contextlib.ExitStack() as hold:              # the run's lock and the signal handlers, kept to the end:
+        try:                                          # a repeated stop signal cannot cut the exit short
+            code = _train(args, hold)
+        except BaseException as exc:
+            distributed.shutdown(wait=False)
+            signum = _stop_signal(exc)
+            if signum is not None:
+                if distributed.env_rank() == 0:
+                    _report_stop(args, signum)
+                return 128 + signum
+            lost = _lost_peers(exc, args)
+            if lost is None:
+                raise
+            print(f"vaekit train: error: {lost}", file=sys.stderr)
+            return 1
+        distributed.shutdown()
+        return code
+
+
+def _stop_signal(exc: BaseException) -> int | None:
+    """The stop signal (SIGINT, SIGTERM, SIGHUP) that ended the command with ``exc``, or None.
+    Under torchrun, a rank whose peer stopped first may see the peer's departure (a RuntimeError
+    from a collective) before its own signal: that counts as the signal it received."""
+    from vaekit.training import distributed, interrupts
+
+    if isinstance(exc, KeyboardInterrupt):
+        return interrupts.exit_code(exc) - 128
+    received = interrupts.received_signal()
+    if received is not None and isinstance(exc, RuntimeError) and distributed.launched_by_torchrun():
+        return received
+    return None
+
+
+def _lost_peers(exc: BaseException, args: argparse.Namespace) -> str | None:
+    """Under torchrun, the one-line reason when a collective failed because another rank stalled
+    (no answer within --dist-timeout) or went away; None for any other error."""
     from vaekit.training import distributed
 
-    try:
-        code = _train(args)
-    except BaseException:
-        distributed.shutdown(wait=False)
-        raise
-    distributed.shutdown()
-    return code
+    if not (isinstance(exc, RuntimeError) and distributed.launched_by_torchrun()):
+        return None
+    text = str(exc).lower()
+    if "timed out" in text or "timeout" in text:            # gloo: "Timed out waiting", "Application timeout"
+        timeout = getattr(args, "dist_timeout_s", None)
+        within = f" within --dist-timeout {timeout:g} s" if timeout is not None else ""
+        return (f"rank {distributed.env_rank()}: no answer from the other ranks{within} (a rank stalled or its "
+                "machine failed); torchrun stops the run, or restarts it with --max-restarts and --auto-resume")
+    if "closed by peer" in text or "reset by peer" in text or "connection closed" in text:
+        return (f"rank {distributed.env_rank()}: lost the connection to another rank (it stopped or its machine "
+                "failed); torchrun stops the run, or restarts it with --max-restarts and --auto-resume")
+    return None
 
 
-def _train(args: argparse.Namespace) -> int:
+def _report_stop(args: argparse.Namespace, signum: int) -> None:
+    """One line on stderr: what stopped training and, when there is a run, how to resume it."""
+    from vaekit.training.interrupts import signal_name
+
+    what = "interrupted" if signum == 2 else f"stopped by {signal_name(signum)}"
+    run_dir = getattr(args, "run_dir", None)
+    if run_dir is not None and RunLayout.of(run_dir).config.is_file():
+        what += (f"; resume with: vaekit train --out {shlex.quote(str(run_dir))} --resume"
+                 + (" --trust-code" if args.trust_code else ""))
+    print(f"vaekit train: {what}", file=sys.stderr)
+
+
+def _refuse_locked(layout: RunLayout) -> None:
+    from vaekit.training import distributed
+
+    if distributed.env_rank() == 0:                   # under torchrun, rank 0 is the one writer
+        refuse_if_locked(layout.root, option="--out ")
+
+
+def _refuse_existing(layout: RunLayout) -> None:
+    if layout.config.exists() or layout.checkpoint.parent.exists():
+        raise ConfigError(f"--out {layout.root}: already holds a run; pass --resume to continue it or choose "
+                          "another directory")
+
+
+def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     from vaekit.data import Preprocessing, fit_preprocessing
     from vaekit.models.likelihoods import build_likelihood
     from vaekit.models.vae import build_vae
     from vaekit.store.model_files import save_model
+    from vaekit.store.runs import load_test_data
     from vaekit.training import distributed, fit
+    from vaekit.training.interrupts import stop_signals_raise
 
     values, explicit = options.resolve(args)
     if args.auto_resume:
@@ -123,6 +203,7 @@ def _train(args: argparse.Namespace) -> int:
         if values["out"] is None:
             raise ConfigError("--resume: needs --out RUN_DIR, the run to continue")
         layout = RunLayout.of(values["out"])
+        _refuse_locked(layout)
         if not layout.config.is_file():
             raise ConfigError(f"--resume: {layout.root} holds no run to resume (no {layout.config.name})")
         values, model_config, extra = merge_for_resume(layout.root, values, explicit)
@@ -131,14 +212,17 @@ def _train(args: argparse.Namespace) -> int:
         preprocessing = Preprocessing.from_dict(extra["preprocessing"])
     else:
         layout = RunLayout.of(values["out"] if values["out"] is not None else _default_out(values["data"]))
-        if layout.config.exists() or layout.checkpoint.parent.exists():
-            raise ConfigError(f"--out {layout.root}: already holds a run; pass --resume to continue it or choose "
-                              "another directory")
+        _refuse_locked(layout)
+        _refuse_existing(layout)
         options.refuse_untrusted(values["arch"], args.trust_code)
         options.model_config(values, explicit, (1,))                   # option errors before the data load
+        options.check_test_data(values, explicit)
         data_spec = options.data_spec(values)
-    run_dir = layout.root
-    values["device"] = distributed.init_from_env(options.train_device(values["device"]))  # torchrun: join the group
+    run_dir = args.run_dir = layout.root
+    args.dist_timeout_s = values["dist_timeout"]
+    values["device"] = distributed.init_from_env(options.train_device(values["device"]),  # torchrun: join the group
+                                                 timeout_s=values["dist_timeout"])
+    hold.enter_context(stop_signals_raise())          # SIGTERM and SIGHUP stop the command as Ctrl-C does
     main = distributed.is_main()
     train_config = options.train_config(values)
     progress = not values["no_progress"] and sys.stderr.isatty() and main
@@ -147,10 +231,13 @@ def _train(args: argparse.Namespace) -> int:
     if not args.resume:
         model_config = options.model_config(values, explicit, tuple(dataset.shape))
         data_kind = build_likelihood(model_config.likelihood, model_config.data_shape).data_kind
-        preprocessing = fit_preprocessing(dataset, data_kind)
+        preprocessing = fit_preprocessing(dataset, data_kind, standardize=values["standardize"])
     elif tuple(dataset.shape) != tuple(model_config.data_shape):
         raise ConfigError(f"--data {data_spec.spec}: examples of shape {tuple(dataset.shape)} do not match the "
                           f"run's model {tuple(model_config.data_shape)}")
+    test = load_test_data(data_spec, preprocessing, tuple(model_config.data_shape), download=values["download"])
+    if test is not None:                              # --test-data: its every example is the test split
+        dataset = dataclasses.replace(dataset, test=test[0], test_labels=test[1])
     train_x = dataset.train if data_spec.stream else preprocessing.prepare(dataset.train)
     val_x = preprocessing.prepare(dataset.val)
     if val_x.shape[0] == 0:
@@ -161,19 +248,18 @@ def _train(args: argparse.Namespace) -> int:
     except ConfigError as exc:                        # e.g. the user's module fails to import
         raise options.option_error(exc) from None
     extra = {"preprocessing": preprocessing.to_dict(), "data": data_spec.to_dict(), "train": train_config.to_dict()}
+    if main:                                          # the run's one writer from its first write to the end
+        hold.enter_context(run_lock(run_dir, option="--out "))
+        if not args.resume:
+            _refuse_existing(layout)                  # again, under the lock: no other process creates it now
     distributed.barrier()                             # every rank has checked --out before rank 0 writes there
     if not args.resume and main:
         save_model(model, run_dir, extra=extra)       # config.json first: the run can be resumed from now on
 
     callbacks = [] if progress or not main else [_epoch_printer(train_config.epochs)]
-    try:
-        result = fit(model, train_x, val_x, train_config, preprocessing=preprocessing, run_dir=run_dir,
-                     resume=args.resume, progress=progress, callbacks=callbacks, model_extra=extra)
-    except KeyboardInterrupt:
-        if main:
-            print(f"vaekit train: interrupted; resume with: vaekit train --out {shlex.quote(str(run_dir))} --resume"
-                  + (" --trust-code" if args.trust_code else ""), file=sys.stderr)
-        return 130
+    result = fit(model, train_x, val_x, train_config, preprocessing=preprocessing, run_dir=run_dir,
+                 resume=args.resume, progress=progress, callbacks=callbacks, model_extra=extra)
+    distributed.shutdown()                            # leave the group: the end's work is rank 0's alone
     if not main:
         return 0                                      # rank 0 evaluates and writes the figures
     summary = [f"run directory: {run_dir}"]
@@ -193,7 +279,8 @@ def _finish(args: argparse.Namespace, values: dict[str, Any], layout: RunLayout,
     run = load_run(layout.root, map_location=train_config.device, trust_code=args.trust_code)
     run.model.eval()
     stopped = ", stopped early" if result.stopped_early else ""
-    summary = [f"best validation ELBO: {result.best_val_elbo:.4f} nats (epoch {result.best_epoch} of "
+    units = " of the standardised data" if preprocessing.standardized else ""     # training metrics: model units
+    summary = [f"best validation ELBO: {result.best_val_elbo:.4f} nats{units} (epoch {result.best_epoch} of "
                f"{len(result.history)}{stopped})"]
     split, x_raw, labels = "test", dataset.test, dataset.test_labels
     if x_raw is None or len(x_raw) < 2:
@@ -209,7 +296,8 @@ def _finish(args: argparse.Namespace, values: dict[str, Any], layout: RunLayout,
     x = eval_tensor(preprocessing, x_raw, seed=EVAL_DATA_SEED, device=train_config.device)
     torch.manual_seed(train_config.seed)
     evaluation = evaluate(run.model, x, importance_samples=values["importance_samples"],
-                          levels=preprocessing.levels if preprocessing.dequantize else None, progress=progress)
+                          levels=preprocessing.levels if preprocessing.dequantize else None, progress=progress,
+                          log_jacobian=preprocessing.log_jacobian)      # in the units of the data as given
     doc = {"run_dir": str(layout.root), "split": split, "data": data_spec.to_dict(), "limit": None,
            "seed": train_config.seed, **evaluation.to_dict()}
     atomic_write_json(layout.evaluation(split), doc)

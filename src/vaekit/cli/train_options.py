@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vaekit.data.preprocessing import STANDARDIZE
 from vaekit.devices import resolve_device
 from vaekit.errors import ConfigError, UntrustedCodeError
 from vaekit.inference.objectives import OBJECTIVES
@@ -30,9 +31,10 @@ from vaekit.models.networks import ACTIVATIONS
 from vaekit.models.variance import VARIANCE_MODES, parse_variance
 from vaekit.store.runs import DataSpec
 from vaekit.training import PRECISIONS, TrainConfig
+from vaekit.training.distributed import DEFAULT_TIMEOUT_S
 
 __all__ = ["Opt", "OPTIONS", "BY_NAME", "GROUPS", "RESUMABLE", "MLP_OPTIONS", "flag", "show", "resolve",
-           "data_spec", "arch_args", "model_config", "option_error", "train_config", "train_device",
+           "data_spec", "check_test_data", "arch_args", "model_config", "option_error", "train_config", "train_device",
            "refuse_untrusted", "normalise_arch"]
 
 GROUPS = ("data", "model", "train", "run")
@@ -170,11 +172,19 @@ OPTIONS = (
     Opt("image_size", "data", _image_size, None, "resize the images of a folder to HxW", "HxW"),
     Opt("stream", "data", None, False, "memory-map a .npy --data file and read its training split in shuffled "
         "blocks, for data larger than memory"),
+    Opt("test_data", "data", _str, None, "separate test data (a dataset name or file, like --data): the "
+        "end-of-training evaluation uses every example of it, with the training preprocessing; --data is then "
+        "split into training and validation only", "SPEC"),
+    Opt("standardize", "data", _choice(*STANDARDIZE), "columns", "continuous tabular data: standardise each "
+        "column with the training mean and std (columns) or use the values as given (none); images and binary "
+        "data ignore it. Reported log-densities are of the data as given either way", "{" + ",".join(STANDARDIZE)
+        + "}"),
     Opt("latent_dim", "model", _int(1), 16, "latent dimensions K", "K"),
     Opt("likelihood", "model", _choice(*LIKELIHOODS), "gaussian", "decoder likelihood: gaussian or bernoulli "
         "(bernoulli binarises images dynamically, gaussian dequantises them)", "{gaussian,bernoulli}"),
     Opt("decoder_variance", "model", _decoder_variance, "optimal", "the Gaussian decoder's c: a number > 0, "
-        "learned, learned-per-dim or optimal (c = mean squared error)", "C"),
+        "learned, learned-per-dim or optimal (c = mean squared error; default optimal, learned with --objective iwae)",
+        "C"),
     Opt("arch", "model", _arch, "mlp", "network: mlp, linear (affine encoder and decoder), or MODULE:FUNCTION, "
         "your own builder (MODULE a module name or a .py file; needs --trust-code), called as "
         "FUNCTION(data_shape=..., latent_dim=..., **arch_args) and returning (encoder_trunk, decoder_net)",
@@ -213,6 +223,9 @@ OPTIONS = (
         "RUN_DIR"),
     Opt("no_progress", "run", None, False, "no progress bars (they are shown only on a terminal anyway)"),
     Opt("no_figures", "run", None, False, "skip the figures and report.html"),
+    Opt("dist_timeout", "run", _float(0.0, strict=True), DEFAULT_TIMEOUT_S, "under torchrun: seconds a rank waits "
+        "for the others (at a step, a validation, a checkpoint) before the run fails, so that a frozen rank stops "
+        "the run rather than holding it", "SECONDS"),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 #: Option name -> TrainConfig field, where they differ.
@@ -249,6 +262,8 @@ def _from_file(path: Path) -> dict[str, Any]:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--config {path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"--config {path}: not valid JSON (nested too deeply)") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"--config {path}: expected a JSON object of option values")
     values: dict[str, Any] = {}
@@ -289,6 +304,8 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], set[str]]:
     explicit: dict[str, Any] = _from_file(args.config) if args.config is not None else {}
     explicit.update({o.name: getattr(args, o.name) for o in OPTIONS if getattr(args, o.name) is not None})
     values.update(explicit)
+    if values["objective"] == "iwae" and "decoder_variance" not in explicit:
+        values["decoder_variance"] = "learned"      # c* = MSE maximises the ELBO, not the IWAE bound
     return values, set(explicit)
 
 
@@ -300,10 +317,19 @@ def train_device(name: str) -> str:
 
 
 def data_spec(values: dict[str, Any]) -> DataSpec:
-    """The DataSpec the data options name."""
+    """The DataSpec the data options name (with --test-data, --data keeps no test split)."""
+    test_data = values.get("test_data")
     return DataSpec(spec=values["data"], data_dir=values["data_dir"], seed=values["seed"],
-                    val_fraction=values["val_fraction"], test_fraction=values["test_fraction"],
-                    image_size=values["image_size"], stream=values["stream"])
+                    val_fraction=values["val_fraction"],
+                    test_fraction=0.0 if test_data is not None else values["test_fraction"],
+                    image_size=values["image_size"], stream=values["stream"], test_data=test_data)
+
+
+def check_test_data(values: dict[str, Any], explicit: set[str]) -> None:
+    """--test-fraction does not apply with --test-data (the test examples are that data's): a ConfigError."""
+    if values.get("test_data") is not None and "test_fraction" in explicit:
+        raise ConfigError(f"--test-fraction: does not apply with --test-data {values['test_data']} (every example "
+                          "of that is the test split; --data is split into training and validation only)")
 
 
 def arch_args(values: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
@@ -325,6 +351,9 @@ def arch_args(values: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
 def model_config(values: dict[str, Any], explicit: set[str], data_shape: tuple[int, ...]) -> VAEConfig:
     """The VAEConfig the model options name, for examples of shape ``data_shape``; an impossible
     value is a ConfigError naming its option."""
+    if values["objective"] == "iwae" and values["decoder_variance"] == "optimal" and values["likelihood"] == "gaussian":
+        raise ConfigError("--decoder-variance optimal: c* = the mean squared error maximises the ELBO, not the IWAE "
+                          "bound; with --objective iwae use learned, learned-per-dim or a number")
     try:
         return VAEConfig(data_shape=data_shape, latent_dim=values["latent_dim"], arch=values["arch"],
                          arch_args=arch_args(values, explicit), likelihood=values["likelihood"],

@@ -16,6 +16,7 @@ from typing import Any
 from vaekit.cli import train_options as options
 from vaekit.errors import CheckpointError, ConfigError
 from vaekit.models.config import VAEConfig
+from vaekit.models.likelihoods import build_likelihood
 from vaekit.store.layout import RunLayout
 from vaekit.store.runs import DataSpec
 from vaekit.training import TrainConfig
@@ -37,12 +38,16 @@ def _stored_values(run_dir: Path) -> tuple[dict[str, Any], VAEConfig, dict[str, 
     try:
         data = DataSpec.from_dict(extra["data"])
         train = TrainConfig.from_dict(extra["train"])
-        Preprocessing.from_dict(extra["preprocessing"])
+        preprocessing = Preprocessing.from_dict(extra["preprocessing"])
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{source}: not a run written by 'vaekit train' (missing or bad {exc})") from None
     values = {o.name: o.default for o in options.OPTIONS}
     values.update({name: getattr(data, options.DATA_FIELD.get(name, name)) for name in
-                   ("data", "data_dir", "val_fraction", "test_fraction", "image_size", "stream")})
+                   ("data", "data_dir", "val_fraction", "test_fraction", "image_size", "stream", "test_data")})
+    # --standardize is stored in the preprocessing: "none" only where it applied (continuous tables) and was off
+    continuous = build_likelihood(config.likelihood, config.data_shape).data_kind == "continuous"
+    if preprocessing.kind == "tabular" and continuous and not preprocessing.standardized:
+        values["standardize"] = "none"
     values.update({name: getattr(config, name) for name in
                    ("latent_dim", "likelihood", "decoder_variance", "arch", "posterior")})
     values["arch_args"] = dict(config.arch_args)

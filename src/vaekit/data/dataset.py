@@ -6,6 +6,8 @@ next ``n_val`` to validation, the rest to training; each split keeps the origina
 examples. Every example lands in exactly one split. With ``N`` examples (after removing the
 test split, ``N'``): ``n_test = round(test_fraction * N)`` and ``n_val = round(val_fraction * N')``,
 each at least 1 when its fraction is positive and never so large that training is left empty.
+With both fractions 0 nothing is split: training holds every example, in the source's order
+(:meth:`Dataset.every_example` gives all the examples of any dataset, e.g. to evaluate on a file).
 """
 
 from __future__ import annotations
@@ -51,6 +53,25 @@ class Dataset:
     val_labels: np.ndarray | None
     test_labels: np.ndarray | None
 
+    def every_example(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Every example of the dataset and its labels (``None`` unless every split has labels):
+        the training, validation and test splits concatenated, in that order. Loaded with
+        ``val_fraction=0`` and ``test_fraction=0`` that is the source's own order (for MNIST the
+        training file, then t10k). Not for a streamed training split (raises :class:`ConfigError`)."""
+        if hasattr(self.train, "read"):                    # a vaekit.data.stream.NpyStream
+            raise ConfigError(f"{self.name}: every example of a streamed dataset cannot be held in memory here")
+        parts = [(self.train, self.train_labels), (self.val, self.val_labels)]
+        if self.test is not None:
+            parts.append((self.test, self.test_labels))
+        parts = [(x, y) for x, y in parts if len(x)]
+        if not parts:
+            return self.train, self.train_labels
+        if len(parts) == 1:
+            return parts[0]
+        x = np.concatenate([x for x, _ in parts])
+        label_parts = [y for _, y in parts if y is not None]
+        return x, np.concatenate(label_parts) if len(label_parts) == len(parts) else None
+
     @property
     def dim(self) -> int:
         """Number of values in one example, the product of ``shape``."""
@@ -88,9 +109,14 @@ def split_indices(
 
     Part ``i`` takes ``round(fractions[i] * remaining)`` of the indices not yet taken (at least 1
     if the fraction is positive, never leaving the last part empty); the last part takes the
-    rest. Deterministic in ``seed``. Raises :class:`DataError` when ``n < 3``.
+    rest. Deterministic in ``seed``. Raises :class:`DataError` when ``n < 3``, or, when every
+    fraction is 0 (nothing to split off: the last part is everything), when ``n < 1``.
     """
     fracs = [_check_fraction(f, f"fraction {i}") for i, f in enumerate(fractions)]
+    if not any(f > 0 for f in fracs):
+        if n < 1:
+            raise DataError(f"{source}: holds no examples")
+        return [np.zeros(0, dtype=np.int64) for _ in fracs] + [np.arange(n)]
     if n < 3:
         raise DataError(f"{source}: {n} example(s) cannot be split into train/val/test, need at least 3")
     perm = np.random.default_rng(_check_seed(seed)).permutation(n)

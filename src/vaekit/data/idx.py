@@ -7,9 +7,12 @@ with dtype codes 0x08 (uint8), 0x09 (int8), 0x0B (int16), 0x0C (int32), 0x0D (fl
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import numpy as np
 
@@ -26,6 +29,8 @@ _IDX_DTYPES: dict[int, str] = {
     0x0E: ">f8",
 }
 _IDX_CODES = {f"{np.dtype(v).kind}{np.dtype(v).itemsize}": k for k, v in _IDX_DTYPES.items()}
+_CHUNK = 1 << 24
+_DRAIN = 1 << 26        # how far a compressed file with a bad header is read to find a gzip error first
 
 
 def is_idx_path(path: Path) -> bool:
@@ -36,61 +41,118 @@ def is_idx_path(path: Path) -> bool:
     return name.endswith(".idx") or name.endswith("ubyte") or ".idx" in name
 
 
-def _read_maybe_gzip(path: Path) -> bytes:
-    """Read a file's bytes, decompressing gzip (by name or magic bytes); DataError if corrupt."""
-    source = _name(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{source}: cannot read file ({_one_line(exc)})") from exc
-    if path.name.lower().endswith(".gz") or raw[:2] == b"\x1f\x8b":
-        if not raw:
-            raise DataError(f"{source}: empty file")
-        try:
-            return gzip.decompress(raw)
-        except EOFError as exc:
-            raise DataError(f"{source}: truncated gzip data ({_one_line(exc)})") from exc
-        except (OSError, zlib.error) as exc:
-            raise DataError(f"{source}: corrupt gzip data ({_one_line(exc)})") from exc
-    return raw
-
-
-def parse_idx(data: bytes, source: str) -> np.ndarray:
-    """Parse the bytes of an IDX file into an array (native byte order); DataError if malformed."""
-    if len(data) == 0:
+def _header(read: Callable[[int], bytes], source: str) -> tuple[int, tuple[int, ...], np.dtype]:
+    """Read and check an IDX header through ``read(n)``: (header size, dimensions, big-endian dtype)."""
+    head = read(4)
+    if len(head) == 0:
         raise DataError(f"{source}: empty file")
-    if len(data) < 4:
-        raise DataError(f"{source}: file of {len(data)} bytes is too short for an IDX header")
-    if data[0] != 0 or data[1] != 0:
-        raise DataError(
-            f"{source}: bad IDX magic number 0x{data[:4].hex()} (must start with two zero bytes)"
-        )
-    code, ndim = data[2], data[3]
+    if len(head) < 4:
+        raise DataError(f"{source}: file of {len(head)} bytes is too short for an IDX header")
+    if head[0] != 0 or head[1] != 0:
+        raise DataError(f"{source}: bad IDX magic number 0x{head.hex()} (must start with two zero bytes)")
+    code, ndim = head[2], head[3]
     if code not in _IDX_DTYPES:
         raise DataError(f"{source}: unknown IDX dtype code 0x{code:02x} in the magic number")
     if ndim == 0:
         raise DataError(f"{source}: IDX header declares 0 dimensions")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(
-            f"{source}: file of {len(data)} bytes is too short for an IDX header with {ndim} dimensions"
-        )
-    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    dtype = np.dtype(_IDX_DTYPES[code])
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    size = 4 + 4 * ndim
+    sizes = read(4 * ndim)
+    if len(sizes) < 4 * ndim:
+        raise DataError(f"{source}: file of {4 + len(sizes)} bytes is too short for an IDX header "
+                        f"with {ndim} dimensions")
+    dims = tuple(int(d) for d in np.frombuffer(sizes, dtype=">u4"))
+    return size, dims, np.dtype(_IDX_DTYPES[code])
+
+
+def _payload_size(dims: tuple[int, ...], dtype: np.dtype) -> int:
+    return math.prod(dims) * dtype.itemsize
+
+
+def _to_array(payload: bytes | bytearray, dims: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The payload as an array in native byte order (converted in place: no second copy)."""
+    arr = np.frombuffer(payload, dtype=dtype).reshape(dims)
+    if dtype.byteorder not in ("=", "|") and dtype.itemsize > 1:
+        if not arr.flags.writeable:
+            arr = arr.copy()
+        arr = arr.byteswap(inplace=True).view(dtype.newbyteorder("="))
+    return arr
+
+
+def parse_idx(data: bytes, source: str) -> np.ndarray:
+    """Parse the bytes of an IDX file into an array (native byte order); DataError if malformed."""
+    view = memoryview(data)
+    offset = 0
+
+    def read(n: int) -> bytes:
+        nonlocal offset
+        chunk = bytes(view[offset:offset + n])
+        offset += len(chunk)
+        return chunk
+
+    header, dims, dtype = _header(read, source)
+    expected = header + _payload_size(dims, dtype)
     if len(data) != expected:
-        raise DataError(
-            f"{source}: IDX dimensions {dims} of {dtype.name} need {expected} bytes, "
-            f"file has {len(data)}"
-        )
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
-    return arr.astype(dtype.newbyteorder("="))
+        raise DataError(f"{source}: IDX dimensions {dims} of {dtype.name} need {expected} bytes, file has {len(data)}")
+    return _to_array(bytearray(view[header:]), dims, dtype)
+
+
+def _read_at_most(stream: BinaryIO, limit: int) -> bytearray:
+    """Up to ``limit`` bytes of ``stream``, read in chunks (memory grows with what is actually read)."""
+    buf = bytearray()
+    while len(buf) < limit:
+        chunk = stream.read(min(_CHUNK, limit - len(buf)))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
 
 
 def read_idx(path: str | os.PathLike[str]) -> tuple[np.ndarray, None]:
-    """Read an IDX file, raw or gzip-compressed; return ``(array, None)``."""
+    """Read an IDX file, raw or gzip-compressed (by name or magic bytes); return ``(array, None)``.
+
+    The header is read first and then at most the number of bytes it declares plus one, so a
+    compressed file that inflates beyond its declared size (a gzip bomb) is refused after reading
+    that much, never inflated whole; an uncompressed file's size is compared with the header's
+    before its data are read."""
     path = Path(path)
-    return parse_idx(_read_maybe_gzip(path), _name(path)), None
+    source = _name(path)
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise DataError(f"{source}: cannot read file ({_one_line(exc)})") from exc
+    with fh:
+        try:
+            compressed = path.name.lower().endswith(".gz") or fh.read(2) == b"\x1f\x8b"
+            fh.seek(0)
+            file_size = os.fstat(fh.fileno()).st_size
+        except OSError as exc:
+            raise DataError(f"{source}: cannot read file ({_one_line(exc)})") from exc
+        if compressed and file_size == 0:
+            raise DataError(f"{source}: empty file")
+        stream = cast(BinaryIO, gzip.GzipFile(fileobj=fh, mode="rb") if compressed else fh)
+        try:
+            try:
+                header, dims, dtype = _header(stream.read, source)
+            except DataError:
+                if compressed:      # a damaged gzip stream is the better explanation of a bad header
+                    while stream.read(_CHUNK) and stream.tell() < _DRAIN:
+                        pass
+                raise
+            payload = _payload_size(dims, dtype)
+            if not compressed and file_size != header + payload:
+                raise DataError(f"{source}: IDX dimensions {dims} of {dtype.name} need {header + payload} bytes, "
+                                f"file has {file_size}")
+            data = _read_at_most(stream, payload + 1)
+        except EOFError as exc:
+            raise DataError(f"{source}: truncated gzip data ({_one_line(exc)})") from exc
+        except (OSError, zlib.error) as exc:
+            what = "corrupt gzip data" if compressed else "cannot read file"
+            raise DataError(f"{source}: {what} ({_one_line(exc)})") from exc
+    if len(data) != payload:
+        has = f"{header + len(data)}" if len(data) < payload else "more (reading stopped there)"
+        raise DataError(f"{source}: IDX dimensions {dims} of {dtype.name} need {header + payload} bytes, "
+                        f"{'decompressed ' if compressed else ''}file has {has}")
+    return _to_array(data, dims, dtype), None
 
 
 def write_idx(path: str | os.PathLike[str], x: np.ndarray) -> None:

@@ -2,12 +2,15 @@
 
 The folder is not searched recursively and files are sorted by name. Grayscale (mode ``L``, or
 ``1`` which becomes ``L``) gives C=1, ``RGB`` (or palette ``P``, which is expanded to ``RGB``)
-gives C=3; other modes (e.g. ``RGBA``, 16-bit) are refused.
+gives C=3; other modes (e.g. ``RGBA``, 16-bit) are refused. An image of more pixels than Pillow's
+decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, about 179 million) is refused before it
+is decoded.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, cast
 
@@ -61,7 +64,16 @@ def read_image_folder(
     first_size: tuple[int, int] | None = None
     for p in files:
         try:
-            with Image.open(p) as im:
+            with warnings.catch_warnings():     # Pillow only warns between 1x and 2x its limit: refuse those too
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                opened = Image.open(p)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DataError(f"{_name(p)}: image refused, too large to decode ({_one_line(exc)})") from None
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise DataError(f"{_name(p)}: cannot read image ({_one_line(exc)})") from exc
+        try:
+            with opened:
+                im: Image.Image = opened
                 im.load()
                 mode = im.mode
                 if mode == "1":

@@ -8,7 +8,11 @@ download leaves nothing behind, and an existing file is never overwritten.
 
 A downloaded ``.gz`` passes verification when the md5 of its bytes is the published checksum, or
 (where known) when the md5 of its uncompressed bytes is the published checksum of the original
-uncompressed file, so a mirror that recompressed identical content is accepted.
+uncompressed file, so a mirror that recompressed identical content is accepted. The size of every
+file is known (the uncompressed bytes of 60,000 or 10,000 28x28 images or labels), so a download
+is read to at most a gzip of that size plus one byte, and a mirror that sends (or announces) more
+is refused and the next one tried; verifying a recompressed file inflates at most the known size.
+The https mirrors come first; the plain-http originals are a fallback, checked by the same md5s.
 
 The mirror list is, in order of precedence: the ``mirrors=`` argument; the environment variable
 ``VAEKIT_MNIST_MIRROR`` (``VAEKIT_FASHION_MNIST_MIRROR`` for Fashion-MNIST), a comma-separated
@@ -43,11 +47,15 @@ __all__ = [
     "load_idx_dataset",
 ]
 
+#: https mirrors first; the original plain-http sites last (every file is checked against its
+#: published md5 whichever mirror serves it).
 MNIST_MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
     "http://yann.lecun.com/exdb/mnist/",
 )
 FASHION_MNIST_MIRRORS: tuple[str, ...] = (
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
     "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
 )
 
@@ -61,6 +69,23 @@ IDX_FILES: tuple[str, ...] = (
 
 _TIMEOUT_S = 60.0
 _CHUNK = 1 << 20
+
+#: Bytes of each file uncompressed (the same for MNIST and Fashion-MNIST: 60,000 and 10,000 28x28
+#: images and their labels, with the IDX header).
+_RAW_SIZES: dict[str, int] = {
+    "train-images-idx3-ubyte": 16 + 60000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60000,
+    "t10k-images-idx3-ubyte": 16 + 10000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10000,
+}
+
+
+def _max_download(base: str) -> int:
+    """The most bytes a download of ``base``.gz may have: a gzip of the known uncompressed bytes is
+    never larger than them plus deflate's block overhead (5 bytes per 64 KiB stored) and a header;
+    the bound is generous (0.1 % and 1 KiB) and still refuses anything much larger."""
+    raw = _RAW_SIZES[base]
+    return raw + raw // 1000 + 1024
 
 
 @dataclass(frozen=True)
@@ -141,12 +166,17 @@ def _md5_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _md5_gunzip(path: Path) -> str | None:
-    """Return the hex md5 of a gzip file's uncompressed bytes, or None if it is not valid gzip."""
+def _md5_gunzip(path: Path, limit: int) -> str | None:
+    """Return the hex md5 of a gzip file's uncompressed bytes, or None if it is not valid gzip or
+    inflates to more than ``limit`` bytes (reading stops there)."""
     h = hashlib.md5()
+    size = 0
     try:
         with gzip.open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(_CHUNK), b""):
+                size += len(chunk)
+                if size > limit:
+                    return None
                 h.update(chunk)
     except (OSError, EOFError, zlib.error):
         return None
@@ -159,21 +189,32 @@ def _verify(tmp: Path, base: str, src: _Source) -> tuple[bool, str]:
     if got == src.gz_md5[base]:
         return True, got
     raw = src.raw_md5.get(base)
-    if raw is not None and _md5_gunzip(tmp) == raw:
+    if raw is not None and _md5_gunzip(tmp, _RAW_SIZES[base]) == raw:
         return True, got
     return False, got
 
 
-def _fetch(url: str, tmp_fh: BinaryIO, desc: str, progress: bool) -> None:
-    """Stream ``url`` into the open binary file ``tmp_fh``, with an optional tqdm bar."""
+class _TooLarge(Exception):
+    """A mirror sent (or announced) more bytes than the file can have."""
+
+
+def _fetch(url: str, tmp_fh: BinaryIO, desc: str, progress: bool, limit: int) -> None:
+    """Stream ``url`` into the open binary file ``tmp_fh``, with an optional tqdm bar; more than
+    ``limit`` bytes (announced or received: at most ``limit`` + 1 are read) is :class:`_TooLarge`."""
     from tqdm.auto import tqdm
 
     request = Request(url, headers={"User-Agent": "vaekit"})
     with urlopen(request, timeout=_TIMEOUT_S) as response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
+        if total is not None and total > limit:
+            raise _TooLarge(f"announces {total} bytes, more than the {limit} the file can have")
+        received = 0
         with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not progress, leave=False) as bar:
-            for chunk in iter(lambda: response.read(_CHUNK), b""):
+            while chunk := response.read(min(_CHUNK, limit + 1 - received)):
+                received += len(chunk)
+                if received > limit:
+                    raise _TooLarge(f"sent more than the {limit} bytes the file can have")
                 tmp_fh.write(chunk)
                 bar.update(len(chunk))
 
@@ -194,7 +235,10 @@ def _download_one(base: str, data_dir: Path, mirrors: list[str], src: _Source, p
         try:
             with os.fdopen(fd, "wb") as fh:
                 try:
-                    _fetch(url, fh, fname, progress)
+                    _fetch(url, fh, fname, progress, _max_download(base))
+                except _TooLarge as exc:
+                    failures.append(f"{url}: {exc}")
+                    continue
                 except HTTPError as exc:
                     exc.close()
                     failures.append(f"{url}: HTTP {exc.code}")

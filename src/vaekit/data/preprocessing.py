@@ -23,6 +23,24 @@
       bits/dim = -(log p(y) - D log L) / (D log 2).
 
 Nothing else is random: with neither flag ``augment`` is the identity.
+
+Units of the reported numbers (:attr:`Preprocessing.log_jacobian`). A model's log-densities are of
+its inputs, the prepared values. For a table given in the user's units, log p(x) of the raw rows is
+
+    log p_raw(x) = log p_model(prepare(x)) + log |det d prepare / dx|
+                 = log p_model(prepare(x)) - sum_d log std_d          (standardised columns),
+
+so the reported numbers (``vaekit evaluate``, the end of ``vaekit train``) add ``log_jacobian`` to
+every log-density (the ELBO, its reconstruction term, log p(x), the exact linear-Gaussian log p(x)):
+they are densities of the table as the user gave it, comparable with any density model of the same
+file. Without standardisation the log-Jacobian is 0.
+
+Images keep the convention of their literature, the [0, 1] scale: ``log_jacobian`` is 0, and
+log p(x) is the density of the dequantised values y in [0, 1)^D (Gaussian decoder) or the
+probability of the binarised pixels (Bernoulli decoder, no density, no Jacobian). The number that is
+free of any scale is bits/dim, -(log p(y) - D log L) / (D log 2), a (lower bound on the) probability
+of the discrete levels; it is unchanged. (Crediting the scaling k -> k / (L - 1) would subtract
+D log(L - 1) from the [0, 1] numbers and break their comparability with published figures.)
 """
 
 from __future__ import annotations
@@ -37,13 +55,15 @@ import torch
 from vaekit.data.dataset import Dataset
 from vaekit.errors import ConfigError, DataError
 
-__all__ = ["DATA_KINDS", "LIKELIHOODS", "Preprocessing", "fit_preprocessing"]
+__all__ = ["DATA_KINDS", "LIKELIHOODS", "STANDARDIZE", "Preprocessing", "fit_preprocessing"]
 
 #: What a likelihood needs of the data (its ``data_kind``, :mod:`vaekit.models.likelihoods`).
 DATA_KINDS: tuple[str, ...] = ("binary", "continuous")
 #: Likelihood names :func:`fit_preprocessing` also accepts in place of a data kind (vaekit 0.1's API).
 LIKELIHOODS: tuple[str, ...] = ("bernoulli", "gaussian")
 _KIND_OF_LIKELIHOOD = {"bernoulli": "binary", "gaussian": "continuous"}
+#: What :func:`fit_preprocessing` may do to continuous tabular data: standardise each column, or nothing.
+STANDARDIZE: tuple[str, ...] = ("columns", "none")
 
 _FIELDS = ("kind", "levels", "mean", "std", "binarize", "dequantize")
 
@@ -175,6 +195,21 @@ class Preprocessing:
         return torch.from_numpy(np.ascontiguousarray(out))
 
     @property
+    def log_jacobian(self) -> float:
+        """The log-Jacobian of :meth:`prepare` per example, log |det d prepare(x) / dx|, that turns
+        the model's log-densities into those of the data in the user's units (module docstring):
+        ``-sum_d log std_d`` for standardised tabular data, 0 otherwise (unstandardised tables, and
+        images, whose numbers stay on the [0, 1] scale by convention). In float64."""
+        if self.std is None:
+            return 0.0
+        return -math.fsum(math.log(float(s)) for s in self.std)
+
+    @property
+    def standardized(self) -> bool:
+        """Whether :meth:`prepare` standardises the columns (``--standardize columns``)."""
+        return self.mean is not None
+
+    @property
     def random(self) -> bool:
         """Whether :meth:`augment` draws random numbers (binarisation or dequantisation)."""
         return self.binarize or self.dequantize
@@ -233,20 +268,24 @@ def _summary(blocks, need_moments: bool, name: str) -> tuple[int, float, float, 
     return count, lo, hi, mean, m2
 
 
-def fit_preprocessing(dataset: Dataset, kind: str) -> Preprocessing:
+def fit_preprocessing(dataset: Dataset, kind: str, *, standardize: str = "columns") -> Preprocessing:
     """Choose and fit the preprocessing of ``dataset`` for a likelihood whose data are ``kind``:
     ``"binary"`` (a Bernoulli likelihood) or ``"continuous"`` (a Gaussian one), the likelihood's
     ``data_kind``. The likelihood names ``"bernoulli"`` and ``"gaussian"`` are accepted too.
 
     * binary images: ``binarize=True`` (dynamic binarisation);
     * continuous images with levels: ``dequantize=True``; float images: nothing;
-    * continuous tabular data: standardise with the training mean and population std
-      (columns with std 0 get std 1);
+    * continuous tabular data: with ``standardize="columns"`` (the default) standardise with the
+      training mean and population std (columns with std 0 get std 1); with ``"none"`` use the
+      values as they are;
     * binary tabular data: the values must already lie in [0, 1] (else :class:`DataError`) and
       are used as they are.
 
-    An unknown ``kind`` raises :class:`ConfigError`.
+    ``standardize`` applies to continuous tabular data only; images and binary data ignore it.
+    An unknown ``kind`` or ``standardize`` raises :class:`ConfigError`.
     """
+    if standardize not in STANDARDIZE:
+        raise ConfigError(f"standardize: expected one of {', '.join(STANDARDIZE)}, got {standardize!r}")
     if kind in _KIND_OF_LIKELIHOOD:
         needs = f"the {kind} likelihood"
         kind = _KIND_OF_LIKELIHOOD[kind]
@@ -259,7 +298,7 @@ def fit_preprocessing(dataset: Dataset, kind: str) -> Preprocessing:
         raise ConfigError(f"{dataset.name}: unknown dataset kind {dataset.kind!r}")
     iter_blocks = getattr(dataset.train, "iter_blocks", None)   # a vaekit.data.stream.NpyStream: one pass
     streamed = iter_blocks is not None
-    need_moments = dataset.kind == "tabular" and kind == "continuous"
+    need_moments = dataset.kind == "tabular" and kind == "continuous" and standardize == "columns"
     if streamed and dataset.kind == "image" and dataset.levels is not None:
         count, lo, hi, mean, m2 = len(dataset.train), 0.0, 0.0, None, None   # each block's range is checked on reading
     else:
@@ -286,6 +325,8 @@ def fit_preprocessing(dataset: Dataset, kind: str) -> Preprocessing:
             raise DataError(
                 f"{dataset.name}: {needs} needs data in [0, 1], found {found}; use likelihood gaussian"
             )
+        return Preprocessing("tabular", None, None, None, binarize=False, dequantize=False)
+    if standardize == "none":
         return Preprocessing("tabular", None, None, None, binarize=False, dequantize=False)
 
     assert mean is not None and m2 is not None          # need_moments: continuous tabular data

@@ -18,33 +18,22 @@ restores the mode afterwards.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch.distributions import Distribution
 
 from vaekit.errors import ConfigError
-from vaekit.inference.objectives import check_batch, log_importance_weights
+from vaekit.inference.objectives import check_batch, evaluation_mode, log_importance_weights
 from vaekit.prob.distributions import kl_per_dimension as _kl_per_dimension
 
 __all__ = ["LikelihoodEstimate", "estimate_log_likelihood", "log_likelihood", "posterior_gap",
            "kl_per_dimension", "active_units", "ActiveUnits", "bits_per_dim", "default_chunk_size",
            "evaluation_mode"]
-
-
-@contextlib.contextmanager
-def evaluation_mode(model: Any) -> Iterator[None]:
-    """``model.eval()`` within the block, then the mode it had."""
-    was_training = bool(getattr(model, "training", False))
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 @dataclass(frozen=True)
@@ -81,9 +70,14 @@ def default_chunk_size(batch_size: int, data_dim: int, budget: int | None = None
 
 
 @torch.no_grad()
-def estimate_log_likelihood(model: Any, x: Tensor, *, n_samples: int = 5000,
-                            chunk_size: int | None = None) -> LikelihoodEstimate:
-    """Importance-sampled log p(x), the ELBO and the posterior gap for x (B, *data_shape)."""
+def estimate_log_likelihood(model: Any, x: Tensor, *, n_samples: int = 5000, chunk_size: int | None = None,
+                            proposal: Distribution | None = None) -> LikelihoodEstimate:
+    """Importance-sampled log p(x), the ELBO and the posterior gap for x (B, *data_shape).
+
+    ``proposal``: the distribution the draws come from (batch shape (B,)); by default the encoder's
+    q_x(z). Any proposal gives a stochastic lower bound; one closer to p(z|x) a tighter one (the
+    gap decomposition also uses the refined q*_x, :mod:`vaekit.inference.gaps`). The ELBO and the
+    posterior gap are then those of the proposal."""
     check_batch(model, x)
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ConfigError(f"n_samples: must be an integer >= 1, got {n_samples!r}")
@@ -94,7 +88,7 @@ def estimate_log_likelihood(model: Any, x: Tensor, *, n_samples: int = 5000,
     lse = lse_sq = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
     sum_log_w = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     with evaluation_mode(model):
-        q = model.encode(x)                    # once: the chunks differ only in their draws from q
+        q = model.encode(x) if proposal is None else proposal   # once: the chunks differ only in their draws
         done = 0
         while done < n_samples:
             k = min(chunk_size, n_samples - done)

@@ -18,7 +18,9 @@ the batch.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -30,7 +32,7 @@ from vaekit.errors import ConfigError, ShapeError
 from vaekit.prob.distributions import Reduction, kl_divergence, kl_per_dimension, rsample_with_log_prob
 
 __all__ = ["ELBOTerms", "elbo_terms", "elbo", "iwae_bound", "log_importance_weights", "importance_terms",
-           "check_batch", "Objective", "ELBO", "IWAE", "OBJECTIVES", "make_objective"]
+           "check_batch", "evaluation_mode", "Objective", "ELBO", "IWAE", "OBJECTIVES", "make_objective"]
 
 
 def check_batch(model: Any, x: Tensor) -> None:
@@ -62,6 +64,18 @@ class ELBOTerms:
     kl_penalty: Tensor
 
 
+@contextlib.contextmanager
+def evaluation_mode(model: Any) -> Iterator[None]:
+    """``model.eval()`` within the block, then the mode it had (the estimators' guard: a model in
+    training mode would refit a profiled decoder variance to the data it is measured on)."""
+    was_training = bool(getattr(model, "training", False))
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def elbo_terms(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analytic_kl: bool = True,
                free_bits: float = 0.0, eps: Tensor | None = None, reduce: Reduction | None = None) -> ELBOTerms:
     """E_q[log p(x|z)] (mean over ``n_samples`` draws) and KL(q_x(z) || p(z)) (closed form when
@@ -72,6 +86,9 @@ def elbo_terms(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, 
     per-dimension KL); ``elbo`` is never changed. ``eps`` (n_samples, B, latent) gives the
     reparameterisation's standard-normal draws (see :func:`vaekit.prob.distributions.rsample_with_log_prob`);
     by default torch's generator draws them. ``reduce``: the batch mean a profiled decoder variance uses.
+
+    The objective's building block: on a model in training mode a profiled decoder variance is fitted
+    to x (c* = ``reduce`` of the squared residuals) and folded into its running value.
     """
     check_batch(model, x)
     _check_samples(n_samples, "n_samples")
@@ -98,8 +115,13 @@ def elbo_terms(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, 
 
 
 def elbo(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analytic_kl: bool = True) -> Tensor:
-    """ELBO(x) = E_q[log p(x|z)] - beta KL(q_x(z) || p(z)), shape (B,). See :func:`elbo_terms`."""
-    return elbo_terms(model, x, beta=beta, n_samples=n_samples, analytic_kl=analytic_kl).objective
+    """ELBO(x) = E_q[log p(x|z)] - beta KL(q_x(z) || p(z)), shape (B,). See :func:`elbo_terms`.
+
+    An estimator: the model is evaluated in eval mode (a profiled decoder variance uses its running
+    c, never one refitted to x) and left as it was, so the value is the same in either mode.
+    Gradients flow as usual; to train, use the objective objects (:class:`ELBO`, :class:`IWAE`)."""
+    with evaluation_mode(model):
+        return elbo_terms(model, x, beta=beta, n_samples=n_samples, analytic_kl=analytic_kl).objective
 
 
 def importance_terms(model: Any, x: Tensor, n_samples: int, *, posterior: Distribution | None = None,
@@ -126,8 +148,10 @@ def log_importance_weights(model: Any, x: Tensor, n_samples: int, *,
 
 
 def iwae_bound(model: Any, x: Tensor, *, n_samples: int) -> Tensor:
-    """L_K(x) = log (1/K) Σ_k w_k for one set of K draws (an unbiased estimate of the bound), (B,)."""
-    log_w = log_importance_weights(model, x, n_samples)
+    """L_K(x) = log (1/K) Σ_k w_k for one set of K draws (an unbiased estimate of the bound), (B,).
+    An estimator, in eval mode like :func:`elbo`; to train, use :class:`IWAE`."""
+    with evaluation_mode(model):
+        log_w = log_importance_weights(model, x, n_samples)
     return torch.logsumexp(log_w, 0) - math.log(n_samples)
 
 
@@ -143,6 +167,10 @@ class Objective:
     def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
               reduce: Reduction | None = None) -> ELBOTerms:
         raise NotImplementedError
+
+    def __call__(self, model: Any, x: Tensor, *, beta: float = 1.0) -> Tensor:
+        """The value to maximise per example, shape (B,): ``terms(model, x, beta=beta).objective``."""
+        return self.terms(model, x, beta=beta).objective
 
 
 @dataclass(frozen=True)
@@ -189,10 +217,18 @@ class IWAE(Objective):
 
     def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
               reduce: Reduction | None = None) -> ELBOTerms:
-        log_px, log_pz, log_qz = importance_terms(model, x, self.samples, eps=eps, reduce=reduce)
+        """The bound and its parts. A decoder variance profiled out in training (c* = the mean squared
+        error, the maximiser of the ELBO) is refused: the maximiser of L_K is a different, importance-
+        weighted mean, so training L_K with c* would not train L_K."""
+        log_px, log_pz, log_qz = importance_terms(model, x, self.samples, eps=eps, reduce=_no_profiled_variance)
         bound = torch.logsumexp(log_px + log_pz - log_qz, 0) - math.log(self.samples)
         reconstruction, kl = log_px.mean(0), (log_qz - log_pz).mean(0)
         return ELBOTerms(bound, reconstruction - kl, reconstruction, kl, kl)
+
+
+def _no_profiled_variance(values: Tensor) -> Tensor:
+    raise ConfigError("objective iwae: the optimal decoder variance (c* = mean squared error) maximises the ELBO, "
+                      "not the IWAE bound; use a fixed or learned c (decoder_variance), or objective elbo")
 
 
 #: Objective names (the configuration's ``objective``) and their classes.

@@ -12,6 +12,7 @@ into an architecture once, when a configuration is read.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -22,7 +23,34 @@ from vaekit.errors import ConfigError
 from vaekit.models.custom import build_custom, is_custom_arch, normalise_builder
 from vaekit.models.networks import ACTIVATIONS, MLP, Affine, Flatten
 
-__all__ = ["Architecture", "MLPArch", "LinearArch", "CustomArch", "ARCHITECTURES", "resolve_arch"]
+__all__ = ["Architecture", "MLPArch", "LinearArch", "CustomArch", "ARCHITECTURES", "resolve_arch", "sizes",
+           "MAX_SIZE"]
+
+#: The largest size (a width, a dimension of the data, the latent size) a configuration may name.
+MAX_SIZE = 2**31 - 1
+
+
+def sizes(name: str, value: object, what: str = "a list of sizes") -> tuple[int, ...]:
+    """``value`` as a tuple of integers from 1 to :data:`MAX_SIZE`, or a ConfigError naming ``name``.
+    A list or tuple (any iterable) of integers is required: a string (``"32"`` is not ``(3, 2)``), a number, a
+    float or a boolean is refused, not converted."""
+    try:
+        if isinstance(value, (str, bytes, Mapping)):
+            raise TypeError
+        items = list(value)                       # type: ignore[call-overload]
+    except TypeError:
+        raise ConfigError(f"{name}: expected {what}, got {value!r}") from None
+    out = []
+    for v in items:
+        try:
+            if isinstance(v, bool):
+                raise TypeError
+            out.append(operator.index(v))         # ints and numpy integers; not floats, strings, booleans
+        except TypeError:
+            raise ConfigError(f"{name}: expected {what} (integers), got {value!r}") from None
+    if any(v <= 0 or v > MAX_SIZE for v in out):
+        raise ConfigError(f"{name}: every size must be an integer from 1 to {MAX_SIZE}, got {tuple(out)}")
+    return tuple(out)
 
 
 class Architecture:
@@ -59,15 +87,10 @@ class MLPArch(Architecture):
     activation: str = "tanh"
 
     def __post_init__(self) -> None:
-        try:
-            hidden = tuple(int(h) for h in self.hidden)
-        except (TypeError, ValueError):
-            raise ConfigError(f"hidden: expected a list of widths, got {self.hidden!r}") from None
+        hidden = sizes("hidden", self.hidden, "a list of widths")
         if not hidden:
             raise ConfigError("hidden: the mlp architecture needs at least one hidden layer")
-        if any(h <= 0 for h in hidden):
-            raise ConfigError(f"hidden: every width must be positive, got {hidden}")
-        if self.activation not in ACTIVATIONS:
+        if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
             raise ConfigError(f"activation: unknown {self.activation!r}; choose one of {list(ACTIVATIONS)}")
         object.__setattr__(self, "hidden", hidden)
 

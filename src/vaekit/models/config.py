@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vaekit.errors import ConfigError
-from vaekit.models.architectures import Architecture, resolve_arch
+from vaekit.models.architectures import MAX_SIZE, Architecture, resolve_arch, sizes
 from vaekit.models.encoders import COVARIANCES
 from vaekit.models.likelihoods import LIKELIHOODS
 from vaekit.models.variance import parse_variance
+from vaekit.prob.bounds import DECODER_LOG_VAR_MAX, DECODER_LOG_VAR_MIN
 
 __all__ = ["VAEConfig"]
 
@@ -47,32 +48,39 @@ class VAEConfig:
                  arch_args: Mapping[str, Any] | None = None, likelihood: str = "gaussian",
                  decoder_variance: float | str = 1.0, posterior: str = "diagonal", initial_variance: float = 1.0,
                  *, hidden: Sequence[int] | None = None, activation: str | None = None):
+        if arch_args is not None and not isinstance(arch_args, Mapping):
+            raise ConfigError(f"arch_args: expected a JSON object of arguments, got {arch_args!r}")
         args = dict(arch_args or {})
         for name, value in (("hidden", hidden), ("activation", activation)):
             if value is not None:
                 if arch != "mlp":
                     raise ConfigError(f"{name}: applies to arch 'mlp' only, not {arch!r} (use arch_args)")
                 args[name] = value
-        try:
-            shape = tuple(int(s) for s in data_shape)
-        except (TypeError, ValueError):
-            raise ConfigError(f"data_shape: expected a list of sizes, got {data_shape!r}") from None
-        if not shape or any(s <= 0 for s in shape):
-            raise ConfigError(f"data_shape: every size must be positive, got {shape}")
-        if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim <= 0:
-            raise ConfigError(f"latent_dim: must be a positive integer, got {latent_dim!r}")
+        shape = sizes("data_shape", data_shape)
+        if not shape:
+            raise ConfigError("data_shape: expected at least one size, got []")
+        if math.prod(shape) > MAX_SIZE:
+            raise ConfigError(f"data_shape: {shape} has {math.prod(shape)} dimensions, more than {MAX_SIZE}")
+        if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or not 0 < latent_dim <= MAX_SIZE:
+            raise ConfigError(f"latent_dim: must be an integer from 1 to {MAX_SIZE}, got {latent_dim!r}")
         for name, value, allowed in (("likelihood", likelihood, tuple(LIKELIHOODS)),
                                      ("posterior", posterior, COVARIANCES)):
-            if value not in allowed:
+            if not isinstance(value, str) or value not in allowed:
                 raise ConfigError(f"{name}: unknown {value!r}; choose one of {list(allowed)}")
         ok = not isinstance(initial_variance, bool) and isinstance(initial_variance, (int, float))
         if not (ok and math.isfinite(initial_variance) and initial_variance > 0):
             raise ConfigError(f"initial_variance: must be a finite number > 0, got {initial_variance!r}")
+        variance = parse_variance(decoder_variance)
+        if variance in ("learned", "learned-per-dim") and likelihood == "gaussian" \
+                and not DECODER_LOG_VAR_MIN < math.log(initial_variance) < DECODER_LOG_VAR_MAX:
+            raise ConfigError(f"initial_variance: a learned c starts inside (e^{DECODER_LOG_VAR_MIN:g}, "
+                              f"e^{DECODER_LOG_VAR_MAX:g}) = ({math.exp(DECODER_LOG_VAR_MIN):.3g}, "
+                              f"{math.exp(DECODER_LOG_VAR_MAX):.3g}), got {initial_variance!r}")
         architecture = resolve_arch(arch, args)
         values: dict[str, Any] = {
             "data_shape": shape, "latent_dim": latent_dim,
             "arch": getattr(architecture, "builder", None) or arch, "arch_args": architecture.to_args(),
-            "likelihood": likelihood, "decoder_variance": parse_variance(decoder_variance),
+            "likelihood": likelihood, "decoder_variance": variance,
             "posterior": posterior, "initial_variance": float(initial_variance)}
         for key, value in values.items():
             object.__setattr__(self, key, value)

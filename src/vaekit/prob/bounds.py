@@ -1,10 +1,23 @@
 """Smooth bounds for log-variances, so that variances can neither underflow to 0 nor overflow.
 
-``soft_clamp(t, lo, hi)`` is the identity to within ``1e-8`` when ``lo + 20 < t < hi - 20`` and
-bends smoothly into ``(lo, hi)`` near the edges (the soft clip of Rybkin et al. 2021, applied on
-both sides), so gradients never vanish the way they do under a hard ``clamp``:
+``soft_clamp(t, lo, hi)`` squashes t smoothly into ``(lo, hi)`` (the soft clip of Rybkin et al. 2021,
+applied on both sides), so gradients never vanish the way they do under a hard ``clamp``:
 
     lower(t) = lo + softplus(t - lo),        soft_clamp(t) = hi - softplus(hi - lower(t)).
+
+What holds (softplus(u) = u + log(1 + e^-u) and log(1 + v) <= v): the deviation from the identity is
+
+    -e^(t - hi) · exp(e^(lo - t))  <=  soft_clamp(t) - t  <=  e^(lo - t),
+
+about e^(lo - t) - e^(t - hi): below 1e-3 only where t is more than 6.9 inside both bounds, below 1e-8
+more than 18.4 inside, an interval that is empty for both ranges below (each is 32 wide). So a
+log-variance is never the raw network output exactly: the encoder's at t = 0 (a variance of 1) is
+off by 6.1e-6, at t = -15 by 6.7e-3; the decoder's log c at -13.6 by 0.09. Nothing
+depends on the identity: the variance used is always exp(soft_clamp(t)), in training and in every
+reported number, and the bound only compresses the scale near the edges (any c in the range is
+reached by some t). The decoder's lower edge, c = 1.1e-7, lies below the variance of uniform
+dequantisation noise of 8-bit images, (1/256)²/12 = 1.3e-6, the smallest c a per-pixel decoder of
+dequantised images needs.
 
 The bounds used by the library (natural log of a variance):
 

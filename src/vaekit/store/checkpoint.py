@@ -17,6 +17,16 @@ names tensors that are still in ``.next``; :func:`load_training_state` takes the
 and the next save completes the rename first. A weights file whose hash does not match the JSON
 is reported, never loaded. Nothing is ever unpickled.
 
+The sha256 detects corruption (a torn write, a flipped bit), not tampering: anyone who can edit the
+files can recompute it. So nothing read is trusted. Before torch sees the state,
+:func:`load_training_state` checks every model tensor (the model's kind of dtype, finite values),
+every optimizer state tensor against its parameter (Adam's ``exp_avg`` and ``exp_avg_sq``: the
+parameter's shape and dtype, finite, second moments >= 0; ``step``: a finite scalar >= 0; a moment
+of the wrong size would make the fused Adam kernel write out of bounds), every hyperparameter and
+scheduler value against the live object's (same type, finite, ``lr`` >= 0, betas in [0, 1)), the RNG
+states (tried on throwaway generators), and ``epoch`` and ``step`` (integers >= 0). A key that
+``extra`` lacks is a CheckpointError naming the file when it is read. Every failure is one line.
+
 JSON cannot hold every Python value exactly, so a few are tagged: tuples ``{"__tuple__": [...]}``,
 dicts with non-string keys ``{"__dict__": [[key, value], ...]}``, numpy arrays
 ``{"__ndarray__": [...], "dtype": "uint32"}`` and non-finite floats ``{"__float__": "nan"}``;
@@ -41,6 +51,7 @@ from safetensors.torch import save as save_safetensors
 
 from vaekit.errors import CheckpointError
 from vaekit.store.atomic import atomic_write_bytes, atomic_write_json, remove_stale_temporaries
+from vaekit.store.checkpoint_checks import _check_like, _check_optimizer_state, _check_rng, _describe, _records
 from vaekit.store.documents import read_versioned_json
 from vaekit.store.weights import load_state_strict
 
@@ -83,7 +94,7 @@ def _finish_commit(st_path: Path, json_path: Path) -> None:
         return
     try:
         committed = json.loads(json_path.read_text()).get("sha256")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return
     if committed is not None and _sha256_file(st_path) != committed and _sha256_file(pending) == committed:
         os.replace(pending, st_path)
@@ -206,6 +217,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     return doc
 
 
+# --- checking a loaded state against the live objects --------------------------------------------
+# Anyone can edit last.json and recompute the hash, so nothing read is trusted: every optimizer state
+# tensor is checked against its parameter (a wrong-sized Adam moment makes the fused kernel write out
+# of bounds), every hyperparameter against the live optimizer's, before torch sees them.
+
 def _retuple(saved: Any, current: Any) -> Any:
     """Give a loaded param_group value the container type the live optimizer uses."""
     if isinstance(current, tuple) and isinstance(saved, list):
@@ -237,23 +253,32 @@ def load_training_state(path_stem: str | os.PathLike, model: torch.nn.Module, op
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{st_path}: not a readable safetensors file ({exc})") from None
 
+    epoch, step = doc["epoch"], doc["step"]
+    for name, value in (("epoch", epoch), ("step", step)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise CheckpointError(f"{json_path}: {name} is {value!r}, expected an integer >= 0")
     model_state = {k[len("model."):]: tensors.pop(k) for k in [k for k in tensors if k.startswith("model.")]}
     try:
         optim_state = _decode(doc["optimizer"], tensors, st_path)
         sched_state = None if doc["scheduler"] is None else _decode(doc["scheduler"], tensors, st_path)
         rng = _decode(doc["rng"], tensors, st_path)
-        extra = _decode(doc["extra"], tensors, st_path)
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        extra = _records(_decode(doc["extra"], tensors, st_path), json_path, "extra")
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError) as exc:
         if isinstance(exc, CheckpointError):
             raise
-        raise CheckpointError(f"{json_path}: malformed checkpoint ({exc})") from None
+        raise CheckpointError(f"{json_path}: malformed checkpoint ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())})") from None
     if tensors:
         raise CheckpointError(f"{st_path}: unexpected tensors {sorted(tensors)[:3]} not referenced by {json_path.name}")
+    if not isinstance(extra, dict):
+        raise CheckpointError(f"{json_path}: extra is {_describe(extra)}, expected an object")
 
     load_state_strict(model, model_state, st_path, "the model")
+    _check_optimizer_state(optim_state, optimizer, json_path, st_path)
+    if scheduler is not None and sched_state is not None:
+        _check_like(sched_state, scheduler.state_dict(), "scheduler", json_path)
+    _check_rng(rng, json_path)
     try:
-        if not isinstance(optim_state, dict) or "param_groups" not in optim_state:
-            raise ValueError("no param_groups")
         for saved, current in zip(optim_state["param_groups"], optimizer.param_groups, strict=False):
             for key, value in list(saved.items()):
                 saved[key] = _retuple(value, current.get(key))
@@ -269,7 +294,4 @@ def load_training_state(path_stem: str | os.PathLike, model: torch.nn.Module, op
             scheduler.load_state_dict(sched_state)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{json_path}: scheduler state does not match ({exc})") from None
-    epoch, step = doc["epoch"], doc["step"]
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or isinstance(step, bool) or not isinstance(step, int):
-        raise CheckpointError(f"{json_path}: epoch and step must be integers")
     return {"epoch": epoch, "step": step, "rng": rng, "extra": extra}

@@ -25,9 +25,13 @@ def read_versioned_json(path: Path, *, fmt: str, max_version: int, what: str, mi
     if not path.is_file():
         raise CheckpointError(f"{path}: {missing}")
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: not valid JSON (nested too deeply)") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != fmt:
         raise CheckpointError(f"{path}: not a vaekit {what}")
     version = doc.get("format_version")

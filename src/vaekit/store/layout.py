@@ -9,6 +9,7 @@ Layout of a run directory::
     evaluation-SPLIT.json    ``vaekit evaluate`` / the end of ``vaekit train``
     figures/*.png            pictures of what the model learned;  report.html shows them
     tensorboard/             TensorBoard event files (when tensorboard is installed)
+    .lock                    held (flock) by the process writing the run: see vaekit.store.lock
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RunLayout", "CONFIG_FILE", "WEIGHTS_FILE"]
+__all__ = ["RunLayout", "CONFIG_FILE", "WEIGHTS_FILE", "LOCK_FILE"]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+LOCK_FILE = ".lock"
 
 
 @dataclass(frozen=True)
@@ -72,3 +74,9 @@ class RunLayout:
     @property
     def tensorboard(self) -> Path:
         return self.root / "tensorboard"
+
+    @property
+    def lock(self) -> Path:
+        """The file whose ``flock`` marks the run's one writer (:mod:`vaekit.store.lock`); it stays
+        in the directory after the run."""
+        return self.root / LOCK_FILE

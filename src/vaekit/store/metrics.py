@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vaekit.errors import DataError
-from vaekit.store.atomic import atomic_write_bytes
+from vaekit.store.atomic import atomic_write_bytes, with_filename
 from vaekit.store.layout import RunLayout
 
 __all__ = ["rewrite_metrics", "append_metrics", "read_history"]
@@ -45,14 +45,20 @@ def append_metrics(layout: RunLayout, row: dict[str, Any], fields: Sequence[str]
     """Append one epoch's ``row`` to metrics.jsonl and metrics.csv (the CSV header first when the
     file is new or empty)."""
     layout.root.mkdir(parents=True, exist_ok=True)
-    with layout.metrics_jsonl.open("a") as fh:
-        fh.write(_json_line(row))
+    try:
+        with layout.metrics_jsonl.open("a") as fh:
+            fh.write(_json_line(row))
+    except OSError as exc:                      # a full disk or a file size limit: name the file
+        raise with_filename(exc, layout.metrics_jsonl) from exc
     new = not layout.metrics_csv.exists() or layout.metrics_csv.stat().st_size == 0
-    with layout.metrics_csv.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(fields), lineterminator="\n")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    try:
+        with layout.metrics_csv.open("a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(fields), lineterminator="\n")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+    except OSError as exc:
+        raise with_filename(exc, layout.metrics_csv) from exc
 
 
 def read_history(path: str | os.PathLike[str] | RunLayout) -> list[dict[str, Any]]:
@@ -62,13 +68,19 @@ def read_history(path: str | os.PathLike[str] | RunLayout) -> list[dict[str, Any
     if not path.is_file():
         return []
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise DataError(f"{path}:{lineno}: not valid JSON (nested too deeply)") from None
         if not isinstance(row, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object per line")
         rows.append(row)

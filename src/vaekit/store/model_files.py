@@ -31,9 +31,17 @@ from vaekit.models.vae import VAE, build_vae
 from vaekit.store.atomic import atomic_write_bytes, atomic_write_json
 from vaekit.store.documents import read_versioned_json
 from vaekit.store.layout import RunLayout
-from vaekit.store.weights import load_state_strict, load_weights, save_weights
+from vaekit.store.weights import (
+    count_values,
+    load_state_strict,
+    load_weights,
+    load_weights_bytes,
+    read_header,
+    read_weights_bytes,
+    save_weights,
+)
 
-__all__ = ["save_model", "load_model", "read_config", "FORMAT_VERSION", "MODEL_FORMAT",
+__all__ = ["save_model", "load_model", "read_config", "check_shapes", "FORMAT_VERSION", "MODEL_FORMAT",
            # re-exported from vaekit.store.weights, .documents and .atomic
            "save_weights", "load_weights", "load_state_strict", "read_versioned_json",
            "atomic_write_bytes", "atomic_write_json"]
@@ -85,10 +93,53 @@ def load_model(directory: str | os.PathLike[str], *, weights: str | os.PathLike[
 
     A model whose configuration names the user's own networks (``MODULE:FUNCTION``) imports and
     runs that code only with ``trust_code=True``; otherwise
-    :class:`~vaekit.errors.UntrustedCodeError`, and nothing is imported."""
+    :class:`~vaekit.errors.UntrustedCodeError`, and nothing is imported.
+
+    The shapes the configuration implies are compared with the weights file's header before the
+    model is built (:func:`check_shapes`), so a config.json describing a huge model is refused
+    without allocating it; weights of another kind (integer, boolean) or with non-finite values are
+    refused too (:func:`~vaekit.store.weights.load_state_strict`)."""
     layout = RunLayout.of(directory)
     config, _ = read_config(directory)
-    model = build_vae(config, trust_code=trust_code)
     path = Path(weights) if weights is not None else layout.weights
-    load_state_strict(model, load_weights(path), path, f"the model in {layout.config.name}")
+    data = read_weights_bytes(path)
+    what = f"the model in {layout.config.name}"
+    check_shapes(config, read_header(data, path), path, what, trust_code=trust_code)
+    model = build_vae(config, trust_code=trust_code)
+    load_state_strict(model, load_weights_bytes(data, path), path, what)
     return model.to(map_location)
+
+
+def _shapes_of(config: VAEConfig, trust_code: bool) -> dict[str, tuple[int, ...]] | None:
+    """The shapes of the tensors of the model ``config`` describes, from a build on the meta device
+    (no memory is allocated); None when the modules cannot be built there (a module that looks at
+    its initial values while it is made, e.g. a learned decoder variance)."""
+    try:
+        with torch.device("meta"):
+            model = build_vae(config, trust_code=trust_code)
+    except (ConfigError, CheckpointError):
+        raise
+    except Exception:  # noqa: BLE001 - the real build follows, and reports its own errors
+        return None
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def check_shapes(config: VAEConfig, header: dict[str, tuple[str, tuple[int, ...]]], path: Path, what: str, *,
+                 trust_code: bool = False) -> None:
+    """Compare the tensors the model of ``config`` needs with those a weights file declares (its
+    :func:`~vaekit.store.weights.read_header`) before building the model, so that a configuration
+    describing a huge model is refused without allocating it: a tensor of another shape, or another
+    number of values in all, is a CheckpointError naming ``path``. Key names are left to
+    ``load_state_dict`` (a module may rename old keys while loading)."""
+    expected = _shapes_of(config, trust_code)
+    if expected is None:
+        return
+    stored = {key: shape for key, (_, shape) in header.items()}
+    for key, shape in expected.items():
+        if key in stored and stored[key] != shape:
+            raise CheckpointError(f"{path}: weights do not match {what} (size mismatch for {key}: the weights "
+                                  f"have shape {list(stored[key])}, the configuration needs {list(shape)})")
+    need, have = count_values(expected), count_values(stored)
+    if need != have:
+        raise CheckpointError(f"{path}: weights do not match {what} (the configuration needs {need:,} values "
+                              f"in {len(expected)} tensors, the weights hold {have:,} in {len(stored)})")

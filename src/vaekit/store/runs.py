@@ -3,7 +3,8 @@
 The file names of a run directory belong to :class:`vaekit.store.layout.RunLayout` (config.json,
 model.safetensors, checkpoints/last.*, metrics.jsonl/csv, evaluation-SPLIT.json, figures/,
 report.html, tensorboard/). config.json's ``extra["data"]`` records how the data were loaded
-(spec, data_dir, seed, fractions, image_size), so evaluation reproduces the same splits;
+(spec, data_dir, seed, fractions, image_size, and the separate test file of ``--test-data``), so
+evaluation reproduces the same splits;
 ``extra["preprocessing"]`` is a :class:`vaekit.data.Preprocessing` dict; ``extra["train"]`` the
 training options.
 """
@@ -11,7 +12,7 @@ training options.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +20,23 @@ import numpy as np
 import torch
 
 from vaekit.data import Dataset, Preprocessing, load_dataset
-from vaekit.errors import CheckpointError, ConfigError
+from vaekit.errors import CheckpointError, ConfigError, DataError, ShapeError
 from vaekit.models.config import VAEConfig
 from vaekit.models.vae import VAE
 from vaekit.store.layout import RunLayout
 from vaekit.store.model_files import load_model, read_config
 
-__all__ = ["DataSpec", "Run", "load_run", "eval_tensor", "split_of"]
+__all__ = ["DataSpec", "Run", "load_run", "eval_tensor", "split_of", "load_test_data"]
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    """How a dataset was loaded: the arguments of :func:`vaekit.data.load_dataset`."""
+    """How a dataset was loaded: the arguments of :func:`vaekit.data.load_dataset`.
+
+    ``test_data`` (``vaekit train --test-data``): a separate source whose every example is the
+    test split (:meth:`test_spec`); the source ``spec`` is then split into training and validation
+    only (``test_fraction`` 0).
+    """
 
     spec: str = "digits"
     data_dir: str | None = None
@@ -39,11 +45,12 @@ class DataSpec:
     test_fraction: float = 0.1
     image_size: tuple[int, int] | None = None
     stream: bool = False
+    test_data: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"spec": self.spec, "data_dir": self.data_dir, "seed": self.seed, "val_fraction": self.val_fraction,
                 "test_fraction": self.test_fraction, "image_size": list(self.image_size) if self.image_size else None,
-                "stream": self.stream}
+                "stream": self.stream, "test_data": self.test_data}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataSpec:
@@ -56,6 +63,17 @@ class DataSpec:
         return load_dataset(self.spec, data_dir=self.data_dir, download=download, val_fraction=self.val_fraction,
                             test_fraction=self.test_fraction, seed=self.seed, image_size=self.image_size,
                             progress=progress, stream=self.stream)
+
+    def whole(self, spec: str | None = None) -> DataSpec:
+        """The spec of every example of ``spec`` (default: this source), unsplit (both fractions 0,
+        in memory), with this spec's data_dir and image_size: :meth:`Dataset.every_example` of its
+        :meth:`load` is the whole file, in its own order."""
+        return DataSpec(spec=self.spec if spec is None else spec, data_dir=self.data_dir, seed=self.seed,
+                        val_fraction=0.0, test_fraction=0.0, image_size=self.image_size)
+
+    def test_spec(self) -> DataSpec | None:
+        """The separate test source (``--test-data``), every example of it, or None."""
+        return None if self.test_data is None else self.whole(self.test_data)
 
 
 @dataclass(frozen=True)
@@ -95,18 +113,48 @@ def load_run(run_dir: str | os.PathLike[str], *, map_location: str | torch.devic
 
 
 def split_of(dataset: Dataset, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """The raw array and labels of ``split`` ("train", "val" or "test"), its first ``limit``
-    examples if given (a streamed training split is read only that far)."""
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"--split: unknown {split!r}; choose train, val or test")
-    x = getattr(dataset, split)
+    """The raw array and labels of ``split`` ("train", "val", "test", or "all": every example,
+    :meth:`Dataset.every_example`), its first ``limit`` examples if given (a streamed training split
+    is read only that far)."""
+    if split not in ("train", "val", "test", "all"):
+        raise ConfigError(f"--split: unknown {split!r}; choose train, val, test or all")
+    if split == "all":
+        x, labels = dataset.every_example()
+    else:
+        x, labels = getattr(dataset, split), getattr(dataset, f"{split}_labels")
     if x is None or len(x) == 0:
-        raise ConfigError(f"--split {split}: dataset {dataset.name!r} has no {split} examples")
-    labels = getattr(dataset, f"{split}_labels")
+        hint = "" if split == "all" else "; --split all uses every example of --data"
+        raise ConfigError(f"--split {split}: dataset {dataset.name!r} has no {split} examples{hint}")
     count = len(x) if limit is None else min(limit, len(x))
     if hasattr(x, "read"):                                 # a vaekit.data.stream.NpyStream
         return x.read(np.arange(count)), None
     return x[:count], None if labels is None else labels[:count]
+
+
+def load_test_data(spec: DataSpec, preprocessing: Preprocessing, data_shape: tuple[int, ...], *,
+                   download: bool = False, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """Every example of the separate test data ``spec.test_data`` (``vaekit train --test-data``) and
+    their labels, or None without test data. Checked up front, before anything is trained or
+    written: the examples must have the model's ``data_shape`` (:class:`ShapeError`) and be accepted
+    by the training ``preprocessing`` (:class:`DataError`), each message naming --test-data. A
+    folder of images is resized to the model's image size."""
+    test = spec.test_spec()
+    if test is None:
+        return None
+    if test.image_size is None and len(data_shape) == 3 and Path(test.spec).is_dir():
+        test = replace(test, image_size=(data_shape[-2], data_shape[-1]))
+    dataset = test.load(download=download, progress=progress)       # its errors name the file
+    if tuple(dataset.shape) != tuple(data_shape):
+        raise ShapeError(f"--test-data {test.spec}: examples of shape {tuple(dataset.shape)} do not match the "
+                         f"training data's {tuple(data_shape)}")
+    x, labels = dataset.every_example()
+    if len(x) < 2:
+        raise DataError(f"--test-data {test.spec}: holds {len(x)} example(s); the evaluation needs at least 2")
+    try:
+        preprocessing.prepare(x)
+    except DataError as exc:
+        raise DataError(f"--test-data {test.spec}: {exc}") from None
+    return x, labels
 
 
 def eval_tensor(preprocessing: Preprocessing, x: np.ndarray, *, seed: int = 0,

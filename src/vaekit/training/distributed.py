@@ -12,11 +12,19 @@ joins them into one process group (backend ``nccl`` for CUDA devices, ``gloo`` f
 * the metrics are summed over the ranks; only rank 0 (:func:`is_main`) writes files.
 
 Without torchrun (or with ``WORLD_SIZE=1``) every function here is the single-process identity.
+
+Stalls: every collective (and joining the group) waits at most ``timeout_s`` of :func:`init_from_env`
+(``vaekit train --dist-timeout``, default :data:`DEFAULT_TIMEOUT_S`) for the other ranks; then it
+fails on the ranks still waiting, which end, and torchrun stops (or restarts) the group. In vaekit
+the longest legitimate wait between two collectives is rank 0 writing the epoch's files (the model,
+metrics and checkpoint: seconds) or a rank loading its data before the first one; the evaluation and
+figures at the end run after the group is left, so they never count against it.
 """
 
 from __future__ import annotations
 
 import datetime
+import math
 import os
 from collections.abc import Callable
 
@@ -25,8 +33,15 @@ import torch.distributed as dist
 
 from vaekit.errors import ConfigError
 
-__all__ = ["init_from_env", "is_distributed", "rank", "world_size", "is_main", "backend_for", "shard", "global_mean",
-           "all_reduce_sum", "broadcast_flag", "barrier", "shutdown", "launched_by_torchrun"]
+#: Seconds a rank waits for the others at a collective before it fails (``--dist-timeout``):
+#: torch's own default for NCCL (10 minutes) rather than its 30 minutes for gloo. Long enough for any
+#: rank to load its data and for rank 0 to write an epoch's files on a slow shared file system;
+#: short enough that a frozen rank (a hung GPU, a stopped process) frees the others within minutes.
+DEFAULT_TIMEOUT_S = 600.0
+
+__all__ = ["DEFAULT_TIMEOUT_S", "init_from_env", "is_distributed", "rank", "world_size", "is_main", "backend_for",
+           "shard", "global_mean", "all_reduce_sum", "broadcast_flag", "barrier", "shutdown", "launched_by_torchrun",
+           "env_rank"]
 
 
 def launched_by_torchrun() -> bool:
@@ -39,9 +54,12 @@ def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
-def init_from_env(device_name: str, *, timeout_s: float = 1800.0) -> str:
+def init_from_env(device_name: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
     """Join the process group torchrun describes (no-op for a single process); return the device
-    this rank uses: ``device_name``, or ``cuda:LOCAL_RANK`` when it names CUDA without an index."""
+    this rank uses: ``device_name``, or ``cuda:LOCAL_RANK`` when it names CUDA without an index.
+    ``timeout_s``: how long a collective waits for the other ranks before it fails."""
+    if not (timeout_s > 0 and math.isfinite(timeout_s)):
+        raise ConfigError(f"dist_timeout: must be a positive number of seconds, got {timeout_s!r}")
     if not launched_by_torchrun() or not dist.is_available():
         return device_name
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -57,6 +75,17 @@ def init_from_env(device_name: str, *, timeout_s: float = 1800.0) -> str:
     if not dist.is_initialized():
         dist.init_process_group(backend_for(device), timeout=datetime.timedelta(seconds=timeout_s))
     return str(device)
+
+
+def env_rank() -> int:
+    """This process's rank as torchrun's environment gives it (``RANK``), before the group is
+    joined; 0 without torchrun."""
+    if not launched_by_torchrun():
+        return 0
+    try:
+        return int(os.environ.get("RANK", "0") or "0")
+    except ValueError:
+        return 0
 
 
 def is_distributed() -> bool:

@@ -14,20 +14,32 @@ T = epochs · steps_per_epoch). The step itself is :class:`vaekit.training.step.
 
 Randomness is derived from ``seed`` and the epoch number alone (the permutation, the augmentation
 and the reparameterisation draws each get their own stream, re-seeded every epoch), so resuming
-from a checkpoint reproduces an uninterrupted run bit for bit on the same device. Ctrl-C
-(KeyboardInterrupt) during an epoch's steps saves a checkpoint of the last completed step with a
+from a checkpoint reproduces an uninterrupted run bit for bit on the same device. A stop signal
+(Ctrl-C, SIGTERM or SIGHUP: :class:`vaekit.training.interrupts.TrainingInterrupted`, a
+KeyboardInterrupt) during an epoch's steps saves a checkpoint of the last completed step with a
 "partial_epoch" record (batches done, running sums, augmentation and global RNG states) before it
 propagates, and resuming continues that epoch exactly where it stopped. Torch's global
 RNG is forked around :func:`fit`, so the caller's RNG state is left as it was. Argument validation
 of torch distributions is switched off while training (it costs a host synchronisation per
 distribution, and turns a NaN into an exception) and restored afterwards.
 
-A step whose loss or gradient is not finite changes nothing and is counted; 20 such steps in a
-row raise :class:`DivergenceError`. The host synchronises every 20 steps, not every step.
+A step whose loss or gradient is not finite changes nothing and is counted. Training stops with
+:class:`DivergenceError` (leaving the checkpoint of the last good epoch) when
+
+* 20 steps in a row were skipped (:data:`MAX_BAD_STEPS`; the run of bad steps continues across
+  epochs and across a checkpoint and resume),
+* every step of an epoch was skipped (an epoch that changed nothing, e.g. weights that are already
+  non-finite), or
+* an epoch's training or validation ELBO per example, though finite, is absurd: beyond
+  ±:data:`ABSURD_NATS_PER_DIM` nats per data dimension (see there).
+
+The host synchronises every 20 steps, not every step. With a run directory, rank 0 holds the
+run's lock (:mod:`vaekit.store.lock`) while it trains.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import math
@@ -43,17 +55,27 @@ from torch import Tensor, nn
 
 from vaekit.data import Preprocessing, as_examples
 from vaekit.devices import resolve_device
-from vaekit.errors import ConfigError, VaekitError
+from vaekit.errors import ConfigError
 from vaekit.inference.objectives import Objective
 from vaekit.models.protocol import LatentModel
 from vaekit.store.checkpoint import capture_rng, checkpoint_paths, load_training_state, save_training_state
 from vaekit.store.layout import RunLayout
+from vaekit.store.lock import run_lock
 from vaekit.store.metrics import append_metrics, rewrite_metrics
 from vaekit.store.model_files import save_model
 from vaekit.store.weights import save_weights
 from vaekit.training import distributed, step
 from vaekit.training.batches import BatchPlan
 from vaekit.training.config import TrainConfig, check_resumable, kl_beta, lr_factor
+from vaekit.training.guards import (
+    ABSURD_NATS_PER_DIM,
+    MAX_BAD_STEPS,
+    DivergenceError,
+    check_absurd,
+    check_divergence,
+    check_epoch_changed_something,
+    refuse_non_finite,
+)
 from vaekit.training.interrupts import InterruptGate, deferred_interrupt
 from vaekit.training.state import (
     METRIC_FIELDS,
@@ -74,17 +96,11 @@ from vaekit.training.state import (
 from vaekit.training.step import ObjectiveModule, Stepper, make_optimizer
 from vaekit.training.validation import validate
 
-__all__ = ["MAX_BAD_STEPS", "DivergenceError", "fit", "lr_factor"]
+__all__ = ["MAX_BAD_STEPS", "ABSURD_NATS_PER_DIM", "DivergenceError", "fit", "lr_factor"]
 
-#: Consecutive non-finite steps after which training stops with a DivergenceError.
-MAX_BAD_STEPS = 20
 _SYNC_EVERY = 20
 #: Training data of no preprocessing (already prepared): nothing is scaled or drawn.
 _IDENTITY = Preprocessing("tabular", None, None, None, binarize=False, dequantize=False)
-
-
-class DivergenceError(VaekitError, RuntimeError):
-    """Training produced non-finite losses or gradients for many steps in a row."""
 
 
 def _tensorboard(run_dir: RunLayout | None) -> Any:
@@ -144,10 +160,21 @@ def fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, *,
     interrupt then saves nothing mid-epoch: resuming starts from the last completed epoch). A
     checkpoint resumes with any number of ranks.
 
-    The model keeps the last epoch's weights (the best are in the run's weights file).
+    The model keeps the last epoch's weights (the best are in the run's weights file). While it
+    trains, rank 0 holds the run directory's lock (:func:`vaekit.store.lock.run_lock`): a run
+    directory another process writes is a :class:`vaekit.store.lock.RunLockedError`.
     """
+    writer = run_dir is not None and distributed.rank() == 0
+    with run_lock(run_dir) if writer and run_dir is not None else contextlib.nullcontext():
+        return _fit(model, train_x, val_x, config, preprocessing, objective, run_dir, resume, progress,
+                    list(callbacks or ()), model_extra)
+
+
+def _fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, preprocessing: Preprocessing | None,
+         objective: Objective | None, run_dir: str | Path | None, resume: bool, progress: bool,
+         callbacks: list[Callable[[EpochMetrics], Any]], model_extra: dict[str, Any] | None) -> FitResult:
     run = _Run.start(model, train_x, val_x, config, preprocessing, objective, run_dir, resume, progress,
-                     list(callbacks or ()), model_extra)
+                     callbacks, model_extra)
     if run.state.stopped_early or run.state.epoch >= config.epochs:
         return run.state.result()
     validate_args = torch.distributions.Distribution._validate_args
@@ -243,6 +270,7 @@ class _Run:
                                   "resume it or choose another directory")
             if resume and _has_checkpoint(layout):
                 loaded = load_training_state(layout.checkpoint, model, optimizer, scheduler)
+                refuse_non_finite(model, optimizer, checkpoint_paths(layout.checkpoint)[0])
                 saved = loaded["extra"]
                 check_resumable(saved.get("config", {}), config, checkpoint_paths(layout.checkpoint)[1])
                 state = TrainState.from_checkpoint(loaded["epoch"], loaded["step"], saved)
@@ -302,6 +330,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, EpochTotals, float, floa
     seed_global(device, derive_seed(config.seed, epoch, STREAM_MODEL, run.rank))   # draws the model makes itself
     run.plan.start_epoch(perm_gen)
     totals = EpochTotals.zeros(device)
+    totals.carry_bad_run(state.bad_run)                 # a run of bad steps continues across epochs
     steps = run.plan.steps_per_epoch
     done, beta, lr_used = 0, kl_beta(config, state.step, steps), config.lr
     if run.partial is not None and run.partial["epoch"] == epoch:       # resume mid-epoch
@@ -328,16 +357,17 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, EpochTotals, float, floa
             if run.bar is not None:
                 run.bar.update(1)
             if (b + 1) % _SYNC_EVERY == 0 or b + 1 == steps:
-                _check_divergence(totals, epoch, config)
+                check_divergence(totals, epoch, config)
                 if run.bar is not None:
                     loss_m, elbo_m, kl_m, _ = (totals.sums / totals.counted.clamp_min(1)).tolist()
                     run.bar.set_postfix(epoch=epoch, loss=f"{loss_m:.4g}", elbo=f"{elbo_m:.4g}", kl=f"{kl_m:.4g}",
                                         refresh=False)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:               # Ctrl-C, SIGTERM, SIGHUP (TrainingInterrupted)
         if run.writes and run.world == 1:
             with deferred_interrupt():
                 run.save_checkpoint(partial_record(epoch, done, beta, lr_used, time.perf_counter() - t0, totals, snap))
         raise
+    check_epoch_changed_something(totals, steps, epoch, config)
     return t0, totals, beta, lr_used
 
 
@@ -350,7 +380,9 @@ def _end_epoch(run: _Run, epoch: int, t0: float, totals: EpochTotals, beta: floa
     loss_m, elbo_m, kl_m, rec_m = (epoch_sums[:4] / counted).tolist() if counted > 0 else [math.nan] * 4
     metrics = EpochMetrics(epoch, state.step, loss_m, elbo_m, kl_m, rec_m, val[0], val[1], val[2],
                            beta, lr_used, time.perf_counter() - t0, val[3], int(totals.skipped))
+    check_absurd(metrics, run.model, config)
     state.epoch = epoch
+    state.bad_run = int(totals.bad_run)
     state.history.append(metrics)
     improved = math.isfinite(metrics.val_elbo) and metrics.val_elbo > state.best_val_elbo
     if improved:
@@ -376,11 +408,3 @@ def _end_epoch(run: _Run, epoch: int, t0: float, totals: EpochTotals, beta: floa
             append_metrics(run.layout, metrics.to_dict(), METRIC_FIELDS)
             run.save_checkpoint()
     return stop
-
-
-def _check_divergence(totals: EpochTotals, epoch: int, config: TrainConfig) -> None:
-    if int(totals.worst_run) >= MAX_BAD_STEPS:
-        raise DivergenceError(
-            f"training diverged: {int(totals.worst_run)} consecutive steps with a non-finite "
-            f"loss or gradient in epoch {epoch}; likely causes: learning rate too high "
-            f"(lr={config.lr:g}), decoder variance c too small, or data not scaled")

@@ -70,7 +70,9 @@ class FitResult:
 
 @dataclass
 class TrainState:
-    """What a checkpoint carries besides the model, optimizer and scheduler."""
+    """What a checkpoint carries besides the model, optimizer and scheduler. ``bad_run``: the
+    non-finite steps in a row at the end of the last completed epoch (the run of bad steps goes on
+    across epochs; a checkpoint without it, from an older vaekit, counts 0)."""
 
     epoch: int = 0
     step: int = 0
@@ -79,6 +81,7 @@ class TrainState:
     since_best: int = 0
     stopped_early: bool = False
     history: list[EpochMetrics] = field(default_factory=list)
+    bad_run: int = 0
 
     def result(self) -> FitResult:
         return FitResult(self.history, self.best_epoch, self.best_val_elbo, self.stopped_early)
@@ -86,13 +89,15 @@ class TrainState:
     @classmethod
     def from_checkpoint(cls, epoch: int, step: int, extra: dict[str, Any]) -> TrainState:
         return cls(epoch, step, extra["best_val_elbo"], extra["best_epoch"], extra["since_best"],
-                   extra["stopped_early"], [EpochMetrics.from_dict(m) for m in extra["history"]])
+                   extra["stopped_early"], [EpochMetrics.from_dict(m) for m in extra["history"]],
+                   max(0, int(extra.get("bad_run", 0))))
 
 
 @dataclass
 class EpochTotals:
     """An epoch's running sums (loss, elbo, kl, reconstruction), examples counted, skipped steps,
-    the current and the longest run of non-finite steps; on the device (no host sync per step)."""
+    the current and the longest run of non-finite steps (the current run may have started in an
+    earlier epoch: :meth:`carry_bad_run`); on the device (no host sync per step)."""
 
     sums: Tensor
     counted: Tensor
@@ -105,6 +110,11 @@ class EpochTotals:
         return cls(torch.zeros(4, dtype=torch.float64, device=device),
                    torch.zeros((), dtype=torch.float64, device=device),
                    *(torch.zeros((), dtype=torch.long, device=device) for _ in range(3)))
+
+    def carry_bad_run(self, bad_run: int) -> None:
+        """Continue a run of ``bad_run`` non-finite steps that ended the previous epoch."""
+        self.bad_run.fill_(int(bad_run))
+        self.worst_run.fill_(int(bad_run))
 
     def add(self, ok: Tensor, stats: Tensor, examples: float, weight: float) -> None:
         """Count one step: its batch sums ``stats`` and ``examples`` (times ``weight``) if ``ok``."""
@@ -177,7 +187,7 @@ def checkpoint_extra(config_dict: dict[str, Any], state: TrainState,
     mid-epoch checkpoint, the partial epoch."""
     extra = {"config": config_dict, "best_val_elbo": state.best_val_elbo, "best_epoch": state.best_epoch,
              "since_best": state.since_best, "stopped_early": state.stopped_early,
-             "history": [m.to_dict() for m in state.history]}
+             "history": [m.to_dict() for m in state.history], "bad_run": state.bad_run}
     if partial is not None:
         extra["partial_epoch"] = partial
     return extra
