@@ -450,3 +450,26 @@ def test_an_unencodable_name_is_printed_escaped(tmp_path: Path) -> None:
                            "_lenient_output(); print('run\\udcff')"], capture_output=True, env=env, timeout=60)
     assert proc.returncode == 0 and proc.stdout == b"run\\udcff\n", proc.stderr
     assert time.perf_counter() - start < 30
+
+
+def test_deeply_nested_arch_args_and_evaluation_json_are_one_line(tmp_path):
+    """--arch-args and RUN/evaluation-SPLIT.json nested too deeply for Python's parser: exit 2, one line
+    (not a RecursionError traceback)."""
+    import subprocess
+    import sys
+
+    deep = "[" * 20_000 + "]" * 20_000            # beyond the parser's recursion limit, within ARG_MAX
+    proc = subprocess.run([sys.executable, "-m", "vaekit", "train", "--arch-args", deep, "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-500:]
+    assert "nested too deeply" in proc.stderr and not (tmp_path / "r").exists()
+    run = tmp_path / "run"
+    ok = subprocess.run([sys.executable, "-m", "vaekit", "train", "--epochs", "1", "--hidden", "8", "--latent-dim", "2",
+                         "--no-figures", "--no-progress", "--importance-samples", "5", "--out", str(run)],
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    (run / "evaluation-val.json").write_text(deep)
+    proc = subprocess.run([sys.executable, "-m", "vaekit", "figures", str(run)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-500:]
+    assert "evaluation-val.json" in proc.stderr and "nested too deeply" in proc.stderr

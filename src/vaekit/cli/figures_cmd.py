@@ -37,6 +37,10 @@ def _report_metrics(layout: RunLayout, history: list[dict[str, Any]]) -> dict[st
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DataError(f"{path}: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise DataError(f"{path}: not valid JSON (nested too deeply)") from None
+        if not isinstance(doc, dict):
+            raise DataError(f"{path}: expected a JSON object, got {type(doc).__name__}")
         for key, value in doc.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("seed", "limit"):
                 metrics[f"{split}: {key}"] = value

@@ -126,7 +126,9 @@ def _json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg}): {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg}): {text[:80]!r}") from None
+    except RecursionError:
+        raise argparse.ArgumentTypeError(f"not valid JSON (nested too deeply): {text[:80]!r}") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"width\": 8}}', got {text!r}")
     return value
