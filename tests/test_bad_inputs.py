@@ -510,6 +510,7 @@ def test_catalogue_is_large_and_ids_unique():
     assert len({c.id for c in CASES}) == len(CASES)
 
 
+@pytest.mark.slow            # 86 real subprocesses, about 1.5 minutes on 2 cores: run by .ci/run's second pass
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_exits_2_with_one_line(case: Case, outcomes: dict[str, Outcome]):
     out = outcomes[case.id]
