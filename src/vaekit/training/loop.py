@@ -44,7 +44,6 @@ import functools
 import gc
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,8 +61,6 @@ from vaekit.store.checkpoint import capture_rng, checkpoint_paths, load_training
 from vaekit.store.layout import RunLayout
 from vaekit.store.lock import run_lock
 from vaekit.store.metrics import append_metrics, rewrite_metrics
-from vaekit.store.model_files import save_model
-from vaekit.store.weights import save_weights
 from vaekit.training import distributed, step
 from vaekit.training.batches import BatchPlan
 from vaekit.training.config import TrainConfig, check_resumable, kl_beta, lr_factor
@@ -77,6 +74,7 @@ from vaekit.training.guards import (
     refuse_non_finite,
 )
 from vaekit.training.interrupts import InterruptGate, deferred_interrupt
+from vaekit.training.outputs import has_checkpoint, save_best, tensorboard_writer
 from vaekit.training.state import (
     METRIC_FIELDS,
     STREAM_AUGMENT,
@@ -101,30 +99,6 @@ __all__ = ["MAX_BAD_STEPS", "ABSURD_NATS_PER_DIM", "DivergenceError", "fit", "lr
 _SYNC_EVERY = 20
 #: Training data of no preprocessing (already prepared): nothing is scaled or drawn.
 _IDENTITY = Preprocessing("tabular", None, None, None, binarize=False, dequantize=False)
-
-
-def _tensorboard(run_dir: RunLayout | None) -> Any:
-    """A SummaryWriter on the run's tensorboard folder when tensorboard is installed, else None."""
-    if run_dir is None:
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from torch.utils.tensorboard import SummaryWriter
-        return SummaryWriter(log_dir=str(run_dir.tensorboard))
-    except Exception:  # noqa: BLE001 - tensorboard is optional: any failure means "not available"
-        return None
-
-
-def _save_best(model: nn.Module, layout: RunLayout, extra: dict[str, Any]) -> None:
-    if getattr(model, "config", None) is not None:       # built from a configuration: rebuildable by name
-        save_model(model, layout.root, extra=extra)
-    else:
-        save_weights(model.state_dict(), layout.weights)
-
-
-def _has_checkpoint(layout: RunLayout) -> bool:
-    return any(p.exists() for p in checkpoint_paths(layout.checkpoint))
 
 
 def fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, *,
@@ -265,10 +239,10 @@ class _Run:
 
         state, partial = TrainState(), None
         if layout is not None:
-            if _has_checkpoint(layout) and not resume:
+            if has_checkpoint(layout) and not resume:
                 raise ConfigError(f"{layout.root}: already holds a training run ({layout.checkpoint.name}.json); "
                                   "resume it or choose another directory")
-            if resume and _has_checkpoint(layout):
+            if resume and has_checkpoint(layout):
                 loaded = load_training_state(layout.checkpoint, model, optimizer, scheduler)
                 refuse_non_finite(model, optimizer, checkpoint_paths(layout.checkpoint)[0])
                 saved = loaded["extra"]
@@ -294,7 +268,7 @@ class _Run:
         run = cls(model, config, device, plan, noise, val_eval, distributed.shard(val_x.shape[0], world, rank),
                   optimizer, scheduler, stepper, state, partial, layout, writes, extra, callbacks, world, rank, ddp)
         if not (state.stopped_early or state.epoch >= config.epochs):
-            run.writer = _tensorboard(layout if writes else None)
+            run.writer = tensorboard_writer(layout if writes else None)
             if progress and rank == 0:
                 from tqdm.auto import tqdm
 
@@ -404,7 +378,7 @@ def _end_epoch(run: _Run, epoch: int, t0: float, totals: EpochTotals, beta: floa
     if run.writes and run.layout is not None:
         with deferred_interrupt():
             if improved:
-                _save_best(run.model, run.layout, run.extra)
+                save_best(run.model, run.layout, run.extra)
             append_metrics(run.layout, metrics.to_dict(), METRIC_FIELDS)
             run.save_checkpoint()
     return stop
