@@ -8,11 +8,11 @@ run's :class:`~vaekit.store.layout.RunLayout`.
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from vaekit.cli import run_access as ra
 from vaekit.errors import DataError
+from vaekit.store.documents import read_json
 from vaekit.store.layout import RunLayout
 from vaekit.store.lock import run_lock
 from vaekit.store.metrics import read_history
@@ -33,12 +33,7 @@ def _report_metrics(layout: RunLayout, history: list[dict[str, Any]]) -> dict[st
         path = layout.evaluation(split)
         if not path.is_file():
             continue
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: not valid JSON ({exc})") from None
-        except RecursionError:
-            raise DataError(f"{path}: not valid JSON (nested too deeply)") from None
+        doc = read_json(path, DataError)
         if not isinstance(doc, dict):
             raise DataError(f"{path}: expected a JSON object, got {type(doc).__name__}")
         for key, value in doc.items():

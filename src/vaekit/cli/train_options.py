@@ -29,6 +29,7 @@ from vaekit.models.custom import is_custom_arch, normalise_builder
 from vaekit.models.likelihoods import LIKELIHOODS
 from vaekit.models.networks import ACTIVATIONS
 from vaekit.models.variance import VARIANCE_MODES, parse_variance
+from vaekit.store.documents import read_json
 from vaekit.store.runs import DataSpec
 from vaekit.training import PRECISIONS, TrainConfig
 from vaekit.training.distributed import DEFAULT_TIMEOUT_S
@@ -260,12 +261,7 @@ def _from_file(path: Path) -> dict[str, Any]:
     """The option values in a --config file, parsed like the command line."""
     if not path.is_file():
         raise ConfigError(f"--config {path}: file not found")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--config {path}: not valid JSON ({exc})") from None
-    except RecursionError:
-        raise ConfigError(f"--config {path}: not valid JSON (nested too deeply)") from None
+    doc = read_json(path, ConfigError, label=f"--config {path}")
     if not isinstance(doc, dict):
         raise ConfigError(f"--config {path}: expected a JSON object of option values")
     values: dict[str, Any] = {}

@@ -14,7 +14,19 @@ from typing import Any
 
 from vaekit.errors import CheckpointError
 
-__all__ = ["read_versioned_json"]
+__all__ = ["read_versioned_json", "read_json"]
+
+
+def read_json(path: Path, error: type[Exception] = CheckpointError, *, label: str | None = None) -> Any:
+    """The JSON value in ``path``; a file that is not UTF-8 JSON, or nested too deeply for the parser,
+    is an ``error`` whose one-line message starts with ``label`` (default: the path)."""
+    name = str(path) if label is None else label
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{name}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise error(f"{name}: not valid JSON (nested too deeply)") from None
 
 
 def read_versioned_json(path: Path, *, fmt: str, max_version: int, what: str, missing: str,
@@ -25,11 +37,7 @@ def read_versioned_json(path: Path, *, fmt: str, max_version: int, what: str, mi
     if not path.is_file():
         raise CheckpointError(f"{path}: {missing}")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
-    except RecursionError:
-        raise CheckpointError(f"{path}: not valid JSON (nested too deeply)") from None
+        doc = read_json(path)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != fmt:
