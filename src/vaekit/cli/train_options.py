@@ -27,14 +27,17 @@ from vaekit.models.architectures import ARCHITECTURES
 from vaekit.models.config import VAEConfig
 from vaekit.models.custom import is_custom_arch, normalise_builder
 from vaekit.models.likelihoods import LIKELIHOODS
+from vaekit.models.hierarchical import MAX_LAYERS
 from vaekit.models.networks import ACTIVATIONS
+from vaekit.models.posteriors import POSTERIORS
+from vaekit.models.priors import PRIORS
 from vaekit.models.variance import VARIANCE_MODES, parse_variance
 from vaekit.store.documents import read_json
 from vaekit.store.runs import DataSpec
 from vaekit.training import PRECISIONS, TrainConfig
 from vaekit.training.distributed import DEFAULT_TIMEOUT_S
 
-__all__ = ["Opt", "OPTIONS", "BY_NAME", "GROUPS", "RESUMABLE", "MLP_OPTIONS", "flag", "show", "resolve",
+__all__ = ["Opt", "OPTIONS", "BY_NAME", "GROUPS", "RESUMABLE", "MLP_OPTIONS", "JSON_OPTIONS", "MODEL_FIELDS", "flag", "show", "resolve",
            "data_spec", "check_test_data", "arch_args", "model_config", "option_error", "train_config", "train_device",
            "refuse_untrusted", "normalise_arch"]
 
@@ -197,8 +200,17 @@ OPTIONS = (
     Opt("hidden", "model", _hidden, (200, 200), "hidden layer widths of the mlp, comma-separated", "W,W"),
     Opt("activation", "model", _choice(*ACTIVATIONS), "tanh", f"activation of the mlp: {', '.join(ACTIVATIONS)}",
         "NAME"),
-    Opt("posterior", "model", _choice("diagonal", "full"), "diagonal", "covariance of q(z|x): diagonal or full",
-        "{diagonal,full}"),
+    Opt("likelihood_args", "model", _json_object, None, "arguments of --likelihood, a JSON object (for the "
+        "likelihoods that take any)", "JSON"),
+    Opt("posterior", "model", _choice(*POSTERIORS), "diagonal", "posterior family q(z|x): "
+        + ", ".join(POSTERIORS), "{" + ",".join(POSTERIORS) + "}"),
+    Opt("posterior_args", "model", _json_object, None, "arguments of --posterior, a JSON object", "JSON"),
+    Opt("prior", "model", _choice(*PRIORS), "standard", "prior p(z): " + ", ".join(PRIORS),
+        "{" + ",".join(PRIORS) + "}"),
+    Opt("prior_args", "model", _json_object, None, "arguments of --prior, a JSON object", "JSON"),
+    Opt("layers", "model", _int(1), 1, f"stochastic layers (1 to {MAX_LAYERS})", "L"),
+    Opt("layer_args", "model", _json_object, None, "arguments of the layers above the first, a JSON object",
+        "JSON"),
     Opt("objective", "train", _choice(*OBJECTIVES), "elbo", f"training objective: {' or '.join(OBJECTIVES)}",
         "{" + ",".join(OBJECTIVES) + "}"),
     Opt("samples", "train", _int(1), 1, "draws of z per example (S for elbo, K for iwae)", "K"),
@@ -238,6 +250,11 @@ DATA_FIELD = {"data": "spec"}
 RESUMABLE = ("epochs", "patience", "device", "val_importance_samples", "data_dir", "precision")
 #: The mlp's own options, which fill its arch_args.
 MLP_OPTIONS = ("hidden", "activation")
+#: Options whose value is a JSON object.
+JSON_OPTIONS = ("arch_args", "likelihood_args", "posterior_args", "prior_args", "layer_args")
+#: Model options that are VAEConfig fields of the same name, set as given.
+MODEL_FIELDS = ("latent_dim", "likelihood", "decoder_variance", "posterior", "prior", "layers",
+                "likelihood_args", "posterior_args", "prior_args", "layer_args")
 
 
 
@@ -280,7 +297,7 @@ def _from_file(path: Path) -> dict[str, Any]:
                 raise ConfigError(f"--config {path}: {key} must be true or false, got {value!r}")
             values[key] = value
             continue
-        if key == "arch_args" and isinstance(value, dict):
+        if key in JSON_OPTIONS and isinstance(value, dict):
             values[key] = value
             continue
         if isinstance(value, list):
@@ -353,9 +370,8 @@ def model_config(values: dict[str, Any], explicit: set[str], data_shape: tuple[i
         raise ConfigError("--decoder-variance optimal: c* = the mean squared error maximises the ELBO, not the IWAE "
                           "bound; with --objective iwae use learned, learned-per-dim or a number")
     try:
-        return VAEConfig(data_shape=data_shape, latent_dim=values["latent_dim"], arch=values["arch"],
-                         arch_args=arch_args(values, explicit), likelihood=values["likelihood"],
-                         decoder_variance=values["decoder_variance"], posterior=values["posterior"])
+        return VAEConfig(data_shape=data_shape, arch=values["arch"], arch_args=arch_args(values, explicit),
+                         **{name: values[name] for name in MODEL_FIELDS})
     except ConfigError as exc:
         raise option_error(exc) from None
 

@@ -24,8 +24,8 @@ from vaekit.training import TrainConfig
 __all__ = ["merge_for_resume"]
 
 #: VAEConfig.to_dict() key -> the option that sets it (for naming a change refused on --resume).
-MODEL_KEY_OPTION = {"data_shape": "data", "latent_dim": "latent_dim", "arch": "arch", "arch_args": "arch_args",
-                     "likelihood": "likelihood", "decoder_variance": "decoder_variance", "posterior": "posterior"}
+MODEL_KEY_OPTION = {"data_shape": "data", "arch": "arch", "arch_args": "arch_args",
+                    **{name: name for name in options.MODEL_FIELDS}}
 
 
 def _stored_values(run_dir: Path) -> tuple[dict[str, Any], VAEConfig, dict[str, Any]]:
@@ -48,8 +48,7 @@ def _stored_values(run_dir: Path) -> tuple[dict[str, Any], VAEConfig, dict[str, 
     continuous = build_likelihood(config.likelihood, config.data_shape).data_kind == "continuous"
     if preprocessing.kind == "tabular" and continuous and not preprocessing.standardized:
         values["standardize"] = "none"
-    values.update({name: getattr(config, name) for name in
-                   ("latent_dim", "likelihood", "decoder_variance", "arch", "posterior")})
+    values.update({name: getattr(config, name) for name in ("arch", *options.MODEL_FIELDS)})
     values["arch_args"] = dict(config.arch_args)
     if config.arch == "mlp":
         values["hidden"] = tuple(config.arch_args["hidden"])
@@ -62,7 +61,7 @@ def _stored_values(run_dir: Path) -> tuple[dict[str, Any], VAEConfig, dict[str, 
 def _requested_model(stored: VAEConfig, merged: dict[str, Any], explicit: set[str]) -> VAEConfig:
     """The model the options given on --resume describe: the stored one with those options applied."""
     d = stored.to_dict()
-    for name in ("latent_dim", "likelihood", "decoder_variance", "posterior"):
+    for name in options.MODEL_FIELDS:
         if name in explicit:
             d[name] = merged[name]
     arch_changed = "arch" in explicit and options.normalise_arch(merged["arch"]) != stored.arch
@@ -96,9 +95,10 @@ def merge_for_resume(run_dir: Path, values: dict[str, Any],
         if new != old and name not in options.RESUMABLE:
             raise _cannot_change(name, run_dir, old)
         merged[name] = new
-    requested = _requested_model(config, merged, explicit).to_dict()
-    for key, old in config.to_dict().items():
-        if requested[key] != old:
+    requested, current = _requested_model(config, merged, explicit).to_dict(), config.to_dict()
+    for key in dict.fromkeys([*current, *requested]):
+        old = current.get(key)
+        if requested.get(key) != old:
             name = MODEL_KEY_OPTION.get(key, key)
             if key == "arch_args" and not explicit & {"arch_args"}:
                 name = next((n for n in options.MLP_OPTIONS if n in explicit), name)

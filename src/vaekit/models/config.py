@@ -11,15 +11,21 @@ from typing import Any
 
 from vaekit.errors import ConfigError
 from vaekit.models.architectures import MAX_SIZE, Architecture, resolve_arch, sizes
-from vaekit.models.encoders import COVARIANCES
-from vaekit.models.likelihoods import LIKELIHOODS
+from vaekit.models.hierarchical import MAX_LAYERS, check_layer_args
+from vaekit.models.likelihoods import LIKELIHOODS, check_likelihood_args
+from vaekit.models.posteriors import POSTERIORS, check_posterior_args
+from vaekit.models.priors import check_prior_args
 from vaekit.models.variance import parse_variance
 from vaekit.prob.bounds import DECODER_LOG_VAR_MAX, DECODER_LOG_VAR_MIN
 
 __all__ = ["VAEConfig"]
 
 _FIELDS = ("data_shape", "latent_dim", "arch", "arch_args", "likelihood", "decoder_variance", "posterior",
-           "initial_variance")
+           "initial_variance", "prior", "prior_args", "posterior_args", "likelihood_args", "layers", "layer_args")
+#: Fields written by :meth:`VAEConfig.to_dict` only when they differ from these defaults, so that
+#: the configuration of a seed model reads as it did before the model families.
+_FAMILY_DEFAULTS: dict[str, Any] = {"prior": "standard", "prior_args": {}, "posterior_args": {},
+                                    "likelihood_args": {}, "layers": 1, "layer_args": {}}
 
 
 @dataclass(frozen=True, init=False)
@@ -33,6 +39,11 @@ class VAEConfig:
     ``decoder_variance`` is the seed's c: a float > 0 (fixed), ``"learned"`` (one shared scalar),
     ``"learned-per-dim"`` (one per data dimension) or ``"optimal"`` (c* = mean squared error).
     It is ignored by the Bernoulli likelihood.
+
+    The model families: ``prior`` (``standard`` N(0, I), or a learned prior, :mod:`vaekit.models.priors`)
+    with ``prior_args``; ``posterior`` (``diagonal``, ``full`` or a flow, :mod:`vaekit.models.posteriors`)
+    with ``posterior_args``; ``likelihood_args`` for the likelihoods that take any; ``layers`` stochastic
+    layers (1: the seed's model; more: :mod:`vaekit.models.hierarchical`) with ``layer_args``.
     """
 
     data_shape: tuple[int, ...]
@@ -43,11 +54,19 @@ class VAEConfig:
     decoder_variance: float | str = 1.0
     posterior: str = "diagonal"
     initial_variance: float = 1.0
+    prior: str = "standard"
+    prior_args: dict[str, Any] = field(default_factory=dict)
+    posterior_args: dict[str, Any] = field(default_factory=dict)
+    likelihood_args: dict[str, Any] = field(default_factory=dict)
+    layers: int = 1
+    layer_args: dict[str, Any] = field(default_factory=dict)
 
     def __init__(self, data_shape: Sequence[int], latent_dim: int = 16, arch: str = "mlp",
                  arch_args: Mapping[str, Any] | None = None, likelihood: str = "gaussian",
                  decoder_variance: float | str = 1.0, posterior: str = "diagonal", initial_variance: float = 1.0,
-                 *, hidden: Sequence[int] | None = None, activation: str | None = None):
+                 prior: str = "standard", prior_args: Mapping[str, Any] | None = None,
+                 posterior_args: Mapping[str, Any] | None = None, likelihood_args: Mapping[str, Any] | None = None,
+                 layers: int = 1, layer_args: Mapping[str, Any] | None = None, *, hidden: Sequence[int] | None = None, activation: str | None = None):
         if arch_args is not None and not isinstance(arch_args, Mapping):
             raise ConfigError(f"arch_args: expected a JSON object of arguments, got {arch_args!r}")
         args = dict(arch_args or {})
@@ -64,7 +83,7 @@ class VAEConfig:
         if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or not 0 < latent_dim <= MAX_SIZE:
             raise ConfigError(f"latent_dim: must be an integer from 1 to {MAX_SIZE}, got {latent_dim!r}")
         for name, value, allowed in (("likelihood", likelihood, tuple(LIKELIHOODS)),
-                                     ("posterior", posterior, COVARIANCES)):
+                                     ("posterior", posterior, tuple(POSTERIORS))):
             if not isinstance(value, str) or value not in allowed:
                 raise ConfigError(f"{name}: unknown {value!r}; choose one of {list(allowed)}")
         ok = not isinstance(initial_variance, bool) and isinstance(initial_variance, (int, float))
@@ -77,11 +96,17 @@ class VAEConfig:
                               f"e^{DECODER_LOG_VAR_MAX:g}) = ({math.exp(DECODER_LOG_VAR_MIN):.3g}, "
                               f"{math.exp(DECODER_LOG_VAR_MAX):.3g}), got {initial_variance!r}")
         architecture = resolve_arch(arch, args)
+        if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= MAX_LAYERS:
+            raise ConfigError(f"layers: must be an integer from 1 to {MAX_LAYERS}, got {layers!r}")
+        family = {"prior": prior, "prior_args": check_prior_args(prior, prior_args),
+                  "posterior_args": check_posterior_args(posterior, posterior_args),
+                  "likelihood_args": check_likelihood_args(likelihood, likelihood_args),
+                  "layers": layers, "layer_args": check_layer_args(layers, layer_args, latent_dim)}
         values: dict[str, Any] = {
             "data_shape": shape, "latent_dim": latent_dim,
             "arch": getattr(architecture, "builder", None) or arch, "arch_args": architecture.to_args(),
             "likelihood": likelihood, "decoder_variance": variance,
-            "posterior": posterior, "initial_variance": float(initial_variance)}
+            "posterior": posterior, "initial_variance": float(initial_variance), **family}
         for key, value in values.items():
             object.__setattr__(self, key, value)
         object.__setattr__(self, "_architecture", architecture)
@@ -97,11 +122,16 @@ class VAEConfig:
         return math.prod(self.data_shape)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (tuples as lists)."""
-        return {"data_shape": list(self.data_shape), "latent_dim": self.latent_dim, "arch": self.arch,
-                "arch_args": dict(self.arch_args), "likelihood": self.likelihood,
-                "decoder_variance": self.decoder_variance, "posterior": self.posterior,
-                "initial_variance": self.initial_variance}
+        """A JSON-ready dict (tuples as lists); the family fields only where they differ from the defaults."""
+        d = {"data_shape": list(self.data_shape), "latent_dim": self.latent_dim, "arch": self.arch,
+             "arch_args": dict(self.arch_args), "likelihood": self.likelihood,
+             "decoder_variance": self.decoder_variance, "posterior": self.posterior,
+             "initial_variance": self.initial_variance}
+        for key, default in _FAMILY_DEFAULTS.items():
+            value = getattr(self, key)
+            if value != default:
+                d[key] = dict(value) if isinstance(value, Mapping) else value
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VAEConfig:

@@ -12,7 +12,8 @@ preprocessing reads), its log-density (``distribution``) and whether bits/dim ap
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from torch import Tensor, nn
 from torch.distributions import Distribution
@@ -21,7 +22,8 @@ from vaekit.errors import ConfigError, ShapeError
 from vaekit.models.variance import DecoderVariance, OptimalVariance, build_variance
 from vaekit.prob.distributions import DiagonalNormal, ProfiledNormal, Reduction, bernoulli
 
-__all__ = ["Likelihood", "GaussianLikelihood", "BernoulliLikelihood", "LIKELIHOODS", "build_likelihood"]
+__all__ = ["Likelihood", "GaussianLikelihood", "BernoulliLikelihood", "LIKELIHOODS", "LIKELIHOOD_ARGS",
+           "check_likelihood_args", "build_likelihood"]
 
 
 class Likelihood(nn.Module):
@@ -68,25 +70,46 @@ class BernoulliLikelihood(Likelihood):
         return bernoulli(out, event_ndims)
 
 
-def _gaussian(data_shape: tuple[int, ...], decoder_variance: float | str, initial_variance: float) -> Likelihood:
+def _gaussian(data_shape: tuple[int, ...], decoder_variance: float | str, initial_variance: float,
+              args: Mapping[str, Any]) -> Likelihood:
     return GaussianLikelihood(build_variance(decoder_variance, data_shape, initial_variance), data_shape)
 
 
-def _bernoulli(data_shape: tuple[int, ...], decoder_variance: float | str, initial_variance: float) -> Likelihood:
+def _bernoulli(data_shape: tuple[int, ...], decoder_variance: float | str, initial_variance: float,
+               args: Mapping[str, Any]) -> Likelihood:
     return BernoulliLikelihood()
 
 
+Builder = Callable[[tuple[int, ...], float | str, float, Mapping[str, Any]], Likelihood]
+
 #: Likelihood names (the configuration's ``likelihood``) and their builders
-#: ``(data_shape, decoder_variance, initial_variance) -> Likelihood`` (the Bernoulli ignores c).
-LIKELIHOODS: dict[str, Callable[[tuple[int, ...], float | str, float], Likelihood]] = {
+#: ``(data_shape, decoder_variance, initial_variance, likelihood_args) -> Likelihood`` (c is ignored
+#: by the likelihoods that have none).
+LIKELIHOODS: dict[str, Builder] = {
     "gaussian": _gaussian,
     "bernoulli": _bernoulli,
 }
 
+#: For the likelihoods that take ``likelihood_args``: a function checking and completing them.
+LIKELIHOOD_ARGS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {}
+
+
+def check_likelihood_args(name: str, args: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``likelihood_args`` of likelihood ``name``, checked and completed (a ConfigError names a bad one)."""
+    if not isinstance(name, str) or name not in LIKELIHOODS:
+        raise ConfigError(f"likelihood: unknown {name!r}; choose one of {list(LIKELIHOODS)}")
+    if args is not None and not isinstance(args, Mapping):
+        raise ConfigError(f"likelihood_args: expected a JSON object of arguments, got {args!r}")
+    args = dict(args or {})
+    if name in LIKELIHOOD_ARGS:
+        return LIKELIHOOD_ARGS[name](args)
+    if args:
+        raise ConfigError(f"likelihood_args: the {name} likelihood takes none, got {sorted(args)}")
+    return {}
+
 
 def build_likelihood(name: str, data_shape: tuple[int, ...], decoder_variance: float | str = 1.0,
-                     initial_variance: float = 1.0) -> Likelihood:
+                     initial_variance: float = 1.0, args: Mapping[str, Any] | None = None) -> Likelihood:
     """The likelihood named ``name``; an unknown name is a ConfigError listing the known ones."""
-    if name not in LIKELIHOODS:
-        raise ConfigError(f"likelihood: unknown {name!r}; choose one of {list(LIKELIHOODS)}")
-    return LIKELIHOODS[name](tuple(data_shape), decoder_variance, initial_variance)
+    checked = check_likelihood_args(name, args)
+    return LIKELIHOODS[name](tuple(data_shape), decoder_variance, initial_variance, checked)

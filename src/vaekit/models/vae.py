@@ -16,12 +16,13 @@ from torch.distributions import Distribution
 from vaekit.errors import ConfigError
 from vaekit.models.config import VAEConfig
 from vaekit.models.decoders import Decoder
-from vaekit.models.encoders import GaussianEncoder
 from vaekit.models.likelihoods import GaussianLikelihood, build_likelihood
 from vaekit.models.linear_gaussian import LinearGaussian
 from vaekit.models.networks import Affine
+from vaekit.models.posteriors import build_encoder
+from vaekit.models.priors import Prior, StandardNormalPrior, build_prior
 from vaekit.models.protocol import LatentModel
-from vaekit.prob.distributions import DiagonalNormal, Reduction, standard_normal
+from vaekit.prob.distributions import Reduction, noise_shape
 
 __all__ = ["VAE", "VAEConfig", "VAEOutput", "build_vae"]
 
@@ -36,29 +37,31 @@ class VAEOutput:
 
 
 class VAE(LatentModel):
-    """p(z) = N(0, I);  p(x|z) = ``decoder(z)``;  q_x(z) = ``encoder(x)``.
+    """p(z) = ``prior(encode)`` (N(0, I) by default);  p(x|z) = ``decoder(z)``;  q_x(z) = ``encoder(x)``.
 
     ``encoder``: x (B, *data_shape) ↦ a distribution over z with batch shape (B,) and event shape
     (latent_dim,), with ``rsample``. ``decoder``: z (*lead, latent_dim) ↦ p(x|z) with batch shape
     ``lead`` and event shape ``data_shape`` (a :class:`~vaekit.models.decoders.Decoder` also takes
-    ``reduce=``, the batch mean of a profiled decoder variance).
+    ``reduce=``, the batch mean of a profiled decoder variance). ``prior``: a
+    :class:`~vaekit.models.priors.Prior` module (the standard normal by default).
     """
 
     _anchor: Tensor
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_dim: int, data_shape: tuple[int, ...],
-                 config: VAEConfig | None = None):
+                 config: VAEConfig | None = None, prior: Prior | None = None):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.latent_dim = int(latent_dim)
         self.data_shape = tuple(int(s) for s in data_shape)
         self.config = config
+        self.prior_module = StandardNormalPrior(latent_dim) if prior is None else prior
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # tracks device and dtype
 
-    def prior(self) -> DiagonalNormal:
-        """p(z) = N(0, I) on the model's device and dtype."""
-        return standard_normal(self.latent_dim, device=self._anchor.device, dtype=self._anchor.dtype)
+    def prior(self) -> Distribution:
+        """p(z) on the model's device and dtype: N(0, I), or the learned prior the model was built with."""
+        return self.prior_module(self.encode)
 
     def encode(self, x: Tensor) -> Distribution:
         """q_x(z) = N(g(x), h(x)) for x of shape (B, *data_shape)."""
@@ -72,8 +75,10 @@ class VAE(LatentModel):
 
     @property
     def noise_shape(self) -> tuple[int, ...] | None:
-        """(latent_dim,) for vaekit's Gaussian encoders (z = g(x) + L ε); None for other encoders."""
-        return self.encoder.noise_shape if isinstance(self.encoder, GaussianEncoder) else None
+        """The encoder's ``noise_shape`` ((latent_dim,) for vaekit's Gaussian encoders, z = g(x) + L ε; a
+        flow's base noise); None for an encoder that declares none (it draws its own)."""
+        shape = getattr(self.encoder, "noise_shape", None)
+        return None if shape is None or callable(shape) else tuple(shape)
 
     def closed_form(self) -> LinearGaussian | None:
         """The exact linear-Gaussian model when f is affine and the likelihood Gaussian, else None."""
@@ -101,16 +106,24 @@ class VAE(LatentModel):
     def sample(self, n: int, *, generator: torch.Generator | None = None, mean: bool = True) -> Tensor:
         """n examples from the model: z ~ p(z), then E[x|z] (``mean=True``) or x ~ p(x|z). (n, *data_shape).
 
-        With a ``generator`` z = μ + σ ε, ε drawn from it (the prior is a diagonal Gaussian)."""
+        With a ``generator``, the prior's draws come from it: z = μ + σ ε for a diagonal Gaussian, else the
+        prior's own ``sample_with(n, generator)`` (a learned prior), else torch's global generator seeded from it."""
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise ConfigError(f"sample: n must be a positive integer, got {n!r}")
         prior = self.prior()
         if generator is None:
             z = prior.sample((n,))
-        else:
+        elif noise_shape(prior) == (self.latent_dim,) and hasattr(prior, "loc") and hasattr(prior, "scale"):
             eps = torch.randn((n, self.latent_dim), generator=generator, device=self._anchor.device,
                               dtype=self._anchor.dtype)
             z = prior.loc + prior.scale * eps
+        elif callable(getattr(prior, "sample_with", None)):
+            z = prior.sample_with(n, generator)
+        else:
+            seed = int(torch.randint(0, 2**62, (), generator=generator))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                z = prior.sample((n,))
         px = self.decode(z)
         return px.mean if mean else px.sample()
 
@@ -131,6 +144,8 @@ def build_vae(config: VAEConfig, *, trust_code: bool = False) -> VAE:
         raise ConfigError(f"build_vae: expected a VAEConfig, got {type(config).__name__}")
     shape, k = config.data_shape, config.latent_dim
     trunk, trunk_dim, f = config.architecture.build(shape, k, trust_code=trust_code)
-    encoder = GaussianEncoder(trunk, trunk_dim, k, shape, config.posterior)
-    likelihood = build_likelihood(config.likelihood, shape, config.decoder_variance, config.initial_variance)
-    return VAE(encoder, Decoder(f, k, shape, likelihood), k, shape, config=config)
+    encoder = build_encoder(config.posterior, config.posterior_args, trunk, trunk_dim, k, shape)
+    likelihood = build_likelihood(config.likelihood, shape, config.decoder_variance, config.initial_variance,
+                                  config.likelihood_args)
+    prior = build_prior(config.prior, config.prior_args, k, shape)
+    return VAE(encoder, Decoder(f, k, shape, likelihood), k, shape, config=config, prior=prior)

@@ -164,7 +164,11 @@ def kl_per_dimension(q: Distribution, p: Distribution) -> Tensor:
 
 def noise_shape(q: Distribution) -> tuple[int, ...] | None:
     """The shape of one example's standard-normal ε in :func:`rsample_with_log_prob` (z = μ + L ε):
-    (K,) for a Gaussian over vectors, None for a distribution that draws its own noise."""
+    (K,) for a Gaussian over vectors, the distribution's own ``noise_shape`` for a reparameterised
+    distribution that declares one (a flow, a hierarchy of Gaussians), None for one that draws its own noise."""
+    own = getattr(q, "noise_shape", None)
+    if own is not None and not callable(own):
+        return tuple(own)
     if isinstance(q, MultivariateNormal) or (isinstance(q, DiagonalNormal) and len(q.event_shape) == 1):
         return (int(q.event_shape[0]),)
     return None
@@ -182,7 +186,14 @@ def rsample_with_log_prob(q: Distribution, n: int, eps: Tensor | None = None) ->
     ``eps`` (shape (n, *batch, K)) supplies the standard-normal draws instead of torch's global
     generator (common random numbers: the trainer draws them for a whole global batch so that
     data-parallel ranks reproduce a single process exactly); Gaussians over vectors only.
+
+    A distribution with a method ``rsample_with_log_prob(n, eps)`` of its own (a flow posterior, a
+    hierarchical posterior: one pass, no inversion) is sampled with that method, ``eps`` of shape
+    (n, *batch, *q.noise_shape).
     """
+    own = getattr(q, "rsample_with_log_prob", None)
+    if callable(own):
+        return own(n, eps)
     is_gaussian = isinstance(q, MultivariateNormal) or (isinstance(q, DiagonalNormal) and len(q.event_shape) == 1)
     if eps is not None:
         if not is_gaussian:
