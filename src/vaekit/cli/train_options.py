@@ -26,8 +26,8 @@ from vaekit.inference.objectives import OBJECTIVES
 from vaekit.models.architectures import ARCHITECTURES
 from vaekit.models.config import VAEConfig
 from vaekit.models.custom import is_custom_arch, normalise_builder
-from vaekit.models.likelihoods import LIKELIHOODS
 from vaekit.models.hierarchical import MAX_LAYERS
+from vaekit.models.likelihoods import LIKELIHOODS
 from vaekit.models.networks import ACTIVATIONS
 from vaekit.models.posteriors import POSTERIORS
 from vaekit.models.priors import PRIORS
@@ -37,7 +37,8 @@ from vaekit.store.runs import DataSpec
 from vaekit.training import PRECISIONS, TrainConfig
 from vaekit.training.distributed import DEFAULT_TIMEOUT_S
 
-__all__ = ["Opt", "OPTIONS", "BY_NAME", "GROUPS", "RESUMABLE", "MLP_OPTIONS", "JSON_OPTIONS", "MODEL_FIELDS", "flag", "show", "resolve",
+__all__ = ["Opt", "OPTIONS", "BY_NAME", "GROUPS", "RESUMABLE", "MLP_OPTIONS", "JSON_OPTIONS", "MODEL_FIELDS",
+           "flag", "show", "resolve",
            "data_spec", "check_test_data", "arch_args", "model_config", "option_error", "train_config", "train_device",
            "refuse_untrusted", "normalise_arch"]
 

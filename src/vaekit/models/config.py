@@ -66,7 +66,8 @@ class VAEConfig:
                  decoder_variance: float | str = 1.0, posterior: str = "diagonal", initial_variance: float = 1.0,
                  prior: str = "standard", prior_args: Mapping[str, Any] | None = None,
                  posterior_args: Mapping[str, Any] | None = None, likelihood_args: Mapping[str, Any] | None = None,
-                 layers: int = 1, layer_args: Mapping[str, Any] | None = None, *, hidden: Sequence[int] | None = None, activation: str | None = None):
+                 layers: int = 1, layer_args: Mapping[str, Any] | None = None, *,
+                 hidden: Sequence[int] | None = None, activation: str | None = None):
         if arch_args is not None and not isinstance(arch_args, Mapping):
             raise ConfigError(f"arch_args: expected a JSON object of arguments, got {arch_args!r}")
         args = dict(arch_args or {})
