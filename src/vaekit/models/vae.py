@@ -117,8 +117,8 @@ class VAE(LatentModel):
             eps = torch.randn((n, self.latent_dim), generator=generator, device=self._anchor.device,
                               dtype=self._anchor.dtype)
             z = prior.loc + prior.scale * eps
-        elif callable(getattr(prior, "sample_with", None)):
-            z = prior.sample_with(n, generator)
+        elif callable(sample_with := getattr(prior, "sample_with", None)):
+            z = sample_with(n, generator)
         else:
             seed = int(torch.randint(0, 2**62, (), generator=generator))
             with torch.random.fork_rng(devices=[]):
