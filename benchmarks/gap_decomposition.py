@@ -2,7 +2,7 @@
 
     python benchmarks/gap_decomposition.py
 
-(the recorded run; every option has a default, see ``--help``). One command trains four VAEs that
+(the recorded run; every option has a default, see ``--help``). One command trains five VAEs that
 share the decoder and differ in the encoder, then splits each one's posterior gap
 KL(q_x(z) || p(z|x)) = log p(x) - ELBO(q_x) on test images into
 
@@ -19,7 +19,10 @@ binarised once with seed 0, are evaluated.
 Models (latent dimension ``--latent-dim``, ReLU, the same decoder f = MLP K-200-200-784 with
 Bernoulli logits; seed 0): encoders
 ``diagonal 784-200-200`` (the IWAE paper's size), ``diagonal 784-32`` (a small encoder),
-``diagonal 784-500-500`` (a wide one) and ``full 784-200-200`` (full-covariance q, h = L Lᵀ).
+``diagonal 784-500-500`` (a wide one), ``full 784-200-200`` (full-covariance q, h = L Lᵀ) and
+``iaf 784-200-200`` (an inverse autoregressive flow posterior, :mod:`vaekit.models.iaf`, with its default
+``posterior_args``: 2 steps, MADE widths 64-64, context h(x) of width 32; its family for q*_x is every
+(μ, σ, h) with the flow's networks fixed, :meth:`vaekit.prob.flows.FlowPosterior.free_parameters`).
 Training: Adam lr 1e-3, batch 100, ``--epochs`` epochs of the ELBO by ``vaekit.fit``; the last
 epoch's weights are evaluated.
 
@@ -33,11 +36,18 @@ of its mean over the images.
 Output: a table on stdout; raw JSON (settings, training history, evaluations, machine, torch
 version, date, command) in ``benchmarks/results/gap_decomposition.json``; a bar chart of the two
 gaps per model in ``benchmarks/results/gap_decomposition.png``.
+
+Rows alone: ``--rows iaf`` (or ``--models 5``) runs only the rows named; with ``--merge`` their results
+replace the rows of the same name in the existing ``--out`` file (whose settings must equal this run's)
+and the others are kept; each merged row records its own command, date and machine under ``"run"``:
+
+    python benchmarks/gap_decomposition.py --rows iaf --merge
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -52,23 +62,34 @@ import vaekit
 from vaekit import VAE, BernoulliLikelihood, Decoder, GaussianEncoder, TrainConfig
 from vaekit.data import fit_preprocessing, load_dataset
 from vaekit.inference.gaps import Refinement
+from vaekit.models.iaf import IAF_DEFAULTS, IAFEncoder
 from vaekit.models.networks import MLP
 from vaekit.store.runs import eval_tensor
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SHAPE = (1, 28, 28)
-#: (name, encoder hidden widths, posterior covariance)
+#: (name, encoder hidden widths, posterior family: diagonal, full or iaf)
 MODELS = (("diagonal 784-200-200", (200, 200), "diagonal"),
           ("diagonal 784-32", (32,), "diagonal"),
           ("diagonal 784-500-500", (500, 500), "diagonal"),
-          ("full 784-200-200", (200, 200), "full"))
+          ("full 784-200-200", (200, 200), "full"),
+          ("iaf 784-200-200", (200, 200), "iaf"))
+#: Short names of the rows for ``--rows``.
+ROWS = {"diagonal": 0, "small": 1, "wide": 2, "full": 3, "iaf": 4}
+#: Settings that must agree for rows of two runs to share one results file (``--merge``).
+SHARED_SETTINGS = ("latent_dim", "epochs", "decoder_hidden", "importance_samples", "gap_elbo_samples", "refinement",
+                   "data")
 
 
-def build(hidden: tuple[int, ...], covariance: str, latent_dim: int, decoder_hidden: tuple[int, ...]) -> VAE:
-    """Encoder MLP 784-hidden with heads g, h (diagonal or full); decoder MLP K-decoder_hidden-784, logits."""
+def build(hidden: tuple[int, ...], posterior: str, latent_dim: int, decoder_hidden: tuple[int, ...]) -> VAE:
+    """Encoder MLP 784-hidden with heads g, h (diagonal or full), or an IAF on them (``iaf``, the default
+    ``posterior_args``); decoder MLP K-decoder_hidden-784, logits."""
     trunk = MLP(SHAPE, hidden, None, "relu")
-    encoder = GaussianEncoder(trunk, trunk.out_features, latent_dim, SHAPE, covariance)
+    if posterior == "iaf":
+        encoder: torch.nn.Module = IAFEncoder(trunk, trunk.out_features, latent_dim, SHAPE, **IAF_DEFAULTS)
+    else:
+        encoder = GaussianEncoder(trunk, trunk.out_features, latent_dim, SHAPE, posterior)
     f = MLP(latent_dim, decoder_hidden, 784, "relu")
     return VAE(encoder, Decoder(f, latent_dim, SHAPE, BernoulliLikelihood()), latent_dim, SHAPE)
 
@@ -103,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gap-elbo-samples", type=int, default=1000, help="draws for ELBO(q), ELBO(q*) (default 1000)")
     p.add_argument("--refine-steps", type=int, default=500, help="Adam steps of the refinement (default 500)")
     p.add_argument("--refine-samples", type=int, default=16, help="draws per refinement step (default 16)")
-    p.add_argument("--models", default=None, help="comma-separated subset of the model numbers 1-4 (default all)")
+    p.add_argument("--models", default=None, help="comma-separated subset of the model numbers 1-5 (default all)")
+    p.add_argument("--rows", default=None, help=f"comma-separated subset of the rows by name: {', '.join(ROWS)} "
+                   "(default all)")
+    p.add_argument("--merge", action="store_true", help="replace these rows in the existing --out file, keeping "
+                   "the others (the settings must be the same)")
     p.add_argument("--decoder-hidden", default="200,200", help="decoder widths (default 200,200)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
     p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "mnist"))
@@ -112,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    chosen = MODELS if args.models is None else tuple(MODELS[int(i) - 1] for i in args.models.split(","))
+    chosen = _chosen(p, args)
     decoder_hidden = tuple(int(h) for h in args.decoder_hidden.split(","))
     refinement = Refinement(steps=args.refine_steps, samples=args.refine_samples)
     t_start = time.perf_counter()
@@ -127,10 +152,17 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.epochs} epochs; importance samples {args.importance_samples}; refinement {refinement}; "
           f"threads {torch.get_num_threads()}; torch {torch.__version__}", flush=True)
 
+    settings = {"latent_dim": args.latent_dim, "epochs": args.epochs, "decoder_hidden": list(decoder_hidden),
+                "importance_samples": args.importance_samples, "gap_elbo_samples": args.gap_elbo_samples,
+                "refinement": refinement.to_dict(),
+                "data": {"train_examples": int(x_train.shape[0]), "val_examples": int(x_val.shape[0]),
+                         "test_examples": int(x_test.shape[0])}}
+    old = _mergeable(Path(args.out), settings) if args.merge else None    # before the hour of training
+
     results = []
-    for name, hidden, covariance in chosen:
+    for name, hidden, posterior in chosen:
         torch.manual_seed(0)
-        model = build(hidden, covariance, args.latent_dim, decoder_hidden)
+        model = build(hidden, posterior, args.latent_dim, decoder_hidden)
         t0 = time.perf_counter()
         fit = vaekit.fit(model, x_train, x_val, TrainConfig(epochs=args.epochs, batch_size=100, lr=1e-3, seed=0),
                          preprocessing=prep)
@@ -140,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         ev = vaekit.evaluate(model, x_test, importance_samples=args.importance_samples, refinement=refinement,
                              gap_elbo_samples=args.gap_elbo_samples, batch_size=100)
         eval_s = time.perf_counter() - t0
-        results.append({"model": name, "encoder_hidden": list(hidden), "posterior": covariance,
+        results.append({"model": name, "encoder_hidden": list(hidden), "posterior": posterior,
+                        **({"posterior_args": dict(IAF_DEFAULTS)} if posterior == "iaf" else {}),
                         "train_seconds": train_s, "eval_seconds": eval_s,
                         "history": [m.to_dict() for m in fit.history], "evaluation": ev.to_dict()})
         print(f"{name:<22} train {train_s:6.0f} s  eval {eval_s:5.0f} s  ELBO {ev.elbo:8.2f}  "
@@ -150,15 +183,54 @@ def main(argv: list[str] | None = None) -> int:
               f"+ approximation {ev.approximation_gap:5.2f} ± {ev.approximation_gap_se:.2f}", flush=True)
 
     doc = {"script": "benchmarks/gap_decomposition.py", "command": " ".join([Path(sys.executable).name, *sys.argv]),
-           **machine_info(), "latent_dim": args.latent_dim, "epochs": args.epochs,
-           "decoder_hidden": list(decoder_hidden), "importance_samples": args.importance_samples,
-           "gap_elbo_samples": args.gap_elbo_samples, "refinement": refinement.to_dict(),
-           "data": {"train_examples": int(x_train.shape[0]), "val_examples": int(x_val.shape[0]),
-                    "test_examples": int(x_test.shape[0])},
-           "total_seconds": time.perf_counter() - t_start, "results": results}
-    figure(results, Path(args.figure))
+           **machine_info(), **settings, "total_seconds": time.perf_counter() - t_start, "results": results}
+    if old is not None:
+        doc = _merged(old, doc)
+    figure(doc["results"], Path(args.figure))
     print(f"raw results: {write_results(args.out, doc)}; figure: {args.figure}")
     return 0
+
+
+def _chosen(p: argparse.ArgumentParser, args: argparse.Namespace) -> tuple:
+    """The rows ``--models`` (numbers) or ``--rows`` (names) select, in table order; all by default."""
+    if args.models is not None and args.rows is not None:
+        p.error("--models and --rows: give one of them")
+    try:
+        if args.rows is not None:
+            picked = {ROWS[name.strip()] for name in args.rows.split(",")}
+        elif args.models is not None:
+            picked = {int(i) - 1 for i in args.models.split(",")}
+        else:
+            picked = set(range(len(MODELS)))
+    except (KeyError, ValueError) as exc:
+        p.error(f"unknown row {exc}; rows are {', '.join(ROWS)} (--rows) or 1-{len(MODELS)} (--models)")
+    if not picked or not all(0 <= i < len(MODELS) for i in picked):
+        p.error(f"--models: numbers from 1 to {len(MODELS)}, got {args.models!r}")
+    return tuple(MODELS[i] for i in sorted(picked))
+
+
+def _mergeable(path: Path, settings: dict) -> dict | None:
+    """The results file at ``path`` (None if there is none), if it was made with these ``settings``; else exit."""
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text())
+    differ = [key for key in SHARED_SETTINGS if old.get(key) != settings[key]]
+    if differ:
+        raise SystemExit(f"--merge: {path} was made with other settings ({', '.join(differ)}); run the rows "
+                         "with the same options or write another --out")
+    return old
+
+
+def _merged(old: dict, doc: dict) -> dict:
+    """The results ``old`` with this run's rows (``doc``) in place of those of the same name (each marked with
+    this run's command, date and machine under ``"run"``), in table order; its other fields (the first
+    run's) are kept."""
+    run = {key: doc[key] for key in ("command", "machine", "torch_version", "threads", "date", "total_seconds")}
+    rows = {r["model"]: r for r in old["results"]}
+    rows.update({r["model"]: {**r, "run": run} for r in doc["results"]})
+    order = [name for name, _, _ in MODELS]
+    return {**old, "results": sorted(rows.values(), key=lambda r: order.index(r["model"]) if r["model"] in order
+                                     else len(order))}
 
 
 if __name__ == "__main__":

@@ -40,3 +40,32 @@ def test_gap_decomposition_tiny_run(tmp_path):
         tighter = max(e["log_likelihood"], e["refined_log_likelihood"])
         assert tighter - e["refined_elbo"] == pytest.approx(e["approximation_gap"], abs=1e-5)
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_iaf_row_alone_merges_into_the_results(tmp_path):
+    """``--rows iaf --merge`` adds the IAF row to an existing results file, keeps its other rows, and refuses a
+    file made with other settings."""
+    out, fig = tmp_path / "gaps.json", tmp_path / "gaps.png"
+    common = [sys.executable, str(SCRIPT), "--train-n", "200", "--val-n", "20", "--test-n", "6",
+              "--importance-samples", "10", "--gap-elbo-samples", "10", "--refine-steps", "5", "--refine-samples", "2",
+              "--latent-dim", "4", "--threads", "1", "--data-dir", str(MNIST), "--out", str(out), "--figure", str(fig)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*common, *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=120,
+                              check=False)
+
+    assert run("--epochs", "1", "--rows", "diagonal").returncode == 0
+    proc = run("--epochs", "1", "--rows", "iaf", "--merge")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert [r["model"] for r in doc["results"]] == ["diagonal 784-200-200", "iaf 784-200-200"]
+    first, iaf = doc["results"]
+    assert "run" not in first and "--merge" in iaf["run"]["command"]
+    assert iaf["posterior"] == "iaf" and iaf["posterior_args"]["steps"] == 2
+    for key in ("amortisation_gap", "approximation_gap"):
+        assert math.isfinite(iaf["evaluation"][key]), key
+    refused = run("--epochs", "2", "--rows", "iaf", "--merge")
+    assert refused.returncode != 0 and "other settings (epochs)" in refused.stderr
+    assert json.loads(out.read_text()) == doc

@@ -54,7 +54,7 @@ def env(tmp_path_factory):
 
 
 COMMANDS: dict[str, tuple[list[str], int]] = {
-    "evaluate-json": (["evaluate", "run", "--importance-samples", "20", "--limit", "40", "--json"], 0),
+    "evaluate-json": (["evaluate", "run", "--importance-samples", "20", "--limit", "40", "--json", "--save"], 0),
     "evaluate-table": (["evaluate", "run", "--importance-samples", "20", "--split", "val", "--limit", "30"], 0),
     "evaluate-linear": (["evaluate", "linear", "--importance-samples", "20", "--limit", "40", "--json",
                          "--batch-size", "16"], 0),
@@ -106,7 +106,7 @@ def test_evaluate_json_prints_exactly_one_object(env, results):
     assert doc["log_likelihood"] >= doc["elbo"] - 5              # sane numbers (loose: few draws)
     assert doc["bits_per_dim"] > 0                               # dequantised digits, Gaussian decoder
     assert doc["exact_log_likelihood"] is None                   # an MLP decoder has no closed form
-    assert json.loads((env / "run" / "evaluation-test.json").read_text()) == doc
+    assert json.loads((env / "run" / "evaluation-test-K20-seed0-limit40.json").read_text()) == doc    # --save
 
 
 def test_evaluate_linear_reports_exact_values(env, results):
@@ -119,7 +119,7 @@ def test_evaluate_linear_reports_exact_values(env, results):
 def test_evaluate_table(env, results):
     out = results["evaluate-table"].stdout
     assert "log p(x)" in out and "active units" in out and "bits per dim" in out
-    assert (env / "run" / "evaluation-val.json").is_file()
+    assert not list((env / "run").glob("evaluation-val*"))          # without --save it writes nothing
 
 
 def test_sample(env, results):

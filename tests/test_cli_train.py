@@ -73,7 +73,7 @@ def test_config_file_and_command_line_precedence(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--decoder-variance", "-1"], "--decoder-variance"),
-    (["--arch", "resnet"], "--arch"),
+    (["--arch", "transformer"], "--arch"),
     (["--arch", "nets.py:"], "--arch"),
     (["--arch-args", "{width: 4}"], "--arch-args"),
     (["--device", "banana"], "--device"),

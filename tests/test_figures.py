@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from PIL import Image
 
 from vaekit import ShapeError, VAEConfig, build_vae
+from vaekit.store.model_files import save_model
 from vaekit.viz.figures import write_figures, write_run_report
 
 HISTORY = [{"epoch": e, "train_elbo": -10.0 + e, "val_elbo": -11.0 + e, "train_kl": 1.0, "val_kl": 1.1,
@@ -75,11 +77,13 @@ def test_labels_must_match_examples(tmp_path):
 
 def test_run_report_embeds_figures_and_metrics(tmp_path):
     model = build_vae(VAEConfig((4,), latent_dim=2, hidden=(8,)))
+    save_model(model, tmp_path, extra={})
+    (tmp_path / "evaluation-test.json").write_text('{"n": 10, "elbo": -3.25, "bits_per_dim": null}')
     figures = write_figures(tmp_path, model=model, x=torch.randn(10, 4), labels=None, history=[])
-    path = write_run_report(tmp_path, metrics={"test elbo": -3.25, "bits_per_dim": None},
-                            figures=figures, config={"model": {"latent_dim": 2}})
+    path = write_run_report(tmp_path, figures)
     assert path == tmp_path / "report.html"
     text = path.read_text(encoding="utf-8")
-    assert "test elbo" in text and "-3.25" in text and "bits_per_dim" not in text
+    assert 'data-key="elbo" data-value="-3.25">-3.2500<' in text and 'data-key="bits_per_dim"' not in text
     assert text.count("data:image/png;base64,") == len(figures)
+    assert all(html.escape(caption) in text for caption in figures)
     assert "model.latent_dim" in text

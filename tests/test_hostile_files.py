@@ -199,6 +199,7 @@ def test_the_header_is_read_without_decoding_and_checked(tmp_path: Path) -> None
 
 
 def _saved_model(directory: Path, **kwargs: Any) -> Path:
+    kwargs.setdefault("decoder_variance", 1.0)       # a fixed c: one buffer (the default, optimal, has two)
     model = build_vae(VAEConfig((1, 4, 4), latent_dim=2, hidden=(8,), **kwargs))
     return save_model(model, directory)
 

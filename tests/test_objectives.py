@@ -9,6 +9,7 @@ import torch
 
 from linear_problems import random_linear_problem
 from vaekit import ConfigError, LinearGaussian, ShapeError, VAEConfig, build_vae, elbo, elbo_terms, iwae_bound
+from vaekit.inference.estimators import kl_per_dimension
 
 
 @pytest.mark.parametrize("posterior", ["diagonal", "full"])
@@ -89,6 +90,27 @@ def test_free_bits_floors_each_dimension_but_not_the_elbo():
     t = elbo_terms(model, x, free_bits=5.0)
     assert torch.allclose(t.kl_penalty.mean(), torch.tensor(4 * 5.0))
     torch.testing.assert_close(t.elbo, t.reconstruction - t.kl)
+
+
+def test_free_bits_stop_the_kl_gradient_of_dimensions_below_the_floor():
+    """A dimension under λ contributes the constant λ: no KL gradient reaches the encoder through it; a
+    dimension above λ keeps its whole KL gradient (the two cases told apart by per-dimension gradients)."""
+    torch.manual_seed(0)
+    model = build_vae(VAEConfig((6,), latent_dim=4, hidden=(8,)))
+    x = torch.randn(10, 6)
+    with torch.no_grad():
+        per_dim = kl_per_dimension(model, x).mean(0)
+    lam = float(per_dim.sort().values[1:3].mean())              # two dimensions below λ, two above
+    below = per_dim <= lam
+    t = elbo_terms(model, x, free_bits=lam)
+    mean_head = model.encoder.mean.weight
+    grad_free, = torch.autograd.grad(t.kl_penalty.sum(), mean_head)
+    q = model.encode(x)
+    full = 0.5 * (q.scale**2 + q.loc**2 - 1 - 2 * q.scale.log())   # KL per dimension, closed form
+    grad_kl, = torch.autograd.grad(full.sum(), mean_head)
+    assert torch.count_nonzero(grad_free[below]) == 0
+    torch.testing.assert_close(grad_free[~below], grad_kl[~below])
+    torch.testing.assert_close(t.kl_penalty.mean(), torch.clamp_min(per_dim, lam).sum())
 
 
 def test_wrong_shapes_and_bad_options_raise_clear_errors():

@@ -39,6 +39,7 @@ def _data(n=96, seed=0):
 
 def _model(seed=0, **kw):
     torch.manual_seed(seed)
+    kw.setdefault("decoder_variance", 1.0)            # a fixed c: the IWAE bound needs one (the default is optimal)
     return build_vae(VAEConfig((1, 8, 8), latent_dim=3, hidden=(16,), **kw))
 
 

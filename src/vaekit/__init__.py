@@ -14,47 +14,99 @@ The seed's model, symbol for symbol:
 Layers (imports point one way): ``prob`` (distributions) → ``models`` (the :class:`LatentModel`
 protocol, the VAE and its parts) → ``inference`` (objectives, estimators, evaluation) →
 ``training`` (:func:`fit`) → ``store``/``viz``/``cli``; ``data`` stands beside them.
+
+The names are imported on first use (:pep:`562`), so that ``import vaekit`` (and ``vaekit --help``)
+does not pay for importing torch.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from vaekit.errors import CheckpointError, ConfigError, DataError, ShapeError, UntrustedCodeError, VaekitError
-from vaekit.inference.estimators import (
-    ActiveUnits,
-    LikelihoodEstimate,
-    active_units,
-    bits_per_dim,
-    estimate_log_likelihood,
-    kl_per_dimension,
-    log_likelihood,
-    posterior_gap,
-)
-from vaekit.inference.evaluate import Evaluation, evaluate
-from vaekit.inference.objectives import (
-    ELBO,
-    IWAE,
-    ELBOTerms,
-    Objective,
-    elbo,
-    elbo_terms,
-    iwae_bound,
-    log_importance_weights,
-)
-from vaekit.models.config import VAEConfig
-from vaekit.models.decoders import BernoulliDecoder, Decoder, GaussianDecoder
-from vaekit.models.encoders import GaussianEncoder
-from vaekit.models.likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
-from vaekit.models.linear_gaussian import LinearGaussian, ppca_mle
-from vaekit.models.networks import MLP, Affine, Flatten
-from vaekit.models.protocol import LatentModel
-from vaekit.models.vae import VAE, VAEOutput, build_vae
-from vaekit.models.variance import FixedVariance, LearnedVariance, OptimalVariance
-from vaekit.prob.distributions import DiagonalNormal, ProfiledNormal, kl_divergence, standard_normal
-from vaekit.store.model_files import load_model, save_model
-from vaekit.training import EpochMetrics, FitResult, TrainConfig, fit
+
+if TYPE_CHECKING:
+    from vaekit.inference.estimators import (
+        ActiveUnits,
+        LikelihoodEstimate,
+        active_units,
+        bits_per_dim,
+        estimate_log_likelihood,
+        kl_per_dimension,
+        log_likelihood,
+        posterior_gap,
+    )
+    from vaekit.inference.evaluate import Evaluation, evaluate
+    from vaekit.inference.objectives import (
+        ELBO,
+        IWAE,
+        ELBOTerms,
+        Objective,
+        elbo,
+        elbo_terms,
+        iwae_bound,
+        log_importance_weights,
+    )
+    from vaekit.models.conditional import ConditionalVAE
+    from vaekit.models.config import VAEConfig
+    from vaekit.models.decoders import BernoulliDecoder, Decoder, GaussianDecoder
+    from vaekit.models.encoders import GaussianEncoder
+    from vaekit.models.likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
+    from vaekit.models.linear_gaussian import LinearGaussian, ppca_mle
+    from vaekit.models.networks import MLP, Affine, Flatten
+    from vaekit.models.protocol import LatentModel
+    from vaekit.models.vae import VAE, VAEOutput, build_vae
+    from vaekit.models.variance import FixedVariance, LearnedVariance, OptimalVariance
+    from vaekit.prob.distributions import DiagonalNormal, ProfiledNormal, kl_divergence, standard_normal
+    from vaekit.store.model_files import load_model, save_model
+    from vaekit.training import EpochMetrics, FitResult, TrainConfig, fit
+
+#: module -> the public names it gives the package root, imported on first access.
+_LAZY: dict[str, tuple[str, ...]] = {
+    "vaekit.inference.estimators": (
+        "ActiveUnits", "LikelihoodEstimate", "active_units", "bits_per_dim", "estimate_log_likelihood",
+        "kl_per_dimension", "log_likelihood", "posterior_gap",
+    ),
+    "vaekit.inference.evaluate": ("Evaluation", "evaluate"),
+    "vaekit.inference.objectives": (
+        "ELBO", "IWAE", "ELBOTerms", "Objective", "elbo", "elbo_terms", "iwae_bound", "log_importance_weights",
+    ),
+    "vaekit.models.conditional": ("ConditionalVAE",),
+    "vaekit.models.config": ("VAEConfig",),
+    "vaekit.models.decoders": ("BernoulliDecoder", "Decoder", "GaussianDecoder"),
+    "vaekit.models.encoders": ("GaussianEncoder",),
+    "vaekit.models.likelihoods": ("BernoulliLikelihood", "GaussianLikelihood", "Likelihood"),
+    "vaekit.models.linear_gaussian": ("LinearGaussian", "ppca_mle"),
+    "vaekit.models.networks": ("MLP", "Affine", "Flatten"),
+    "vaekit.models.protocol": ("LatentModel",),
+    "vaekit.models.vae": ("VAE", "VAEOutput", "build_vae"),
+    "vaekit.models.variance": ("FixedVariance", "LearnedVariance", "OptimalVariance"),
+    "vaekit.prob.distributions": ("DiagonalNormal", "ProfiledNormal", "kl_divergence", "standard_normal"),
+    "vaekit.store.model_files": ("load_model", "save_model"),
+    "vaekit.training": ("EpochMetrics", "FitResult", "TrainConfig", "fit"),
+}
+_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    """A public name of :data:`_LAZY`, imported from its module on first access (then cached)."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vaekit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULE_OF})
+
 
 __version__ = "0.2.0"
 
 __all__ = [
-    "LatentModel", "VAE", "VAEConfig", "VAEOutput", "build_vae",
+    "LatentModel", "VAE", "VAEConfig", "VAEOutput", "build_vae", "ConditionalVAE",
     "GaussianEncoder", "Decoder", "GaussianDecoder", "BernoulliDecoder", "MLP", "Affine", "Flatten",
     "Likelihood", "GaussianLikelihood", "BernoulliLikelihood",
     "FixedVariance", "LearnedVariance", "OptimalVariance",

@@ -1,12 +1,19 @@
 """The ``vaekit`` command: ``vaekit SUBCOMMAND --help`` for each subcommand.
 
 Exit codes: 0 success; 2 a usage or input error (one line on stderr, no traceback); 130, 143, 129
-stopped by SIGINT (Ctrl-C), SIGTERM, SIGHUP; 1 otherwise.
+stopped by SIGINT (Ctrl-C), SIGTERM, SIGHUP; 1 otherwise. ``vaekit`` without arguments is a usage
+error: it lists the commands, one line each, on stderr and exits 2.
 The subcommands live in modules with ``register(subparsers)``, which adds their parsers and sets
 ``func`` (called with the parsed namespace, returns the exit code): :mod:`~vaekit.cli.train_cmd`
 (its options in :mod:`~vaekit.cli.train_options`, ``--resume`` in :mod:`~vaekit.cli.train_resume`),
 :mod:`~vaekit.cli.commands` (evaluate, sample, reconstruct, encode, interpolate; what they share in
-:mod:`~vaekit.cli.run_access`) and :mod:`~vaekit.cli.figures_cmd`.
+:mod:`~vaekit.cli.run_access`), :mod:`~vaekit.cli.figures_cmd` and :mod:`~vaekit.cli.report_cmd`.
+
+Building the parser imports no torch (``vaekit --help`` and ``vaekit CMD --help`` answer in a
+fraction of a second): the command modules import the heavy modules inside the functions that run a
+command, and the option table takes the choices that live in torch modules by name, checking them
+when a value is parsed (:mod:`~vaekit.cli.train_options`). Help texts taken from docstrings are
+shown without their reST markup (:mod:`~vaekit.cli.help_text`).
 """
 
 from __future__ import annotations
@@ -16,9 +23,11 @@ import errno
 import os
 import re
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from vaekit.cli.help_text import plain
 from vaekit.errors import VaekitError
 
 __all__ = ["main", "build_parser"]
@@ -31,17 +40,36 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"vaekit {self.prog.split()[-1]}: error: {message}\n" if " " in self.prog
                   else f"vaekit: error: {message}\n")
 
+    def format_help(self) -> str:  # noqa: D102 - argparse API: the help without reST markup
+        return plain(super().format_help())
+
+
+class _CommandList(argparse.HelpFormatter):
+    """The top-level help: each command on one line under "commands", without argparse's extra
+    COMMAND line above them."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=16)
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if isinstance(action, argparse._SubParsersAction):
+            return "".join(self._format_action(choice) for choice in action._get_subactions())
+        return super()._format_action(action)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
-    from vaekit.cli import commands, train_cmd
+    from vaekit.cli import commands, report_cmd, train_cmd
 
-    parser = _Parser(prog="vaekit", description="Variational autoencoders on PyTorch, verified against closed forms.")
+    parser = _Parser(prog="vaekit", description="Variational autoencoders on PyTorch, verified against closed forms.",
+                     epilog="'vaekit COMMAND --help' shows a command's options and an example.",
+                     formatter_class=_CommandList)
     parser.add_argument("--version", action="version", version=f"vaekit {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, title="commands")
     sub.required = True
     train_cmd.register(sub)
     commands.register(sub)
+    report_cmd.register(sub)
     for subparser in sub.choices.values():
         subparser.set_defaults(parser=subparser)
     return parser
@@ -116,11 +144,16 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (also used by ``python -m vaekit``)."""
+    started = time.time()
     _lenient_output()
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):     # bare `vaekit`: the commands, and a usage error
+        sys.stderr.write(parser.format_help())
+        return 2
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # report it as the subcommand's error, not the top-level parser's
         args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.argv, args.started = ["vaekit", *(sys.argv[1:] if argv is None else argv)], started  # run.json records them
     try:
         return int(args.func(args) or 0)
     except VaekitError as exc:

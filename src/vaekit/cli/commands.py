@@ -6,6 +6,11 @@ the user's own networks needs ``--trust-code``). Output files (``--out``) must e
 the command knows (.png or .npy), are never overwritten without ``--force``, and are written
 atomically. Arrays (.npy) hold values in the model's input space (images in [0, 1], tabular data
 standardised as stored with the model).
+
+A conditional run (``vaekit train --conditional``) is given the examples' labels everywhere
+(:func:`vaekit.cli.run_access.labelled`): evaluate reports log p(x|y) and the ELBO of x given y, reconstruct
+and encode use q(z|x, y), interpolate decodes each pair's path in the class of its first example, and
+sample draws the class of ``--label`` (default: the classes in turn).
 """
 
 from __future__ import annotations
@@ -13,20 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
-from typing import Any
-
-import torch
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from vaekit.cli import figures_cmd
+from vaekit.cli import labels as label_options
 from vaekit.cli import run_access as ra
 from vaekit.errors import ConfigError
-from vaekit.inference.evaluate import evaluate
-from vaekit.inference.gaps import Refinement, refine_posterior
-from vaekit.store.atomic import atomic_write_json
-from vaekit.store.lock import run_lock
-from vaekit.viz import plots
-from vaekit.viz.figures import is_image_shape, to_display
+
+if TYPE_CHECKING:                      # imported where used: building the parsers imports no torch
+    from vaekit.inference.gaps import Refinement
 
 __all__ = ["register"]
 
@@ -41,8 +44,18 @@ def _fmt(value: float | None, unit: str = "nats") -> str:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from vaekit.inference.evaluate import evaluate
+    from vaekit.store.atomic import atomic_write_json
+    from vaekit.store.lock import run_lock
+
+    if args.force and not args.save:
+        raise ConfigError("--force: replaces a saved evaluation; it applies with --save only")
     run, device = ra.load(args)
-    x, _, spec = ra.examples(run, args, device, args.limit)
+    save_path = _saved_evaluation(run.layout.root, args) if args.save else None
+    x, labels, spec = ra.examples(run, args, device, args.limit)
+    y = ra.labels_for(run, labels, spec, device)           # a conditional run: every number is given y
     levels = run.preprocessing.levels if run.preprocessing.dequantize else None
     torch.manual_seed(args.seed)
     refinement = _refinement(args) if args.gap_decomposition else None
@@ -50,12 +63,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate(run.model, x, importance_samples=args.importance_samples, batch_size=args.batch_size,
                           levels=levels, progress=sys.stderr.isatty(), refinement=refinement,
                           gap_elbo_samples=args.gap_elbo_samples,
-                          log_jacobian=run.preprocessing.log_jacobian)      # in the units of the data as given
+                          log_jacobian=run.preprocessing.log_jacobian, y=y)  # in the units of the data as given
         doc = {"run_dir": str(args.run_dir), "split": args.split, "data": spec.to_dict(), "limit": args.limit,
-               "seed": args.seed, **result.to_dict()}
-        out = atomic_write_json(run.layout.evaluation(args.split), doc)
+               "seed": args.seed, **result.to_dict(), **({"given_labels": True} if y is not None else {})}
+        if save_path is not None:
+            _saved_evaluation(run.layout.root, args)        # again: none appeared meanwhile
+            atomic_write_json(save_path, doc)
     if args.json:
         print(json.dumps(doc, allow_nan=False, sort_keys=True))
+        if save_path is not None:
+            print(f"wrote {save_path}", file=sys.stderr)
         return 0
     r = result
     unsplit = spec.val_fraction == 0 and spec.test_fraction == 0           # --split all, or a --test-data file
@@ -79,6 +96,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if r.bits_per_dim is not None:
         rows.append(("bits per dim", _fmt(r.bits_per_dim, "")))
     rows.append(("active units", f"{r.active_units} of {r.latent_dim}"))
+    if y is not None:
+        rows.append(("labels", "given: each number is of x given its label y (log p(x|y), q(z|x,y))"))
     if r.log_jacobian:
         rows.append(("log-Jacobian of the standardisation", f"{_fmt(r.log_jacobian)} (included above)"))
     width = max(len(name) for name, _ in rows)
@@ -86,20 +105,44 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
           "as given)")
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
-    print(f"wrote {out}")
+    if save_path is not None:
+        print(f"wrote {save_path}")
     return 0
 
 
+def _saved_evaluation(run_dir: Path, args: argparse.Namespace) -> Path:
+    """Where ``--save`` writes: RUN_DIR/evaluation-SPLIT-K{K}-seed{S}[-limit{N}][-gaps][-data-NAME].json,
+    a name carrying the options, so that it never replaces the evaluation-SPLIT.json of training nor
+    one made with other options; an existing file is a ConfigError unless ``--force``."""
+    parts = [f"evaluation-{args.split}", f"K{args.importance_samples}", f"seed{args.seed}"]
+    if args.limit is not None:
+        parts.append(f"limit{args.limit}")
+    if args.gap_decomposition:
+        parts.append("gaps")
+    if args.data is not None:
+        name = re.sub(r"[^A-Za-z0-9._]+", "_", Path(args.data).name).strip("._") or "data"
+        parts.append(f"data-{name[:40]}")
+    path = run_dir / ("-".join(parts) + ".json")
+    if path.exists() and not args.force:
+        raise ConfigError(f"--save: {path} exists (an evaluation with these options); pass --force to replace it")
+    return path
+
+
 def _add_evaluate(sub) -> None:
-    p = ra.add_parser(sub, "evaluate", "ELBO, importance-sampled log-likelihood, posterior gap, active units",
+    p = ra.add_parser(sub, "evaluate", "ELBO, log p(x), posterior gap and active units of a split",
                     "Evaluate a trained model on a split of its data: the ELBO and its two terms, log p(x) by "
                     "importance sampling with K draws (± its standard error), the posterior gap KL(q(z|x) || "
-                    "p(z|x)), active units, bits per dim (continuous likelihood on dequantised images) and, "
-                    "for a linear Gaussian model, the exact log p(x) and gap. All in nats per example; the "
+                    "p(z|x)), active units, bits per dim (continuous likelihood on dequantised images, or "
+                    "exact for the discretized likelihoods) and, for a linear Gaussian model, the exact log p(x) "
+                    "and gap. All in nats per example; the "
                     "log-densities are of the data in the units the user gave them (a table's standardisation "
                     "is undone by its log-Jacobian; images stay on the [0, 1] scale). --data SPEC --split all "
-                    "evaluates on every example of another file, with the run's preprocessing. Writes "
-                    "RUN_DIR/evaluation-SPLIT.json (replacing it).",
+                    "evaluates on every example of another file, with the run's preprocessing. Prints the "
+                    "results and writes nothing, unless --save: then also "
+                    "RUN_DIR/evaluation-SPLIT-K<K>-seed<SEED>.json, e.g. evaluation-test-K5000-seed0.json (with "
+                    "-limit<N>, -gaps, -data-<NAME> for those options), a name carrying the options, so that the "
+                    "evaluation-SPLIT.json 'vaekit train' wrote is never replaced; an existing file of that name is "
+                    "replaced only with --force.",
                     "vaekit evaluate runs/table --data test.csv --split all --importance-samples 1000 --json")
     ra.add_data_options(p)
     p.add_argument("--importance-samples", metavar="K", type=ra.positive_int, default=5000,
@@ -107,6 +150,10 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--batch-size", metavar="B", type=ra.positive_int, default=256,
                    help="examples per batch (default: 256)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
+    p.add_argument("--save", action="store_true",
+                   help="also write the results into the run, as RUN_DIR/evaluation-SPLIT-K<K>-seed<SEED>[...].json "
+                        "(never the evaluation-SPLIT.json of training)")
+    p.add_argument("--force", action="store_true", help="with --save: replace a saved evaluation of the same name")
     p.add_argument("--seed", type=ra.non_negative_int, default=0,
                    help="seed of the Monte Carlo draws (default: 0)")
     p.add_argument("--gap-decomposition", action="store_true",
@@ -141,6 +188,8 @@ def _add_refine_options(p: argparse.ArgumentParser, *, default_steps: int) -> No
 
 
 def _refinement(args: argparse.Namespace) -> Refinement:
+    from vaekit.inference.gaps import Refinement
+
     if args.refine_steps < 1:
         raise ConfigError("--refine-steps: the gap decomposition needs at least 1 step")
     return Refinement(steps=args.refine_steps, lr=args.refine_lr, samples=args.refine_samples)
@@ -150,25 +199,59 @@ def _refinement(args: argparse.Namespace) -> Refinement:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
     path = ra.out_path(args, (".png", ".npy"), "samples.png")
     run, device = ra.load(args)
+    bounds = _value_range(run) if args.clip else None
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    samples = run.model.sample(args.n, generator=generator, mean=not args.raw)
+    samples, per_row, drawn = label_options.draw_samples(run.model, args.n, args.label, generator, not args.raw)
     what = "draws x ~ p(x|z)" if args.raw else "means E[x|z]"
-    ra.save_images(path, samples, run.config.data_shape)
-    print(f"wrote {path}: {args.n} samples ({what}, z ~ N(0, I), seed {args.seed}), shape {tuple(samples.shape)}")
+    if bounds is not None:
+        samples = samples.clamp(*bounds)
+        what += f", clipped to [{bounds[0]:g}, {bounds[1]:g}]"
+    ra.save_images(path, samples, run.config.data_shape, nrow=per_row)
+    print(f"wrote {path}: {args.n} samples ({what}, {drawn}, seed {args.seed}), shape {tuple(samples.shape)}, "
+          f"values in [{float(samples.min()):.4g}, {float(samples.max()):.4g}]")
     return 0
+
+
+def _value_range(run: Any) -> tuple[float, float]:
+    """The range of the data as the model sees them, which ``--clip`` clips to: [0, 1] for images
+    (the preprocessing scales every image to it) and for the binary data of a Bernoulli likelihood;
+    tabular data of a continuous likelihood have no known range (a ConfigError naming --clip)."""
+    from vaekit.models.likelihoods import build_likelihood
+
+    if run.preprocessing.kind == "image":
+        return 0.0, 1.0
+    if build_likelihood(run.config.likelihood, run.config.data_shape).data_kind == "binary":
+        return 0.0, 1.0
+    raise ConfigError("--clip: this run's data are a table of continuous values, which have no known range to "
+                      "clip to; leave out --clip")
 
 
 def _add_sample(sub) -> None:
     p = ra.add_parser(sub, "sample", "draw examples from the model",
                     "Draw z ~ N(0, I) and decode: the decoder mean E[x|z] (default) or a draw x ~ p(x|z) "
-                    "(--raw). PNG: a grid of images (tabular data: a heatmap); .npy: an array (N, *data_shape).",
+                    "(--raw). PNG: a grid of images (tabular data: a heatmap; images are drawn clipped to [0, 1]); "
+                    ".npy: an array (N, *data_shape) in the model's input space. The default values are the "
+                    "unclipped mean E[x|z] of the decoder: a Gaussian decoder's mean is not bounded, so images "
+                    "scaled to [0, 1] may get values below 0 or above 1; --clip clips them to the data's range "
+                    "([0, 1] for images and binary data). A conditional run (trained with --conditional) decodes "
+                    "E[x|z, y]: every sample of class --label Y, or by default the classes in turn, each row of C "
+                    "one z in every class.",
                     "vaekit sample runs/digits --n 100 --out samples.png --seed 1")
     p.add_argument("--n", metavar="N", type=ra.positive_int, default=64, help="number of samples (default: 64)")
+    p.add_argument("--label", metavar="Y", default=None,
+                   help="a conditional run (trained with --conditional): draw every sample of class Y, an index "
+                        "0..C-1 or a class name (a folder's sub-folder); default: the classes in turn, each row "
+                        "of C one z decoded in every class")
     ra.add_out_option(p, (".png", ".npy"), "samples.png")
     p.add_argument("--seed", type=ra.non_negative_int, default=0, help="seed of z (default: 0)")
     p.add_argument("--raw", action="store_true", help="draw x ~ p(x|z) instead of taking the mean E[x|z]")
+    p.add_argument("--clip", action="store_true",
+                   help="clip the values to the data's range, [0, 1] for images and binary data (default: the "
+                        "unclipped mean E[x|z], which a Gaussian decoder does not keep within [0, 1])")
     p.set_defaults(func=_cmd_sample)
 
 
@@ -176,10 +259,15 @@ def _add_sample(sub) -> None:
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
+    import torch
+
+    from vaekit.viz import plots
+    from vaekit.viz.figures import to_display
+
     path = ra.out_path(args, (".png", ".npy"), f"reconstructions-{args.split}.png")
     run, device = ra.load(args)
-    x, _, _ = ra.examples(run, args, device, args.n)
-    recon = run.model.reconstruct(x)
+    x, labels, spec = ra.examples(run, args, device, args.n)
+    recon = ra.labelled(run, labels, spec, device).reconstruct(x)          # a conditional run: given the labels
     if path.suffix.lower() == ".npy":
         ra.write_npy(path, recon.to("cpu", torch.float32).numpy())
     else:
@@ -205,21 +293,28 @@ def _add_reconstruct(sub) -> None:
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:
+    import torch
+
+    from vaekit.inference.gaps import refine_posterior
+    from vaekit.models.protocol import with_labels
+
     path = ra.out_path(args, (".npy",), None)
     run, device = ra.load(args)
-    x, _, _ = ra.examples(run, args, device, args.limit)
+    x, labels, spec = ra.examples(run, args, device, args.limit)
+    y = ra.labels_for(run, labels, spec, device)                             # a conditional run's: q(z|x, y)
     means, scales = [], []
     refinement = _refinement(args) if args.refine_steps > 0 else None
     torch.manual_seed(args.seed)
     with torch.no_grad():
         for start in range(0, x.shape[0], args.batch_size):
             xb = x[start:start + args.batch_size]
+            model = with_labels(run.model, None if y is None else y[start:start + args.batch_size])
             if refinement is not None:                                        # q*: the best q of the family
-                q = refine_posterior(run.model, xb, refinement)
+                q = refine_posterior(model, xb, refinement)
                 means.append(q.mean)
             else:
-                means.append(run.model.summary(xb))                           # E_q[z], (B, K)
-                q = run.model.encode(xb)
+                means.append(model.summary(xb))                               # E_q[z], (B, K)
+                q = model.encode(xb)
             if args.with_scale:
                 scales.append(q.variance.sqrt())
     mean = torch.cat(means)
@@ -253,26 +348,41 @@ def _add_encode(sub) -> None:
 
 
 def _cmd_interpolate(args: argparse.Namespace) -> int:
+    import torch
+
+    from vaekit.models.protocol import with_labels
+    from vaekit.viz import plots
+    from vaekit.viz.figures import is_image_shape, to_display
+
     path = ra.out_path(args, (".png", ".npy"), f"interpolations-{args.split}.png")
     run, device = ra.load(args)
-    x, _, _ = ra.examples(run, args, device, 2 * args.pairs)
+    x, labels, spec = ra.examples(run, args, device, 2 * args.pairs)
     if x.shape[0] < 2 * args.pairs:
         raise ConfigError(f"--pairs {args.pairs}: needs {2 * args.pairs} examples, the {args.split} split has "
                           f"{x.shape[0]}")
-    model = run.model
+    y = ra.labels_for(run, labels, spec, device)           # a conditional run: q(z|x, y), the path decoded with y_a
+    model = with_labels(run.model, y)
     with torch.no_grad():
         z = model.summary(x)                                                  # E_q[z], (2P, K)
         start, end = z[0::2], z[1::2]                                         # (P, K)
         t = torch.linspace(0, 1, args.steps, device=z.device, dtype=z.dtype)[None, :, None]
         path_z = (1 - t) * start[:, None] + t * end[:, None]                 # (P, steps, K)
-        decoded = model.decoder_mean(path_z)                                  # (P, steps, *shape)
+        if y is None:
+            decoded = model.decoder_mean(path_z)                              # (P, steps, *shape)
+        else:                                                                 # each pair's path in x_a's class
+            decoded = with_labels(run.model, y[0::2].repeat_interleave(args.steps)).decoder_mean(
+                path_z.reshape(-1, path_z.shape[-1])).reshape(*path_z.shape[:2], *run.config.data_shape)
     shape = run.config.data_shape
     if path.suffix.lower() == ".npy":
         ra.write_npy(path, decoded.to("cpu", torch.float32).numpy())
-    else:
-        flat = decoded.reshape(-1, *shape)
-        title = None if is_image_shape(shape) else f"interpolations: {args.pairs} pairs x {args.steps} steps"
-        ra.save_images(path, flat, shape, nrow=args.steps, title=title)
+    elif is_image_shape(shape):                                           # originals x_a, x_b at both ends
+        plots.plot_interpolations(to_display(decoded.reshape(-1, *shape), shape).reshape(decoded.shape), path,
+                                  starts=to_display(x[0::2], shape), ends=to_display(x[1::2], shape),
+                                  values=t.reshape(-1).cpu().numpy())
+    else:                                                                 # heatmap rows: x_a, the path, x_b
+        rows = torch.cat([x[0::2, None], decoded, x[1::2, None]], 1)        # (P, steps + 2, *shape)
+        ra.save_images(path, rows.reshape(-1, *shape), shape, nrow=args.steps + 2,
+                       title=f"interpolations: {args.pairs} pairs, rows x_a, {args.steps} steps, x_b")
     print(f"wrote {path}: {args.pairs} interpolations of {args.steps} steps between the posterior means of "
           f"{args.split} examples (0, 1), (2, 3), ..., shape {tuple(decoded.shape)}")
     return 0
@@ -282,7 +392,8 @@ def _add_interpolate(sub) -> None:
     p = ra.add_parser(sub, "interpolate", "decode straight lines between posterior means",
                     "Take examples (0, 1), (2, 3), ... of a split, encode them to their posterior means z_a, "
                     "z_b, and decode E[x|z] along z = (1 - t) z_a + t z_b for STEPS values of t in [0, 1]. PNG: "
-                    "one row per pair; .npy: an array (PAIRS, STEPS, *data_shape).",
+                    "one row per pair, the original examples x_a and x_b at its two ends; .npy: the decodings, "
+                    "an array (PAIRS, STEPS, *data_shape).",
                     "vaekit interpolate runs/digits --pairs 4 --steps 10 --out interp.png")
     ra.add_data_options(p, limit=False)
     p.add_argument("--steps", metavar="S", type=ra.positive_int, default=10, help="points per line (default: 10)")

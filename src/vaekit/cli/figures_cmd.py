@@ -1,8 +1,9 @@
 """``vaekit figures RUN_DIR``: redraw a run's figures and its report.html from a split of its data.
 
-The training curves come from the run's metrics history (:func:`vaekit.store.metrics.read_history`),
-the report's metrics from the last epoch and from every stored evaluation; the file names are the
-run's :class:`~vaekit.store.layout.RunLayout`.
+The training curves come from the run's metrics history (:func:`vaekit.store.metrics.read_history`);
+the report (:func:`vaekit.viz.run_report.write_run_report`) reads everything else from the run
+directory, as at the end of ``vaekit train``: the same summary, provenance, best epoch and history.
+The file names are the run's :class:`~vaekit.store.layout.RunLayout`.
 """
 
 from __future__ import annotations
@@ -11,50 +12,29 @@ import argparse
 from typing import Any
 
 from vaekit.cli import run_access as ra
-from vaekit.errors import DataError
-from vaekit.store.documents import read_json
-from vaekit.store.layout import RunLayout
 from vaekit.store.lock import run_lock
 from vaekit.store.metrics import read_history
-from vaekit.viz.figures import write_figures, write_run_report
 
 __all__ = ["register"]
 
 
-def _report_metrics(layout: RunLayout, history: list[dict[str, Any]]) -> dict[str, Any]:
-    """The last epoch's numbers and those of each evaluation-SPLIT.json, for the report's table."""
-    metrics: dict[str, Any] = {}
-    if history:
-        last = history[-1]
-        for key, value in last.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                metrics[f"last epoch: {key}"] = value
-    for split in ra.SPLITS:
-        path = layout.evaluation(split)
-        if not path.is_file():
-            continue
-        doc = read_json(path, DataError)
-        if not isinstance(doc, dict):
-            raise DataError(f"{path}: expected a JSON object, got {type(doc).__name__}")
-        for key, value in doc.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("seed", "limit"):
-                metrics[f"{split}: {key}"] = value
-    return metrics
-
-
 def _cmd_figures(args: argparse.Namespace) -> int:
+    from vaekit.viz.figures import write_figures, write_run_report  # here: the parser imports no torch
+
     run, device = ra.load(args)
-    x, labels, _ = ra.examples(run, args, device, args.limit)
+    if args.label is not None:                       # checked before anything is drawn
+        from vaekit.models.conditioning import label_index
+
+        label_index(args.label, run.config.num_classes, run.config.class_names, name="--label")
+    x, labels, spec = ra.examples(run, args, device, args.limit)
+    ra.labels_for(run, labels, spec, device)          # a conditional run: the examples need labels
+    scatter = ra.training_scatter(run, args, device)  # the latent scatter: up to 5000 training examples
     layout = run.layout
     with run_lock(layout.root, shared=True):         # no training run meanwhile
         history = read_history(layout)
-        figures = write_figures(layout.root, model=run.model, x=x, labels=labels, history=history, seed=args.seed)
-        prep = run.preprocessing
-        config = {"model": run.config.to_dict(), "data": run.data.to_dict(), "train": run.train,
-                  "preprocessing": {"kind": prep.kind, "levels": prep.levels, "binarize": prep.binarize,
-                                    "dequantize": prep.dequantize, "standardised": prep.mean is not None}}
-        report = write_run_report(layout.root, metrics=_report_metrics(layout, history), figures=figures,
-                                  config=config)
+        figures = write_figures(layout.root, model=run.model, x=x, labels=labels, history=history, seed=args.seed,
+                                scatter=scatter, sample_label=args.label)
+        report = write_run_report(layout.root, figures)   # summary, best epoch, history: from the run directory
     for path in figures.values():
         print(f"wrote {path}")
     print(f"wrote {report}")
@@ -66,9 +46,13 @@ def register(subparsers: Any) -> None:
     p = ra.add_parser(subparsers, "figures", "redraw the figures and report.html of a run",
                       "Redraw RUN_DIR/figures/*.png (training curves from RUN_DIR/metrics.jsonl if present, "
                       "reconstructions, prior samples, latent scatter, latent traversals) from a split of the "
-                      "data, and RUN_DIR/report.html with the metrics of the last epoch and of any "
-                      "RUN_DIR/evaluation-SPLIT.json. Replaces the previous figures and report.",
+                      "data, and RUN_DIR/report.html (the summary of RUN_DIR/evaluation-SPLIT.json, the run's "
+                      "command and versions, the best epoch and the training history). Replaces the previous "
+                      "figures and report.",
                       "vaekit figures runs/digits")
     ra.add_data_options(p)
     p.add_argument("--seed", type=ra.non_negative_int, default=0, help="seed of the prior samples (default: 0)")
+    p.add_argument("--label", metavar="Y", default=None,
+                   help="a conditional run: prior samples of class Y only (an index 0..C-1 or a class name); "
+                        "default: a grid of the classes, one z per row decoded in every class")
     p.set_defaults(func=_cmd_figures)

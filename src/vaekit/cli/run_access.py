@@ -9,6 +9,10 @@ splits; the test split of a run trained with ``--test-data`` is every example of
 the run's seed and fractions, or, with ``--split all``, every example of the file. They are
 prepared as for evaluation (:func:`vaekit.store.runs.eval_tensor`: binarised or dequantised once
 with seed :data:`EVAL_DATA_SEED`), so every command sees the same numbers.
+
+A conditional run (``vaekit train --conditional``) is given the examples' labels (:func:`labelled`):
+labels the data must have (a ``.csv`` file's are in the run's ``--label-column``), class sub-folders
+matched to the run's classes by name, and each label one of the model's classes.
 """
 
 from __future__ import annotations
@@ -18,21 +22,20 @@ import io
 import textwrap
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-from torch import Tensor
-
-from vaekit.devices import resolve_device
 from vaekit.errors import ConfigError, DataError, ShapeError
-from vaekit.store.atomic import atomic_write_bytes
-from vaekit.store.runs import DataSpec, Run, eval_tensor, load_run, split_of
-from vaekit.viz import plots
-from vaekit.viz.figures import to_display
+
+if TYPE_CHECKING:                     # imported where used: building the parsers imports no torch
+    import numpy as np
+    import torch
+    from torch import Tensor
+
+    from vaekit.store.runs import DataSpec, Run
 
 __all__ = ["EVAL_DATA_SEED", "SPLITS", "positive_int", "non_negative_int", "add_parser", "add_data_options",
-           "add_out_option", "out_path", "write_npy", "load", "examples", "model_dtype", "save_images"]
+           "add_out_option", "out_path", "write_npy", "load", "examples", "model_dtype", "save_images",
+           "scatter_examples", "training_scatter", "labels_for", "labelled"]
 
 #: Seed of the one-off binarisation / dequantisation of the examples every command uses.
 EVAL_DATA_SEED = 0
@@ -64,7 +67,7 @@ def non_negative_int(text: str) -> int:
 def add_parser(subparsers: Any, name: str, help_text: str, description: str,
                example: str) -> argparse.ArgumentParser:
     """A subcommand's parser with RUN_DIR, ``--device`` and ``--trust-code``."""
-    text = f"{textwrap.fill(description, 88)}\n\nexample:\n  {example}"
+    text = f"{textwrap.fill(description, 88, break_on_hyphens=False)}\n\nexample:\n  {example}"
     p = subparsers.add_parser(name, help=help_text, description=text,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory written by 'vaekit train'")
@@ -112,6 +115,10 @@ def out_path(args: argparse.Namespace, exts: tuple[str, ...], default: str | Non
 
 def write_npy(path: Path, array: np.ndarray) -> Path:
     """``array`` as a .npy file (no pickle), written atomically."""
+    import numpy as np
+
+    from vaekit.store.atomic import atomic_write_bytes
+
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
     return atomic_write_bytes(path, buf.getvalue())
@@ -119,6 +126,9 @@ def write_npy(path: Path, array: np.ndarray) -> Path:
 
 def load(args: argparse.Namespace) -> tuple[Run, torch.device]:
     """The run in ``args.run_dir`` on ``--device``, in eval mode (user code only with ``--trust-code``)."""
+    from vaekit.devices import resolve_device
+    from vaekit.store.runs import load_run
+
     device = resolve_device(args.device, option="--device")
     run = load_run(args.run_dir, map_location=device, trust_code=args.trust_code)
     run.model.eval()
@@ -135,17 +145,20 @@ def _image_size(run: Run, data: str) -> tuple[int, int] | None:
 
 def _data_spec(run: Run, args: argparse.Namespace) -> tuple[DataSpec, str]:
     """The data to load and the split of them to use."""
+    from vaekit.store.runs import DataSpec
+
     spec = run.data
     if args.split == "all":
         if args.data is None:
             raise ConfigError("--split all: needs --data SPEC, the data to use every example of (the run's own "
                               "data are split into train, val and test)")
         return DataSpec(spec=args.data, data_dir=args.data_dir, seed=spec.seed, val_fraction=0.0, test_fraction=0.0,
-                        image_size=_image_size(run, args.data)), "all"
+                        image_size=_image_size(run, args.data), label_column=spec.csv_label_column(args.data)), "all"
     if args.data is not None:
         return DataSpec(spec=args.data, data_dir=args.data_dir, seed=spec.seed, val_fraction=spec.val_fraction,
                         test_fraction=spec.test_fraction, image_size=_image_size(run, args.data),
-                        stream=spec.stream and Path(args.data).suffix.lower() == ".npy"), args.split
+                        stream=spec.stream and Path(args.data).suffix.lower() == ".npy",
+                        label_column=spec.csv_label_column(args.data)), args.split
     if args.data_dir is not None:
         spec = replace(spec, data_dir=args.data_dir)
     test = spec.test_spec()
@@ -156,7 +169,10 @@ def _data_spec(run: Run, args: argparse.Namespace) -> tuple[DataSpec, str]:
 
 def examples(run: Run, args: argparse.Namespace, device: torch.device,
              limit: int | None = None) -> tuple[Tensor, np.ndarray | None, DataSpec]:
-    """The chosen split's first ``limit`` examples, prepared for the model, with their labels."""
+    """The chosen split's first ``limit`` examples, prepared for the model, with their labels (a
+    folder's classes matched to the run's by name)."""
+    from vaekit.store.runs import align_labels, eval_tensor, split_of
+
     spec, split = _data_spec(run, args)
     dataset = spec.load()
     model_shape = tuple(run.config.data_shape)
@@ -164,6 +180,7 @@ def examples(run: Run, args: argparse.Namespace, device: torch.device,
         raise ShapeError(f"--data {spec.spec}: examples of shape {tuple(dataset.shape)} do not match the "
                          f"model's data shape {model_shape}")
     x, labels = split_of(dataset, split, limit)
+    labels = align_labels(labels, dataset.classes, run.config.class_names, f"--data {spec.spec}")
     try:
         tensor = eval_tensor(run.preprocessing, x, seed=EVAL_DATA_SEED, device=device)
     except DataError as exc:
@@ -171,14 +188,71 @@ def examples(run: Run, args: argparse.Namespace, device: torch.device,
     return tensor.to(model_dtype(run)), labels, spec
 
 
+def scatter_examples(raw: Any, labels: np.ndarray | None, preprocessing: Any,
+                     device: str | torch.device) -> tuple[Tensor, np.ndarray | None]:
+    """The latent scatter's training subsample (:func:`vaekit.viz.figures.scatter_indices`, seed 0) of
+    the raw training examples ``raw`` (an array, or a streamed .npy file) and their labels, prepared
+    like every command's examples."""
+    from vaekit.store.runs import eval_tensor
+    from vaekit.viz.figures import scatter_indices
+
+    index = scatter_indices(len(raw))
+    rows = raw.read(index) if hasattr(raw, "read") else raw[index]       # a vaekit.data.stream.NpyStream reads rows
+    lab = None if labels is None or hasattr(raw, "read") else labels[index]
+    return eval_tensor(preprocessing, rows, seed=EVAL_DATA_SEED, device=device), lab
+
+
+def training_scatter(run: Run, args: argparse.Namespace,
+                     device: torch.device) -> tuple[Tensor, np.ndarray | None] | None:
+    """:func:`scatter_examples` of the training split of the data the command uses (the run's own,
+    or ``--data``); None with ``--split all`` (the scatter then shows the examples given)."""
+    if args.split == "all":
+        return None
+    spec, _ = _data_spec(run, argparse.Namespace(**{**vars(args), "split": "train"}))
+    dataset = spec.load()
+    if dataset.train is None or len(dataset.train) == 0 or tuple(dataset.shape) != tuple(run.config.data_shape):
+        return None
+    from vaekit.store.runs import align_labels
+
+    x, labels = scatter_examples(dataset.train, dataset.train_labels, run.preprocessing, device)
+    return x.to(model_dtype(run)), align_labels(labels, dataset.classes, run.config.class_names, f"--data {spec.spec}")
+
+
+def labels_for(run: Run, labels: np.ndarray | None, spec: DataSpec, device: torch.device) -> Tensor | None:
+    """The labels a conditional run's model is given for examples of ``spec`` (checked: present, each one
+    of the model's classes; a ConfigError names --data otherwise), on ``device``; None for an
+    unconditional run."""
+    import torch
+
+    from vaekit.cli.labels import checked_labels
+
+    checked = checked_labels(labels, run.config.num_classes, f"--data {spec.spec}")
+    return None if checked is None else torch.as_tensor(checked, device=device)
+
+
+def labelled(run: Run, labels: np.ndarray | None, spec: DataSpec, device: torch.device) -> Any:
+    """The run's model as the commands use it on examples with ``labels``: the model itself, or a
+    conditional one given the labels (:meth:`vaekit.models.conditional.ConditionalVAE.given`)."""
+    from vaekit.models.protocol import with_labels
+
+    return with_labels(run.model, labels_for(run, labels, spec, device))
+
+
 def model_dtype(run: Run) -> torch.dtype:
     """The floating dtype of the run's parameters."""
+    import torch
+
     return next((p.dtype for p in run.model.parameters() if p.is_floating_point()), torch.get_default_dtype())
 
 
 def save_images(path: Path, values: Tensor, data_shape: tuple[int, ...], *, nrow: int | None = None,
                 title: str | None = None) -> Path:
     """Values (N, *data_shape) as a PNG grid (images) or heatmap (tabular), or as a .npy array."""
+    import torch
+
+    from vaekit.viz import plots
+    from vaekit.viz.figures import to_display
+
     if path.suffix.lower() == ".npy":
         return write_npy(path, values.detach().to("cpu", torch.float32).numpy())
     return plots.image_grid(to_display(values, data_shape), path, nrow=nrow, title=title)

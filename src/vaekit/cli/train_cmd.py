@@ -1,12 +1,19 @@
 """``vaekit train``: load data, fit a VAE, evaluate the best weights on the test split, draw figures.
 
-Option values come from, in increasing precedence: the defaults, ``--config FILE`` (a JSON object
-whose keys are the long option names with underscores, e.g. ``{"latent_dim": 2, "hidden": "64,64"}``)
-and the command line. ``--resume`` reloads the data, model and training options stored in
-RUN_DIR/config.json and continues from RUN_DIR/checkpoints/last; only ``--epochs``, ``--patience``,
-``--device``, ``--precision``, ``--val-importance-samples`` and ``--data-dir`` may differ from the
-stored run (the model options are compared as the configuration they make). ``--auto-resume``
-resumes when RUN_DIR holds a run and starts it otherwise.
+Option values come from, in increasing precedence: the defaults, ``--config FILE`` and the command
+line. FILE is a JSON object, or a YAML mapping (.yaml, .yml), whose keys are the long option names
+with underscores, e.g. ``{"latent_dim": 2, "hidden": "64,64"}``; or a run's own config.json, which
+repeats that run (the same configuration, and the same weights on the same machine).
+
+``--resume`` reloads the data, model and training options stored in RUN_DIR/config.json and
+continues from RUN_DIR/checkpoints/last, saying from which epoch and step; only ``--epochs``,
+``--patience``, ``--device``, ``--precision``, ``--val-importance-samples`` and ``--data-dir`` may
+differ from the stored run (the model options are compared as the configuration they make).
+``--auto-resume`` resumes when RUN_DIR holds a run and starts it otherwise.
+
+Each epoch prints one line (above the progress bar on a terminal); then the evaluation of the best
+weights and the figures are announced and timed. A ``--kl-warmup`` longer than ``--epochs`` is
+warned about on stderr (the KL weight never reaches ``--beta``).
 
 ``--arch MODULE:FUNCTION`` trains your own networks: FUNCTION(data_shape=..., latent_dim=...,
 **arch_args) from MODULE (a module name or a .py file) returns (encoder_trunk, decoder_net), with
@@ -43,11 +50,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from vaekit.cli import help_text
+from vaekit.cli import labels as label_options
 from vaekit.cli import train_options as options
-from vaekit.cli.train_resume import merge_for_resume
-from vaekit.errors import ConfigError
+from vaekit.errors import ConfigError, VaekitError
 from vaekit.store.layout import RunLayout
 from vaekit.store.lock import refuse_if_locked, run_lock
 
@@ -60,9 +66,10 @@ def register(subparsers: Any) -> None:
     """Add ``vaekit train`` to ``subparsers``."""
     p = subparsers.add_parser(
         "train", help="train a VAE and write a run directory",
-        description=(__doc__ or "").split("\n\n", 1)[1] + "\nexamples:\n  vaekit train --data digits --latent-dim 2 "
-        "--epochs 30 --out runs/digits\n  vaekit train --arch my_nets.py:build --arch-args '{\"width\": 16}' "
-        "--trust-code --out runs/conv",
+        description=help_text.description((__doc__ or "").split("\n\n", 1)[1]) + "\n\nexamples:\n"
+        "  vaekit train --data digits --latent-dim 2 --epochs 30 --out runs/digits\n"
+        "  vaekit train --config runs/digits/config.json --out runs/digits-again   # repeat a run\n"
+        "  vaekit train --arch my_nets.py:build --arch-args '{\"width\": 16}' --trust-code --out runs/conv",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     titles = {"data": "data", "model": "model", "train": "training", "run": "run"}
     groups = {g: p.add_argument_group(titles[g]) for g in options.GROUPS}
@@ -83,8 +90,9 @@ def register(subparsers: Any) -> None:
                                help="continue the run in --out if there is one, else start it (for restarts by "
                                     "torchrun --max-restarts, which repeat the same command)")
     groups["run"].add_argument("--config", metavar="FILE", type=Path, default=None,
-                               help="JSON file of option values (keys: long option names with underscores); "
-                                    "the command line overrides it")
+                               help="JSON or YAML (.yaml, .yml) file of option values (keys: the long option "
+                                    "names with underscores), or a run's config.json to repeat that run; the "
+                                    "command line overrides it")
     p.set_defaults(func=_cmd_train)
 
 
@@ -95,12 +103,58 @@ def _default_out(spec: str) -> Path:
     return Path("runs") / f"{name or 'data'}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _epoch_printer(total: int) -> Callable[[Any], None]:
+def _say(progress: bool) -> Callable[[str], None]:
+    """Print a line on stdout; with a progress bar on the terminal, above the bar (tqdm.write
+    clears the bar, prints the line and redraws the bar), so that the line stays visible."""
+    if not progress:
+        return lambda line: print(line, flush=True)
+    from tqdm.auto import tqdm  # the class of the training loop's bar
+
+    def write(line: str) -> None:
+        tqdm.write(line, file=sys.stdout)
+        sys.stdout.flush()
+    return write
+
+
+def _epoch_printer(total: int, say: Callable[[str], None]) -> Callable[[Any], None]:
     def show(m) -> None:
         skipped = f"  skipped {m.skipped_steps} steps" if m.skipped_steps else ""
-        print(f"epoch {m.epoch:>{len(str(total))}}/{total}  train ELBO {m.train_elbo:.4f}  KL {m.train_kl:.4f}  "
-              f"val ELBO {m.val_elbo:.4f}  ({m.seconds:.2f} s){skipped}", flush=True)
+        say(f"epoch {m.epoch:>{len(str(total))}}/{total}  train ELBO {m.train_elbo:.4f}  KL {m.train_kl:.4f}  "
+            f"val ELBO {m.val_elbo:.4f}  ({m.seconds:.2f} s){skipped}")
     return show
+
+
+def _warn_long_warmup(values: dict[str, Any]) -> None:
+    """One line on stderr when the KL warm-up outlasts training: β_t = β min(1, t / (W steps_per_epoch))
+    then ends at about β N / W instead of β."""
+    warmup, epochs, beta = values["kl_warmup"], values["epochs"], values["beta"]
+    if warmup > epochs:
+        print(f"vaekit train: warning: --kl-warmup {warmup:g} is longer than --epochs {epochs}: the KL weight "
+              f"reaches only about {beta * epochs / warmup:.3g} of --beta {beta:g} by the end", file=sys.stderr)
+
+
+def _resume_point(layout: RunLayout, epochs: int) -> str:
+    """Where ``--resume`` continues, read from the checkpoint's JSON (the checkpoint itself is checked
+    when training loads it; a line that cannot be made is left out rather than failing here)."""
+    from vaekit.store.documents import read_json
+
+    path = layout.checkpoint.with_suffix(".json")
+    if not path.is_file():
+        return f"resuming {layout.root}: no checkpoint yet, starting at epoch 1 of {epochs}"
+    try:
+        doc = read_json(path, ConfigError)
+        epoch, step, extra = int(doc["epoch"]), int(doc["step"]), doc.get("extra") or {}
+        partial = extra.get("partial_epoch")
+        if extra.get("stopped_early") is True or (epoch >= epochs and not partial):
+            how = "stopped early" if extra.get("stopped_early") is True else "finished"
+            return (f"resuming {layout.root}: training {how} at epoch {epoch}, step {step}; evaluating the best "
+                    "weights again")
+        if isinstance(partial, dict):
+            return (f"resuming {layout.root} at epoch {int(partial['epoch'])} of {epochs}, step {step} (mid-epoch, "
+                    f"after {int(partial['batches'])} of its steps)")
+        return f"resuming {layout.root} at epoch {epoch + 1} of {epochs}, step {step}"
+    except (VaekitError, KeyError, TypeError, ValueError, AttributeError):
+        return f"resuming {layout.root}"
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -185,7 +239,21 @@ def _refuse_existing(layout: RunLayout) -> None:
                           "another directory")
 
 
+def _check_free_bits(model_config: Any, values: dict[str, Any]) -> None:
+    """Free bits need KL(q_x(z_i) || p(z_i)) per latent dimension, which a flow posterior has none of."""
+    from vaekit.models.posteriors import POSTERIORS
+
+    if values["free_bits"] > 0 and not POSTERIORS[model_config.posterior].per_dimension_kl:
+        raise ConfigError(f"--free-bits {options.show(values['free_bits'])}: needs a KL per latent dimension, which "
+                          f"the {model_config.posterior} posterior has none of (its z_i are dependent under q); "
+                          "use --free-bits 0 or another --posterior")
+
+
 def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
+    import torch
+
+    from vaekit.cli import mlflow_tracking
+    from vaekit.cli.train_resume import merge_for_resume
     from vaekit.data import Preprocessing, fit_preprocessing
     from vaekit.models.likelihoods import build_likelihood
     from vaekit.models.vae import build_vae
@@ -195,6 +263,7 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     from vaekit.training.interrupts import stop_signals_raise
 
     values, explicit = options.resolve(args)
+    mlflow_tracking.require(values)                   # --mlflow without mlflow: stop before anything is written
     if args.auto_resume:
         if values["out"] is None:
             raise ConfigError("--auto-resume: needs --out RUN_DIR")
@@ -215,7 +284,10 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
         _refuse_locked(layout)
         _refuse_existing(layout)
         options.refuse_untrusted(values["arch"], args.trust_code)
-        options.model_config(values, explicit, (1,))                   # option errors before the data load
+        probe = options.model_config(values, explicit, (1, 1, 1),   # option errors before the data load (any
+                                     2 if values["conditional"] else 0)   # arch takes 1×1×1; any C > 0)
+        _check_free_bits(probe, values)
+        label_options.check_label_options(values)
         options.check_test_data(values, explicit)
         data_spec = options.data_spec(values)
     run_dir = args.run_dir = layout.root
@@ -229,15 +301,21 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
 
     dataset = data_spec.load(download=values["download"], progress=progress)
     if not args.resume:
-        model_config = options.model_config(values, explicit, tuple(dataset.shape))
+        classes = label_options.data_classes(dataset, data_spec.spec) if values["conditional"] else (0, ())
+        model_config = options.model_config(values, explicit, tuple(dataset.shape), *classes)
         data_kind = build_likelihood(model_config.likelihood, model_config.data_shape).data_kind
         preprocessing = fit_preprocessing(dataset, data_kind, standardize=values["standardize"])
+        if data_kind == "discrete":                   # a discretized likelihood's bins: the images' levels
+            model_config = _levels_config(model_config, values["likelihood_args"], preprocessing.levels)
     elif tuple(dataset.shape) != tuple(model_config.data_shape):
         raise ConfigError(f"--data {data_spec.spec}: examples of shape {tuple(dataset.shape)} do not match the "
                           f"run's model {tuple(model_config.data_shape)}")
-    test = load_test_data(data_spec, preprocessing, tuple(model_config.data_shape), download=values["download"])
+    test = load_test_data(data_spec, preprocessing, tuple(model_config.data_shape), download=values["download"],
+                          classes=model_config.class_names)
     if test is not None:                              # --test-data: its every example is the test split
+        label_options.checked_labels(test[1], model_config.num_classes, f"--test-data {data_spec.test_data}")
         dataset = dataclasses.replace(dataset, test=test[0], test_labels=test[1])
+    train_y, val_y = label_options.training_labels(dataset, model_config.num_classes, data_spec.spec)
     train_x = dataset.train if data_spec.stream else preprocessing.prepare(dataset.train)
     val_x = preprocessing.prepare(dataset.val)
     if val_x.shape[0] == 0:
@@ -256,23 +334,63 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     if not args.resume and main:
         save_model(model, run_dir, extra=extra)       # config.json first: the run can be resumed from now on
 
-    callbacks = [] if progress or not main else [_epoch_printer(train_config.epochs)]
+    say = _say(progress)
+    if main:
+        _warn_long_warmup(values)
+        if args.resume:
+            say(_resume_point(layout, train_config.epochs))
+    callbacks = [_epoch_printer(train_config.epochs, say)] if main else []
+    tracker = mlflow_tracking.start_for_train(values, layout, args.resume, hold, extra) if main else None
+    if tracker is not None:                           # --mlflow: params now, metrics every epoch, files at the end
+        callbacks.append(tracker.log_epoch)
     result = fit(model, train_x, val_x, train_config, preprocessing=preprocessing, run_dir=run_dir,
-                 resume=args.resume, progress=progress, callbacks=callbacks, model_extra=extra)
+                 resume=args.resume, progress=progress, callbacks=callbacks, model_extra=extra,
+                 tensorboard_images=values["tensorboard_images"], train_y=train_y, val_y=val_y)
     distributed.shutdown()                            # leave the group: the end's work is rank 0's alone
     if not main:
         return 0                                      # rank 0 evaluates and writes the figures
     summary = [f"run directory: {run_dir}"]
-    summary += _finish(args, values, layout, result, dataset, data_spec, preprocessing, train_config, progress)
+    summary += _finish(args, values, layout, result, dataset, data_spec, preprocessing, train_config, progress, say)
+    if tracker is not None:
+        tracker.finish()
     for line in summary:
         print(line)
     return 0
 
 
+def _levels_config(config: Any, given: dict[str, Any] | None, levels: int | None) -> Any:
+    """``config`` with ``likelihood_args`` bins = the data's ``levels`` (a ConfigError naming --likelihood-args
+    when the bins given differ)."""
+    from vaekit.models.config import VAEConfig
+    from vaekit.models.likelihoods import likelihood_args_for_levels
+
+    try:
+        args = likelihood_args_for_levels(config.likelihood, given, levels)
+        return VAEConfig.from_dict({**config.to_dict(), "likelihood_args": args})
+    except ConfigError as exc:
+        raise options.option_error(exc) from None
+
+
+def _record_run(args: argparse.Namespace, layout: RunLayout, dataset: Any) -> None:
+    """Append this command to the run's run.json (:mod:`vaekit.store.run_info`) with the split sizes."""
+    from vaekit.store.run_info import new_session, record_session
+
+    sizes = {"train": len(dataset.train), "val": len(dataset.val)}
+    if dataset.test is not None:
+        sizes["test"] = len(dataset.test)
+    argv = getattr(args, "argv", ["vaekit", *sys.argv[1:]])           # set by vaekit.cli.main
+    record_session(layout, new_session(argv, started=getattr(args, "started", time.time()), resumed=args.resume),
+                   sizes)
+
+
 def _finish(args: argparse.Namespace, values: dict[str, Any], layout: RunLayout, result: Any, dataset: Any,
-            data_spec: Any, preprocessing: Any, train_config: Any, progress: bool) -> list[str]:
+            data_spec: Any, preprocessing: Any, train_config: Any, progress: bool,
+            say: Callable[[str], None]) -> list[str]:
     """Rank 0 after training: evaluate the best weights on the test split (the validation split when
-    there is no test split), write the evaluation, the figures and the report; the summary lines."""
+    there is no test split), write the evaluation, the figures and the report, each phase announced
+    with ``say`` and timed; the summary lines."""
+    import torch
+
     from vaekit.store.atomic import atomic_write_json
     from vaekit.store.runs import eval_tensor, load_run
 
@@ -285,37 +403,41 @@ def _finish(args: argparse.Namespace, values: dict[str, Any], layout: RunLayout,
     split, x_raw, labels = "test", dataset.test, dataset.test_labels
     if x_raw is None or len(x_raw) < 2:
         split, x_raw, labels = "val", dataset.val, dataset.val_labels
-    metrics: dict[str, Any] = {"best epoch": result.best_epoch, "best val_elbo": result.best_val_elbo}
-    if result.history:
-        metrics.update({f"last epoch: {k}": v for k, v in result.history[-1].to_dict().items()
-                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
     if len(x_raw) < 2:
+        _record_run(args, layout, dataset)
         return summary
     from vaekit.inference.evaluate import evaluate
 
+    say(f"evaluating the best weights (epoch {result.best_epoch}) on the {split} split ({len(x_raw)} examples, "
+        f"K = {values['importance_samples']})...")
+    started = time.perf_counter()
     x = eval_tensor(preprocessing, x_raw, seed=EVAL_DATA_SEED, device=train_config.device)
     torch.manual_seed(train_config.seed)
     evaluation = evaluate(run.model, x, importance_samples=values["importance_samples"],
                           levels=preprocessing.levels if preprocessing.dequantize else None, progress=progress,
-                          log_jacobian=preprocessing.log_jacobian)      # in the units of the data as given
+                          log_jacobian=preprocessing.log_jacobian,      # in the units of the data as given
+                          y=labels if run.model.num_classes else None)  # a conditional model: of x given y
     doc = {"run_dir": str(layout.root), "split": split, "data": data_spec.to_dict(), "limit": None,
            "seed": train_config.seed, **evaluation.to_dict()}
     atomic_write_json(layout.evaluation(split), doc)
-    metrics.update({f"{split}: {k}": v for k, v in evaluation.to_dict().items()})
+    say(f"  evaluated in {time.perf_counter() - started:.1f} s")
+    _record_run(args, layout, dataset)                # run.json: the command, its duration, versions, splits
     summary.append(f"{split} ELBO: {evaluation.elbo:.4f} nats   log p(x) (K = {evaluation.importance_samples}): "
                    f"{evaluation.log_likelihood:.4f} ± {evaluation.log_likelihood_se:.4f} nats")
     if evaluation.bits_per_dim is not None:
         summary.append(f"{split} bits per dim: {evaluation.bits_per_dim:.4f}")
     summary.append(f"active units: {evaluation.active_units} of {evaluation.latent_dim}")
     if not values["no_figures"]:
+        from vaekit.cli.run_access import scatter_examples
         from vaekit.viz.figures import write_figures, write_run_report
 
+        say("writing the figures and report.html...")
+        started = time.perf_counter()
+        scatter = scatter_examples(dataset.train, dataset.train_labels, preprocessing, train_config.device)
         figures = write_figures(layout.root, model=run.model, x=x, labels=labels,
-                                history=[m.to_dict() for m in result.history], seed=train_config.seed)
-        config = {"model": run.config.to_dict(), "data": data_spec.to_dict(), "train": train_config.to_dict(),
-                  "preprocessing": {"kind": preprocessing.kind, "levels": preprocessing.levels,
-                                    "binarize": preprocessing.binarize, "dequantize": preprocessing.dequantize,
-                                    "standardised": preprocessing.mean is not None}}
-        report = write_run_report(layout.root, metrics=metrics, figures=figures, config=config)
+                                history=[m.to_dict() for m in result.history], seed=train_config.seed,
+                                scatter=scatter)                 # the latent scatter: up to 5000 training examples
+        report = write_run_report(layout.root, figures)   # the report reads the rest from the run directory
+        say(f"  wrote {len(figures)} figures and the report in {time.perf_counter() - started:.1f} s")
         summary.append(f"report: {report}")
     return summary

@@ -17,25 +17,15 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vaekit.data.preprocessing import STANDARDIZE
-from vaekit.devices import resolve_device
 from vaekit.errors import ConfigError, UntrustedCodeError
-from vaekit.inference.objectives import OBJECTIVES
-from vaekit.models.architectures import ARCHITECTURES
-from vaekit.models.config import VAEConfig
-from vaekit.models.custom import is_custom_arch, normalise_builder
-from vaekit.models.hierarchical import MAX_LAYERS
-from vaekit.models.likelihoods import LIKELIHOODS
-from vaekit.models.networks import ACTIVATIONS
-from vaekit.models.posteriors import POSTERIORS
-from vaekit.models.priors import PRIORS
-from vaekit.models.variance import VARIANCE_MODES, parse_variance
 from vaekit.store.documents import read_json
-from vaekit.store.runs import DataSpec
-from vaekit.training import PRECISIONS, TrainConfig
-from vaekit.training.distributed import DEFAULT_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from vaekit.models.config import VAEConfig
+    from vaekit.store.runs import DataSpec
+    from vaekit.training import TrainConfig
 
 __all__ = ["Opt", "OPTIONS", "BY_NAME", "GROUPS", "RESUMABLE", "MLP_OPTIONS", "JSON_OPTIONS", "MODEL_FIELDS",
            "flag", "show", "resolve",
@@ -43,6 +33,32 @@ __all__ = ["Opt", "OPTIONS", "BY_NAME", "GROUPS", "RESUMABLE", "MLP_OPTIONS", "J
            "refuse_untrusted", "normalise_arch"]
 
 GROUPS = ("data", "model", "train", "run")
+
+# Building the parser (``vaekit train --help``) imports no torch: the modules that hold these names
+# import it. So the names are written here, each tuple equal to the keys of the table its key names
+# (MODULE:TABLE; tests/test_cli_terminal.py checks them), and the modules are imported when a command runs.
+MIRRORED: dict[str, tuple[str, ...]] = {
+    "vaekit.models.likelihoods:LIKELIHOODS": ("gaussian", "bernoulli", "discretized-logistic",
+                                              "discretized-logistic-mixture"),
+    "vaekit.models.posteriors:POSTERIORS": ("diagonal", "full", "iaf"),
+    "vaekit.models.priors:PRIORS": ("standard", "mixture", "vamp"),
+    "vaekit.models.networks:ACTIVATIONS": ("tanh", "relu", "elu", "gelu", "silu", "softplus", "leaky_relu"),
+    "vaekit.inference.objectives:OBJECTIVES": ("elbo", "iwae"),
+    "vaekit.training.config:PRECISIONS": ("fp32", "bf16", "fp16"),
+    "vaekit.data.preprocessing:STANDARDIZE": ("columns", "none"),
+}
+LIKELIHOODS = MIRRORED["vaekit.models.likelihoods:LIKELIHOODS"]
+POSTERIORS = MIRRORED["vaekit.models.posteriors:POSTERIORS"]
+PRIORS = MIRRORED["vaekit.models.priors:PRIORS"]
+ACTIVATIONS = MIRRORED["vaekit.models.networks:ACTIVATIONS"]
+OBJECTIVES = MIRRORED["vaekit.inference.objectives:OBJECTIVES"]
+PRECISIONS = MIRRORED["vaekit.training.config:PRECISIONS"]
+STANDARDIZE = MIRRORED["vaekit.data.preprocessing:STANDARDIZE"]
+#: Constants of the same modules, mirrored the same way (MODULE:NAME -> value).
+MIRRORED_VALUES: dict[str, Any] = {"vaekit.models.hierarchical:MAX_LAYERS": 8,
+                                   "vaekit.training.distributed:DEFAULT_TIMEOUT_S": 600.0}
+MAX_LAYERS = MIRRORED_VALUES["vaekit.models.hierarchical:MAX_LAYERS"]
+DEFAULT_TIMEOUT_S = MIRRORED_VALUES["vaekit.training.distributed:DEFAULT_TIMEOUT_S"]
 
 
 # --------------------------------------------------------------------------- value parsers
@@ -107,6 +123,8 @@ def _image_size(text: str) -> tuple[int, int]:
 
 
 def _decoder_variance(text: str) -> float | str:
+    from vaekit.models.variance import VARIANCE_MODES, parse_variance
+
     try:
         return parse_variance(text)
     except ConfigError:
@@ -115,6 +133,9 @@ def _decoder_variance(text: str) -> float | str:
 
 
 def _arch(text: str) -> str:
+    from vaekit.models.architectures import ARCHITECTURES
+    from vaekit.models.custom import is_custom_arch, normalise_builder
+
     if text in ARCHITECTURES:
         return text
     if is_custom_arch(text):
@@ -142,6 +163,8 @@ def _json_object(text: str) -> dict[str, Any]:
 def _device_name(text: str) -> str:
     if text == "auto":
         return text
+    from vaekit.devices import resolve_device
+
     try:
         resolve_device(text, option="--device")      # a name that is no device, or one this machine lacks
     except ConfigError as exc:
@@ -182,36 +205,50 @@ OPTIONS = (
     Opt("test_data", "data", _str, None, "separate test data (a dataset name or file, like --data): the "
         "end-of-training evaluation uses every example of it, with the training preprocessing; --data is then "
         "split into training and validation only", "SPEC"),
+    Opt("label_column", "data", _str, None, "the column of a .csv --data file that holds integer class labels "
+        "(a 0-based index or a header name); it is left out of the examples (labels colour the latent scatter, "
+        "and --conditional trains on them)", "COL"),
     Opt("standardize", "data", _choice(*STANDARDIZE), "columns", "continuous tabular data: standardise each "
         "column with the training mean and std (columns) or use the values as given (none); images and binary "
         "data ignore it. Reported log-densities are of the data as given either way", "{" + ",".join(STANDARDIZE)
         + "}"),
-    Opt("latent_dim", "model", _int(1), 16, "latent dimensions K", "K"),
-    Opt("likelihood", "model", _choice(*LIKELIHOODS), "gaussian", "decoder likelihood: gaussian or bernoulli "
-        "(bernoulli binarises images dynamically, gaussian dequantises them)", "{gaussian,bernoulli}"),
+    Opt("latent_dim", "model", _int(1), 16, "latent dimensions K (of z_1 with --layers > 1)", "K"),
+    Opt("likelihood", "model", _choice(*LIKELIHOODS), "gaussian", "decoder likelihood: " + ", ".join(LIKELIHOODS)
+        + " (bernoulli binarises images dynamically, gaussian dequantises them, the discretized logistics give "
+        "the exact probabilities of the images' integer levels)", "{" + ",".join(LIKELIHOODS) + "}"),
     Opt("decoder_variance", "model", _decoder_variance, "optimal", "the Gaussian decoder's c: a number > 0, "
         "learned, learned-per-dim or optimal (c = mean squared error; default optimal, learned with --objective iwae)",
         "C"),
-    Opt("arch", "model", _arch, "mlp", "network: mlp, linear (affine encoder and decoder), or MODULE:FUNCTION, "
+    Opt("arch", "model", _arch, "mlp", "network: mlp, linear (affine encoder and decoder), conv or resnet "
+        "(convolutional, for images (C, H, W) of any size), or MODULE:FUNCTION, "
         "your own builder (MODULE a module name or a .py file; needs --trust-code), called as "
         "FUNCTION(data_shape=..., latent_dim=..., **arch_args) and returning (encoder_trunk, decoder_net)",
-        "{mlp,linear,MODULE:FUNCTION}"),
+        "{mlp,linear,conv,resnet,MODULE:FUNCTION}"),
     Opt("arch_args", "model", _json_object, None, "arguments of --arch, a JSON object (mlp: hidden, activation; "
+        "conv: width (channels of the first stage, default 32), stages (stride-2 down-samplings, default 2), "
+        "activation (default relu); resnet: those and blocks (residual blocks per stage, default 1); "
         "MODULE:FUNCTION: its keyword arguments)", "JSON"),
     Opt("hidden", "model", _hidden, (200, 200), "hidden layer widths of the mlp, comma-separated", "W,W"),
     Opt("activation", "model", _choice(*ACTIVATIONS), "tanh", f"activation of the mlp: {', '.join(ACTIVATIONS)}",
         "NAME"),
     Opt("likelihood_args", "model", _json_object, None, "arguments of --likelihood, a JSON object (for the "
-        "likelihoods that take any)", "JSON"),
+        "likelihoods that take any; discretized-logistic: bins, scale network|learned; "
+        "discretized-logistic-mixture: bins, components; bins default to the images' levels)", "JSON"),
     Opt("posterior", "model", _choice(*POSTERIORS), "diagonal", "posterior family q(z|x): "
         + ", ".join(POSTERIORS), "{" + ",".join(POSTERIORS) + "}"),
     Opt("posterior_args", "model", _json_object, None, "arguments of --posterior, a JSON object", "JSON"),
     Opt("prior", "model", _choice(*PRIORS), "standard", "prior p(z): " + ", ".join(PRIORS),
         "{" + ",".join(PRIORS) + "}"),
     Opt("prior_args", "model", _json_object, None, "arguments of --prior, a JSON object", "JSON"),
-    Opt("layers", "model", _int(1), 1, f"stochastic layers (1 to {MAX_LAYERS})", "L"),
-    Opt("layer_args", "model", _json_object, None, "arguments of the layers above the first, a JSON object",
-        "JSON"),
+    Opt("layers", "model", _int(1), 1, f"stochastic layers z_1..z_L (1 to {MAX_LAYERS}; Burda et al. 2016: "
+        "q(z_1|x) q(z_2|z_1)..., p(z_L) ... p(z_1|z_2) p(x|z_1))", "L"),
+    Opt("layer_args", "model", _json_object, None, "arguments of the layers above the first, a JSON object: "
+        "latent_dims (sizes of z_2..z_L; default each half the one below), hidden (one list of widths per upper "
+        "layer; default the mlp's halved layer by layer), activation", "JSON"),
+    Opt("conditional", "model", None, False, "a conditional VAE (Sohn et al. 2015): the encoder and the decoder "
+        "take the data's class labels y, q(z|x,y) and p(x|z,y); the prior p(z) stays --prior (N(0, I) by default). "
+        "Labels: digits, mnist, fashion-mnist, an IDX images file with its labels file beside it, .npz y, a folder "
+        "of class sub-folders, or a .csv --label-column. Then 'vaekit sample RUN --label Y'"),
     Opt("objective", "train", _choice(*OBJECTIVES), "elbo", f"training objective: {' or '.join(OBJECTIVES)}",
         "{" + ",".join(OBJECTIVES) + "}"),
     Opt("samples", "train", _int(1), 1, "draws of z per example (S for elbo, K for iwae)", "K"),
@@ -239,6 +276,13 @@ OPTIONS = (
         "RUN_DIR"),
     Opt("no_progress", "run", None, False, "no progress bars (they are shown only on a terminal anyway)"),
     Opt("no_figures", "run", None, False, "skip the figures and report.html"),
+    Opt("tensorboard_images", "run", _int(0), 1, "epochs between the sample and reconstruction images written to "
+        "TensorBoard (RUN_DIR/tensorboard, when tensorboard is installed; 0: none)", "N"),
+    Opt("mlflow", "run", _str, None, "also log the run to MLflow (pip install 'vaekit[mlflow]'): params, metrics "
+        "per epoch, the evaluation, figures and report. A directory is a local store (DIR/mlflow.db and "
+        "DIR/artifacts, offline); a value with a scheme (sqlite:///x.db, http://host:5000) is a tracking URI",
+        "DIR|URI"),
+    Opt("mlflow_experiment", "run", _str, "vaekit", "the MLflow experiment of --mlflow", "NAME"),
     Opt("dist_timeout", "run", _float(0.0, strict=True), DEFAULT_TIMEOUT_S, "under torchrun: seconds a rank waits "
         "for the others (at a step, a validation, a checkpoint) before the run fails, so that a frozen rank stops "
         "the run rather than holding it", "SECONDS"),
@@ -275,13 +319,35 @@ def show(value: Any) -> str:
 
 # --------------------------------------------------------------------------- resolving options
 
+def _read_yaml(path: Path) -> Any:
+    """The value in a YAML file (``yaml.safe_load``: plain data only, no Python objects); a file that
+    is not UTF-8 YAML is a one-line ConfigError."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--config {path}: not valid YAML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"--config {path}: not valid YAML (nested too deeply)") from None
+
+
 def _from_file(path: Path) -> dict[str, Any]:
-    """The option values in a --config file, parsed like the command line."""
+    """The option values in a --config file, parsed like the command line: a JSON object or (.yaml,
+    .yml) a YAML mapping of option names, or a run's own config.json (its nested model, data and
+    training sections; :func:`vaekit.cli.train_resume.config_file_values`)."""
     if not path.is_file():
         raise ConfigError(f"--config {path}: file not found")
-    doc = read_json(path, ConfigError, label=f"--config {path}")
+    yaml = path.suffix.lower() in (".yaml", ".yml")
+    doc = _read_yaml(path) if yaml else read_json(path, ConfigError, label=f"--config {path}")
     if not isinstance(doc, dict):
-        raise ConfigError(f"--config {path}: expected a JSON object of option values")
+        raise ConfigError(f"--config {path}: expected a {'YAML mapping' if yaml else 'JSON object'} of option values")
+    if "format" in doc and "model" in doc:             # a run's config.json: repeat that run
+        from vaekit.cli.train_resume import config_file_values
+
+        doc = config_file_values(path, doc)
     values: dict[str, Any] = {}
     for key, value in doc.items():
         if key == "trust_code":
@@ -301,7 +367,7 @@ def _from_file(path: Path) -> dict[str, Any]:
         if key in JSON_OPTIONS and isinstance(value, dict):
             values[key] = value
             continue
-        if isinstance(value, list):
+        if isinstance(value, (list, tuple)):
             text = ("x" if key == "image_size" else ",").join(str(v) for v in value)
         elif isinstance(value, (bool, dict)):
             raise ConfigError(f"--config {path}: {key}: unexpected value {value!r}")
@@ -328,17 +394,22 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], set[str]]:
 def train_device(name: str) -> str:
     """The device to train on: ``auto`` is ``cuda`` when there is a GPU, else ``cpu``; a name without
     an index stays without one (under torchrun each rank then takes ``cuda:LOCAL_RANK``)."""
+    from vaekit.devices import resolve_device
+
     device = resolve_device(name, option="--device")
     return str(device) if name != "auto" and ":" in name else device.type
 
 
 def data_spec(values: dict[str, Any]) -> DataSpec:
     """The DataSpec the data options name (with --test-data, --data keeps no test split)."""
+    from vaekit.store.runs import DataSpec
+
     test_data = values.get("test_data")
     return DataSpec(spec=values["data"], data_dir=values["data_dir"], seed=values["seed"],
                     val_fraction=values["val_fraction"],
                     test_fraction=0.0 if test_data is not None else values["test_fraction"],
-                    image_size=values["image_size"], stream=values["stream"], test_data=test_data)
+                    image_size=values["image_size"], stream=values["stream"], test_data=test_data,
+                    label_column=values.get("label_column"))
 
 
 def check_test_data(values: dict[str, Any], explicit: set[str]) -> None:
@@ -364,14 +435,19 @@ def arch_args(values: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
     return {name: values[name] for name in MLP_OPTIONS} | given
 
 
-def model_config(values: dict[str, Any], explicit: set[str], data_shape: tuple[int, ...]) -> VAEConfig:
-    """The VAEConfig the model options name, for examples of shape ``data_shape``; an impossible
-    value is a ConfigError naming its option."""
+def model_config(values: dict[str, Any], explicit: set[str], data_shape: tuple[int, ...], num_classes: int = 0,
+                 class_names: tuple[str, ...] = ()) -> VAEConfig:
+    """The VAEConfig the model options name, for examples of shape ``data_shape`` (and, with
+    ``--conditional``, labels of ``num_classes`` classes named ``class_names``); an impossible value is a
+    ConfigError naming its option."""
+    from vaekit.models.config import VAEConfig
+
     if values["objective"] == "iwae" and values["decoder_variance"] == "optimal" and values["likelihood"] == "gaussian":
         raise ConfigError("--decoder-variance optimal: c* = the mean squared error maximises the ELBO, not the IWAE "
                           "bound; with --objective iwae use learned, learned-per-dim or a number")
     try:
         return VAEConfig(data_shape=data_shape, arch=values["arch"], arch_args=arch_args(values, explicit),
+                         num_classes=num_classes, class_names=class_names,
                          **{name: values[name] for name in MODEL_FIELDS})
     except ConfigError as exc:
         raise option_error(exc) from None
@@ -385,6 +461,8 @@ def option_error(exc: ConfigError) -> ConfigError:
 
 def train_config(values: dict[str, Any]) -> TrainConfig:
     """The TrainConfig the training options name (the device resolved)."""
+    from vaekit.training import TrainConfig
+
     fields = {TRAIN_FIELD.get(o.name, o.name): values[o.name] for o in OPTIONS if o.group == "train"}
     fields["device"] = train_device(values["device"])
     return TrainConfig(**fields)
@@ -392,6 +470,8 @@ def train_config(values: dict[str, Any]) -> TrainConfig:
 
 def refuse_untrusted(arch: str, trust_code: bool) -> None:
     """An UntrustedCodeError (one line naming --trust-code) for user code without the opt-in."""
+    from vaekit.models.custom import is_custom_arch
+
     if is_custom_arch(arch) and not trust_code:
         raise UntrustedCodeError(f"--arch {arch}: names Python code, and importing it would run it; "
                                  "pass --trust-code if you trust that code")
@@ -399,4 +479,6 @@ def refuse_untrusted(arch: str, trust_code: bool) -> None:
 
 def normalise_arch(arch: str) -> str:
     """``arch`` as a configuration stores it (a builder's .py path made absolute)."""
+    from vaekit.models.custom import is_custom_arch, normalise_builder
+
     return normalise_builder(arch) if is_custom_arch(arch) else arch

@@ -38,8 +38,9 @@ class Dataset:
     ``train``, ``val`` and ``test`` have shape ``(N, *shape)`` and dtype uint8 (discrete images,
     values ``0..levels-1``) or float32. ``test`` is the dataset's own test split if it has one
     (MNIST's t10k files), else a seeded split, or ``None`` when ``test_fraction`` was 0.
-    ``val`` may have 0 examples when ``val_fraction`` was 0. Labels are int64 ``(N,)`` or ``None``.
-    Equality is identity (the arrays make value equality ill-defined).
+    ``val`` may have 0 examples when ``val_fraction`` was 0. Labels are int64 ``(N,)`` or ``None``;
+    ``classes`` names them where the source does (the sub-folders of a folder of class folders: label i
+    is ``classes[i]``), else None. Equality is identity (the arrays make value equality ill-defined).
     """
 
     name: str
@@ -52,6 +53,7 @@ class Dataset:
     train_labels: np.ndarray | None
     val_labels: np.ndarray | None
     test_labels: np.ndarray | None
+    classes: tuple[str, ...] | None = None
 
     def every_example(self) -> tuple[np.ndarray, np.ndarray | None]:
         """Every example of the dataset and its labels (``None`` unless every split has labels):
@@ -150,6 +152,7 @@ def _build(
     val_fraction: float,
     test_fraction: float,
     seed: int,
+    classes: tuple[str, ...] | None = None,
 ) -> Dataset:
     """Make a :class:`Dataset` with seeded test and validation splits of ``x``."""
     test_idx, val_idx, train_idx = split_indices(len(x), (test_fraction, val_fraction), seed, name)
@@ -165,6 +168,7 @@ def _build(
         train_labels=_take(labels, train_idx),
         val_labels=_take(labels, val_idx),
         test_labels=_take(labels, test_idx) if has_test else None,
+        classes=classes,
     )
 
 
@@ -242,7 +246,12 @@ def _read_path(
     if suffix == ".csv":
         return formats.read_csv(path, label_column)
     if formats.is_idx_path(path):
-        return formats.read_idx(path)
+        x, _ = formats.read_idx(path)
+        beside = formats.idx_labels_path(path)        # train-images-idx3-ubyte: train-labels-idx1-ubyte
+        if beside is None:
+            return x, None
+        y, _ = formats.read_idx(beside)
+        return x, formats.as_labels(y, len(x), os.fspath(beside))
     raise DataError(
         f"{source}: unsupported file type {path.suffix or '(none)'}; expected .npy, .npz, .csv, "
         "an IDX file (.idx, -ubyte, .gz) or a folder of images"
@@ -268,8 +277,9 @@ def load_dataset(
     ``spec`` is ``"digits"`` (scikit-learn's 8x8 digits), ``"mnist"`` or ``"fashion-mnist"``
     (the IDX files in ``data_dir``, default ``$VAEKIT_DATA_DIR/<name>`` or
     ``~/.cache/vaekit/<name>``; fetched when ``download=True``, from ``mirrors`` if given), or a
-    path to a ``.npy``/``.npz``/``.csv``/IDX file or a folder of images (see
-    :mod:`vaekit.data.formats` for what each may hold). Known names take precedence over paths.
+    path to a ``.npy``/``.npz``/``.csv``/IDX file or a folder of images, or of class sub-folders of
+    images (see :mod:`vaekit.data.formats` for what each may hold, and where labels come from). Known
+    names take precedence over paths.
 
     ``test_fraction`` is used only by datasets without their own test split (0 gives
     ``test=None``); ``val_fraction`` is the share of the remaining examples held out for
@@ -316,6 +326,11 @@ def load_dataset(
         if path.suffix.lower() != ".npy" or not path.is_file():
             raise ConfigError(f"stream: applies to .npy files only, not to {source}")
         return _stream_npy(path, source, val_fraction, test_fraction, seed)
-    raw, labels = _read_path(path, label_column, image_size)
+    classes = None
+    labels: np.ndarray | None
+    if path.is_dir() and formats.class_folders(path):     # one sub-folder per class: labelled images
+        raw, labels, classes = formats.read_class_folders(path, image_size)
+    else:
+        raw, labels = _read_path(path, label_column, image_size)
     x, kind, shape, levels = formats.interpret_array(raw, source)
-    return _build(source, x, labels, kind, shape, levels, val_fraction, test_fraction, seed)
+    return _build(source, x, labels, kind, shape, levels, val_fraction, test_fraction, seed, classes)

@@ -41,6 +41,20 @@ def is_idx_path(path: Path) -> bool:
     return name.endswith(".idx") or name.endswith("ubyte") or ".idx" in name
 
 
+def idx_labels_path(path: Path) -> Path | None:
+    """The labels file beside an MNIST-style images file: ``train-images-idx3-ubyte[.gz]`` (or
+    ``train-images.idx3-ubyte``) → ``train-labels-idx1-ubyte`` or ``.gz``, whichever exists; None
+    when the name is not of that form or neither file exists."""
+    name = path.name
+    if "images" not in name or "idx3" not in name:
+        return None
+    stem = name.replace("images", "labels").replace("idx3", "idx1").removesuffix(".gz")
+    for candidate in (stem, stem + ".gz"):
+        if (path.parent / candidate).is_file():
+            return path.parent / candidate
+    return None
+
+
 def _header(read: Callable[[int], bytes], source: str) -> tuple[int, tuple[int, ...], np.dtype]:
     """Read and check an IDX header through ``read(n)``: (header size, dimensions, big-endian dtype)."""
     head = read(4)

@@ -1,6 +1,8 @@
 """Reader of a folder of image files (``.png``, ``.jpg``, ``.jpeg``, ``.bmp``) into one uint8 batch.
 
-The folder is not searched recursively and files are sorted by name. Grayscale (mode ``L``, or
+The folder is not searched recursively and files are sorted by name. A folder that holds no image
+files but sub-folders of them is a labelled data set, one sub-folder per class
+(:func:`read_class_folders`: labels 0..C−1 in the sub-folders' sorted order, named by them). Grayscale (mode ``L``, or
 ``1`` which becomes ``L``) gives C=1, ``RGB`` (or palette ``P``, which is expanded to ``RGB``)
 gives C=3; other modes (e.g. ``RGBA``, 16-bit) are refused. An image of more pixels than Pillow's
 decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, about 179 million) is refused before it
@@ -36,6 +38,24 @@ def _validate_image_size(image_size: object) -> tuple[int, int]:
     return h, w
 
 
+def _image_files(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``, sorted by name (hidden files left out)."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def class_folders(folder: str | os.PathLike[str]) -> list[Path]:
+    """The class sub-folders of ``folder`` (sorted by name, hidden ones left out) when it holds no image
+    files of its own, else ``[]`` (a plain folder of images)."""
+    folder = Path(folder)
+    if _image_files(folder):
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def read_image_folder(
     folder: str | os.PathLike[str], image_size: tuple[int, int] | None = None
 ) -> tuple[np.ndarray, None]:
@@ -44,20 +64,42 @@ def read_image_folder(
     All images must share one mode (grayscale or RGB) and, unless ``image_size=(H, W)`` is
     given (then each is resized with bilinear filtering), one size.
     """
-    from PIL import Image, UnidentifiedImageError
-
     folder = Path(folder)
-    source = _name(folder)
     size = _validate_image_size(image_size) if image_size is not None else None
-    files = sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    files = _image_files(folder)
     if not files:
         raise DataError(
-            f"{source}: folder has no image files ({', '.join(IMAGE_SUFFIXES)})"
+            f"{_name(folder)}: folder has no image files ({', '.join(IMAGE_SUFFIXES)})"
         )
+    return _read_images(files, size), None
+
+
+def read_class_folders(
+    folder: str | os.PathLike[str], image_size: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Read a folder of class sub-folders (:func:`class_folders`): the images of every sub-folder, in
+    the sub-folders' order, as one uint8 array ``(N, C, H, W)``, their int64 labels (the index of
+    their sub-folder) and the class names (the sub-folders' names). One mode and size for all, as
+    :func:`read_image_folder`; a sub-folder without image files is a DataError."""
+    folder = Path(folder)
+    size = _validate_image_size(image_size) if image_size is not None else None
+    subfolders = class_folders(folder)
+    if not subfolders:
+        raise DataError(f"{_name(folder)}: folder has no class sub-folders of images")
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, sub in enumerate(subfolders):
+        found = _image_files(sub)
+        if not found:
+            raise DataError(f"{_name(sub)}: class folder has no image files ({', '.join(IMAGE_SUFFIXES)})")
+        files += found
+        labels += [label] * len(found)
+    return _read_images(files, size), np.asarray(labels, dtype=np.int64), tuple(p.name for p in subfolders)
+
+
+def _read_images(files: list[Path], size: tuple[int, int] | None) -> np.ndarray:
+    """The images of ``files`` (one mode; one size unless ``size`` resizes them), uint8 ``(N, C, H, W)``."""
+    from PIL import Image, UnidentifiedImageError
 
     arrays: list[np.ndarray] = []
     first_mode: str | None = None
@@ -105,4 +147,4 @@ def read_image_folder(
                 raise
             raise DataError(f"{_name(p)}: cannot read image ({_one_line(exc)})") from exc
         arrays.append(arr[None] if arr.ndim == 2 else np.transpose(arr, (2, 0, 1)))
-    return np.stack(arrays), None
+    return np.stack(arrays)

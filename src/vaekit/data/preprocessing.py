@@ -36,8 +36,10 @@ they are densities of the table as the user gave it, comparable with any density
 file. Without standardisation the log-Jacobian is 0.
 
 Images keep the convention of their literature, the [0, 1] scale: ``log_jacobian`` is 0, and
-log p(x) is the density of the dequantised values y in [0, 1)^D (Gaussian decoder) or the
-probability of the binarised pixels (Bernoulli decoder, no density, no Jacobian). The number that is
+log p(x) is the density of the dequantised values y in [0, 1)^D (Gaussian decoder), the
+probability of the binarised pixels (Bernoulli decoder, no density, no Jacobian), or the exact
+probability of the integer levels (a discretized likelihood, data kind "discrete": the prepared
+levels k / (L - 1) unchanged, no random part; bits/dim = -log p(x) / (D log 2), no D log L term). The number that is
 free of any scale is bits/dim, -(log p(y) - D log L) / (D log 2), a (lower bound on the) probability
 of the discrete levels; it is unchanged. (Crediting the scaling k -> k / (L - 1) would subtract
 D log(L - 1) from the [0, 1] numbers and break their comparability with published figures.)
@@ -58,7 +60,9 @@ from vaekit.errors import ConfigError, DataError
 __all__ = ["DATA_KINDS", "LIKELIHOODS", "STANDARDIZE", "Preprocessing", "fit_preprocessing"]
 
 #: What a likelihood needs of the data (its ``data_kind``, :mod:`vaekit.models.likelihoods`).
-DATA_KINDS: tuple[str, ...] = ("binary", "continuous")
+DATA_KINDS: tuple[str, ...] = ("binary", "continuous", "discrete")
+#: The most intensity levels the "discrete" data kind takes (8-bit images).
+MAX_DISCRETE_LEVELS = 256
 #: Likelihood names :func:`fit_preprocessing` also accepts in place of a data kind (vaekit 0.1's API).
 LIKELIHOODS: tuple[str, ...] = ("bernoulli", "gaussian")
 _KIND_OF_LIKELIHOOD = {"bernoulli": "binary", "gaussian": "continuous"}
@@ -270,11 +274,14 @@ def _summary(blocks, need_moments: bool, name: str) -> tuple[int, float, float, 
 
 def fit_preprocessing(dataset: Dataset, kind: str, *, standardize: str = "columns") -> Preprocessing:
     """Choose and fit the preprocessing of ``dataset`` for a likelihood whose data are ``kind``:
-    ``"binary"`` (a Bernoulli likelihood) or ``"continuous"`` (a Gaussian one), the likelihood's
-    ``data_kind``. The likelihood names ``"bernoulli"`` and ``"gaussian"`` are accepted too.
+    ``"binary"`` (a Bernoulli likelihood), ``"continuous"`` (a Gaussian one) or ``"discrete"`` (a
+    discretized logistic), the likelihood's ``data_kind``. The likelihood names ``"bernoulli"`` and
+    ``"gaussian"`` are accepted too.
 
     * binary images: ``binarize=True`` (dynamic binarisation);
     * continuous images with levels: ``dequantize=True``; float images: nothing;
+    * discrete images (L <= 256 levels): the levels k / (L - 1) themselves, neither dequantised nor
+      binarised; tabular data, float images or more levels are a ConfigError;
     * continuous tabular data: with ``standardize="columns"`` (the default) standardise with the
       training mean and population std (columns with std 0 get std 1); with ``"none"`` use the
       values as they are;
@@ -290,7 +297,8 @@ def fit_preprocessing(dataset: Dataset, kind: str, *, standardize: str = "column
         needs = f"the {kind} likelihood"
         kind = _KIND_OF_LIKELIHOOD[kind]
     elif kind in DATA_KINDS:
-        needs = "a binary likelihood (bernoulli)" if kind == "binary" else "a continuous likelihood"
+        needs = {"binary": "a binary likelihood (bernoulli)", "continuous": "a continuous likelihood",
+                 "discrete": "a discretized likelihood"}[kind]
     else:
         raise ConfigError(f"data kind: expected one of {', '.join(DATA_KINDS)} (or a likelihood name, "
                           f"{' or '.join(LIKELIHOODS)}), got {kind!r}")
@@ -308,6 +316,15 @@ def fit_preprocessing(dataset: Dataset, kind: str, *, standardize: str = "column
         raise DataError(f"{dataset.name}: the training split is empty")
     found = f"[{lo:.6g}, {hi:.6g}]"
 
+    if kind == "discrete":
+        if dataset.kind != "image" or dataset.levels is None or dataset.levels > MAX_DISCRETE_LEVELS:
+            what = ("tabular data" if dataset.kind != "image" else "float images (no integer levels)"
+                    if dataset.levels is None else f"images of {dataset.levels} levels")
+            raise ConfigError(f"likelihood: {needs} models the integer levels of images of at most "
+                              f"{MAX_DISCRETE_LEVELS} levels (8-bit); {dataset.name} holds {what}; use likelihood "
+                              "gaussian or bernoulli")
+        return Preprocessing(kind="image", levels=dataset.levels, mean=None, std=None, binarize=False,
+                             dequantize=False)
     if dataset.kind == "image":
         if dataset.levels is None and (lo < 0 or hi > 1):
             raise DataError(f"{dataset.name}: float images must lie in [0, 1], found {found}")

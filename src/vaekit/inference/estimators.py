@@ -29,6 +29,7 @@ from torch.distributions import Distribution
 
 from vaekit.errors import ConfigError
 from vaekit.inference.objectives import check_batch, evaluation_mode, log_importance_weights
+from vaekit.models.protocol import with_labels
 from vaekit.prob.distributions import kl_per_dimension as _kl_per_dimension
 
 __all__ = ["LikelihoodEstimate", "estimate_log_likelihood", "log_likelihood", "posterior_gap",
@@ -71,18 +72,21 @@ def default_chunk_size(batch_size: int, data_dim: int, budget: int | None = None
 
 @torch.no_grad()
 def estimate_log_likelihood(model: Any, x: Tensor, *, n_samples: int = 5000, chunk_size: int | None = None,
-                            proposal: Distribution | None = None) -> LikelihoodEstimate:
+                            proposal: Distribution | None = None, y: Any = None) -> LikelihoodEstimate:
     """Importance-sampled log p(x), the ELBO and the posterior gap for x (B, *data_shape).
 
     ``proposal``: the distribution the draws come from (batch shape (B,)); by default the encoder's
     q_x(z). Any proposal gives a stochastic lower bound; one closer to p(z|x) a tighter one (the
     gap decomposition also uses the refined q*_x, :mod:`vaekit.inference.gaps`). The ELBO and the
-    posterior gap are then those of the proposal."""
+    posterior gap are then those of the proposal. ``y`` (B,): the labels, for a conditional model, whose
+    estimate is then of log p(x|y)."""
     check_batch(model, x)
+    model = with_labels(model, y)
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ConfigError(f"n_samples: must be an integer >= 1, got {n_samples!r}")
     if chunk_size is None:
-        chunk_size = default_chunk_size(x.shape[0], math.prod(x.shape[1:]), device=x.device)
+        values = math.prod(x.shape[1:]) * int(getattr(model, "values_per_dim", 1))   # the decoder's output per draw
+        chunk_size = default_chunk_size(x.shape[0], values, device=x.device)
     if chunk_size < 1:
         raise ConfigError(f"chunk_size: must be >= 1, got {chunk_size}")
     lse = lse_sq = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
@@ -106,23 +110,27 @@ def estimate_log_likelihood(model: Any, x: Tensor, *, n_samples: int = 5000, chu
                               (rel_var / n_samples).sqrt().to(dtype), n_samples)
 
 
-def log_likelihood(model, x: Tensor, *, n_samples: int = 5000, chunk_size: int | None = None) -> Tensor:
-    """log p̂(x) with ``n_samples`` importance samples, shape (B,). See :func:`estimate_log_likelihood`."""
-    return estimate_log_likelihood(model, x, n_samples=n_samples, chunk_size=chunk_size).log_likelihood
+def log_likelihood(model, x: Tensor, *, n_samples: int = 5000, chunk_size: int | None = None,
+                   y: Any = None) -> Tensor:
+    """log p̂(x) (log p̂(x|y) given labels y) with ``n_samples`` importance samples, shape (B,). See
+    :func:`estimate_log_likelihood`."""
+    return estimate_log_likelihood(model, x, n_samples=n_samples, chunk_size=chunk_size, y=y).log_likelihood
 
 
-def posterior_gap(model, x: Tensor, *, n_samples: int = 5000, chunk_size: int | None = None) -> Tensor:
-    """Estimate of KL(q_x(z) || p(z|x)) = log p(x) - ELBO(x), shape (B,)."""
-    return estimate_log_likelihood(model, x, n_samples=n_samples, chunk_size=chunk_size).posterior_gap
+def posterior_gap(model, x: Tensor, *, n_samples: int = 5000, chunk_size: int | None = None,
+                  y: Any = None) -> Tensor:
+    """Estimate of KL(q_x(z) || p(z|x)) = log p(x) - ELBO(x), shape (B,) (labels ``y``: of q(z|x, y))."""
+    return estimate_log_likelihood(model, x, n_samples=n_samples, chunk_size=chunk_size, y=y).posterior_gap
 
 
 @torch.no_grad()
-def kl_per_dimension(model, x: Tensor) -> Tensor:
+def kl_per_dimension(model, x: Tensor, *, y: Any = None) -> Tensor:
     """KL(q_x(z_i) || p(z_i)) of each latent dimension's marginal against the model's prior, shape
     (B, K); against N(0, 1): ½ (μ_i² + σ_i² - 1 - log σ_i²). For a diagonal posterior these sum to
     KL(q_x(z) || p(z)); for a full covariance to at most that (the marginals drop the correlations).
-    A posterior or prior without a per-dimension KL is a ConfigError."""
+    A posterior or prior without a per-dimension KL is a ConfigError. ``y``: labels, for a conditional model."""
     check_batch(model, x)
+    model = with_labels(model, y)
     with evaluation_mode(model):
         q, prior = model.encode(x), model.prior()
     try:
@@ -141,16 +149,19 @@ class ActiveUnits:
 
 
 @torch.no_grad()
-def active_units(model, batches: Iterable[Tensor], *, threshold: float = 0.01) -> ActiveUnits:
+def active_units(model, batches: Iterable[Tensor] | Iterable[tuple[Tensor, Any]], *,
+                 threshold: float = 0.01) -> ActiveUnits:
     """Active units (Burda et al. 2016): A_u = Cov_x(E_{q_x(z)}[z_u]) > threshold, over all x in
-    ``batches`` (an iterable of (B, *data_shape) tensors; the variance is the population one)."""
+    ``batches`` (an iterable of (B, *data_shape) tensors, or of (x, y) pairs for a conditional model,
+    E_q[z] then of q(z|x, y); the variance is the population one)."""
     n = 0
     total: Tensor | None = None
     total_sq: Tensor | None = None
-    for x in batches:
+    for batch in batches:
+        x, y = batch if isinstance(batch, tuple) else (batch, None)
         check_batch(model, x)
         with evaluation_mode(model):
-            mean = model.summary(x).double()           # (B, K)
+            mean = with_labels(model, y).summary(x).double()           # (B, K)
         s, s2 = mean.sum(0), (mean**2).sum(0)
         total = s if total is None else total + s
         total_sq = s2 if total_sq is None else total_sq + s2
@@ -175,3 +186,12 @@ def bits_per_dim(log_likelihood: Tensor, dim: int, *, levels: int = 256) -> Tens
     if dim <= 0 or levels < 2:
         raise ConfigError(f"bits_per_dim: needs dim > 0 and levels >= 2, got dim={dim}, levels={levels}")
     return -(log_likelihood - dim * math.log(levels)) / (dim * math.log(2))
+
+
+def level_bits_per_dim(log_probability: Tensor, dim: int) -> Tensor:
+    """Bits per dimension of discrete data under a model of their exact probabilities (a discretized
+    likelihood): bits/dim = -log P(x) / (D log 2), ``log_probability`` = log P(x) in nats per example.
+    No dequantisation term: P is already a probability of the integer levels."""
+    if dim <= 0:
+        raise ConfigError(f"level_bits_per_dim: needs dim > 0, got dim={dim}")
+    return -log_probability / (dim * math.log(2))

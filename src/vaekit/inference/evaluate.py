@@ -3,7 +3,8 @@
 For examples x_1..x_n (nats per example, means over the n examples):
 
 * ``elbo`` = ``reconstruction`` - ``kl``, from :func:`vaekit.inference.objectives.elbo_terms` with the
-  closed-form KL(q_x(z) || p(z)) and ``elbo_samples`` reparameterised draws per example for
+  closed-form KL(q_x(z) || p(z)) (where there is none, e.g. an IAF posterior, its Monte Carlo estimate
+  mean [log q(z) − log p(z)] on the same draws) and ``elbo_samples`` reparameterised draws per example for
   E_q[log p(x|z)] (default ONE: unbiased, its Monte Carlo noise averages out over many examples;
   raise it for few examples);
 * ``log_likelihood`` = mean_i log p̂(x_i), importance-sampled with K = ``importance_samples``
@@ -22,7 +23,10 @@ For examples x_1..x_n (nats per example, means over the n examples):
   whose ELBO comes from separate draws);
 * ``active_units``: dims with Cov_x(E_q[z_u]) > 0.01 (:func:`vaekit.inference.estimators.active_units`);
 * ``bits_per_dim`` (a density likelihood, e.g. Gaussian, on dequantised images with ``levels`` L only):
-  -(log_likelihood - D log L) / (D log 2) (:func:`vaekit.inference.estimators.bits_per_dim`);
+  -(log_likelihood - D log L) / (D log 2) (:func:`vaekit.inference.estimators.bits_per_dim`); for a
+  model of the exact probabilities of the levels (``model.probability_of_levels``: the discretized
+  likelihoods) -log_likelihood / (D log 2) (:func:`vaekit.inference.estimators.level_bits_per_dim`),
+  whatever ``levels`` says;
 * ``exact_log_likelihood``, ``exact_posterior_gap`` (a model whose ``closed_form()`` is known: affine
   Gaussian decoder): the closed forms mean_i log N(x_i; b, WWᵀ + Ψ) and mean_i KL(q_{x_i}(z) || p(z|x_i))
   of :class:`vaekit.LinearGaussian`, computed in float64;
@@ -58,9 +62,10 @@ from torch import Tensor
 
 from vaekit.data.inputs import as_examples
 from vaekit.errors import ConfigError
-from vaekit.inference.estimators import active_units, bits_per_dim, estimate_log_likelihood
+from vaekit.inference.estimators import active_units, bits_per_dim, estimate_log_likelihood, level_bits_per_dim
 from vaekit.inference.gaps import Refinement, gap_terms
 from vaekit.inference.objectives import check_batch, elbo_terms
+from vaekit.models.protocol import with_labels
 
 __all__ = ["Evaluation", "evaluate"]
 
@@ -142,7 +147,7 @@ def _exact(model, x: Tensor, batch_size: int) -> tuple[float, float | None]:
 def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: int = 256,
              levels: int | None = None, progress: bool = False, chunk_size: int | None = None,
              elbo_samples: int = 1, refinement: Refinement | None = None,
-             gap_elbo_samples: int = 1000, log_jacobian: float = 0.0) -> Evaluation:
+             gap_elbo_samples: int = 1000, log_jacobian: float = 0.0, y: Any = None) -> Evaluation:
     """Evaluate ``model`` (a :class:`~vaekit.models.protocol.LatentModel`) on x (N, *data_shape),
     N >= 2, as prepared for the model (binarised or dequantised already): a tensor, a numpy array,
     a ``torch.utils.data.Dataset`` or a ``DataLoader`` (:func:`vaekit.data.as_examples`).
@@ -159,6 +164,11 @@ def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: 
     ELBO(q*_x)], each with the standard error of its mean over the examples.
 
     ``log_jacobian``: added to the reported log-densities (module docstring); a finite number.
+
+    ``y``: the examples' labels (N,), for a conditional model (:mod:`vaekit.models.conditional`); every
+    number is then given y: the ELBO of x given y, ``log_likelihood`` the estimate of log p(x|y), the
+    posterior gap of q(z|x, y). A conditional model without labels, or labels for an unconditional model,
+    is a ConfigError.
     """
     if not isinstance(x, Tensor):
         x = as_examples(x, name="x", data_shape=tuple(model.data_shape))
@@ -181,6 +191,10 @@ def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: 
         raise ConfigError(f"evaluate: needs at least 2 examples (active units are a variance), got {n}")
     device, dtype = _device_dtype(model)
     x = x.to(device=device, dtype=dtype)
+    with_labels(model, y)                      # a conditional model without labels, or labels without one: refused
+    labels: Tensor | None = None
+    if y is not None:
+        labels = model.labels(y.cpu() if isinstance(y, Tensor) else y, n).expand(n)   # checked on the host
 
     was_training = model.training
     model.eval()
@@ -190,32 +204,37 @@ def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: 
         sums = dict.fromkeys(("elbo", "kl", "reconstruction", "gap"), 0.0)
         log_p, se, elbo_q, elbo_best, log_p_refined = [], [], [], [], []
         with tqdm(total=n, desc="evaluate", unit="ex", disable=not progress, leave=False) as bar:
-            for xb in _batches(x, batch_size):
-                terms = elbo_terms(model, xb, n_samples=elbo_samples, analytic_kl=True)
+            for start, xb in zip(range(0, n, batch_size), _batches(x, batch_size), strict=True):
+                yb = None if labels is None else labels[start:start + batch_size]
+                terms = elbo_terms(model, xb, n_samples=elbo_samples, analytic_kl=True, y=yb)
                 sums["elbo"] += float(terms.elbo.double().sum())
                 sums["kl"] += float(terms.kl.double().sum())
                 sums["reconstruction"] += float(terms.reconstruction.double().sum())
-                est = estimate_log_likelihood(model, xb, n_samples=importance_samples, chunk_size=chunk_size)
+                est = estimate_log_likelihood(model, xb, n_samples=importance_samples, chunk_size=chunk_size, y=yb)
                 log_p.append(est.log_likelihood.double().cpu())
                 se.append(est.standard_error.double().cpu())
                 sums["gap"] += float(est.posterior_gap.double().sum())
                 if refinement is not None:
-                    gaps = gap_terms(model, xb, refinement, elbo_samples=gap_elbo_samples, chunk_size=chunk_size)
+                    gaps = gap_terms(model, xb, refinement, elbo_samples=gap_elbo_samples, chunk_size=chunk_size,
+                                     y=yb)
                     elbo_q.append(gaps.elbo.double().cpu())
                     elbo_best.append(gaps.refined_elbo.double().cpu())
                     refined_est = estimate_log_likelihood(model, xb, n_samples=importance_samples,
-                                                          chunk_size=chunk_size, proposal=gaps.refined)
+                                                          chunk_size=chunk_size, proposal=gaps.refined, y=yb)
                     log_p_refined.append(refined_est.log_likelihood.double().cpu())
                 bar.update(xb.shape[0])
-        units = active_units(model, _batches(x, batch_size))
+        units = active_units(model, _batches(x, batch_size) if labels is None
+                             else zip(_batches(x, batch_size), _batches(labels, batch_size), strict=True))
         log_p_all, se_all = torch.cat(log_p), torch.cat(se)
         mean_log_p = float(log_p_all.mean())
         spread = float(log_p_all.var(correction=1))
         ll_se = math.sqrt(spread / n + float((se_all**2).sum()) / n**2)
 
         bpd = None
-        if levels is not None and model.density_on_dequantised:
-            d = math.prod(model.data_shape)
+        d = math.prod(model.data_shape)
+        if getattr(model, "probability_of_levels", False):          # exact probabilities: no dequantisation term
+            bpd = float(level_bits_per_dim(torch.tensor(mean_log_p, dtype=torch.float64), d))
+        elif levels is not None and model.density_on_dequantised:
             bpd = float(bits_per_dim(torch.tensor(mean_log_p, dtype=torch.float64), d, levels=levels))
         exact_ll = exact_gap = None
         if model.closed_form() is not None:

@@ -2,7 +2,9 @@
 "Inference Suboptimality in Variational Autoencoders").
 
 For an example x, with q_x the encoder's posterior and Q the family it belongs to (diagonal or full
-Gaussian), let q*_x = argmax_{q ∈ Q} ELBO(x; q), the best member of the family for x. Then
+Gaussian; for an IAF posterior T_h # N(μ, diag σ²) the members with any (μ, σ, h) and the flow's trained
+networks fixed, :meth:`vaekit.prob.flows.FlowPosterior.free_parameters`), let q*_x = argmax_{q ∈ Q} ELBO(x; q),
+the best member of the family for x. Then
 
     log p(x) − ELBO(x; q_x) = [ELBO(x; q*_x) − ELBO(x; q_x)] + [log p(x) − ELBO(x; q*_x)]
          posterior gap      =        amortisation gap         +      approximation gap
@@ -32,10 +34,12 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
+from torch.distributions.kl import kl_divergence as closed_form_kl
 
 from vaekit.errors import ConfigError
 from vaekit.inference.estimators import default_chunk_size, evaluation_mode
 from vaekit.inference.objectives import check_batch
+from vaekit.models.protocol import with_labels
 from vaekit.prob.distributions import kl_divergence, noise_shape, rsample_with_log_prob
 from vaekit.prob.families import free_parameters
 
@@ -65,16 +69,18 @@ class Refinement:
 
 def _elbo_draws(model: Any, x: Tensor, q: Distribution, eps: Tensor | None, n: int) -> Tensor:
     """E_q[log p(x|z)] over n draws (ε given or drawn) − KL(q || p(z)) (closed form where registered), (B,)."""
-    z, _ = rsample_with_log_prob(q, n, eps)                       # (n, B, K)
-    return model.log_px(x, z).mean(0) - kl_divergence(q, model.prior(), z)
+    z, log_q = rsample_with_log_prob(q, n, eps)                   # (n, B, K), (n, B)
+    return model.log_px(x, z).mean(0) - kl_divergence(q, model.prior(), z, log_q)
 
 
 def refine_posterior(model: Any, x: Tensor, refinement: Refinement | None = None, *,
-                     posterior: Distribution | None = None) -> Distribution:
+                     posterior: Distribution | None = None, y: Any = None) -> Distribution:
     """q*_x: the member of the posterior's family that maximises each example's ELBO, found by Adam
     from ``posterior`` (default: the encoder's q_x) with the model fixed. Returns a distribution of
-    the same family with batch shape (B,), detached. See the module docstring."""
+    the same family with batch shape (B,), detached. See the module docstring. ``y``: labels, for a
+    conditional model (q*(z|x, y) then maximises the ELBO of x given y)."""
     check_batch(model, x)
+    model = with_labels(model, y)
     settings = refinement if refinement is not None else Refinement()
     with evaluation_mode(model):
         with torch.no_grad():
@@ -101,23 +107,31 @@ def refine_posterior(model: Any, x: Tensor, refinement: Refinement | None = None
 
 @torch.no_grad()
 def elbo_of(model: Any, x: Tensor, q: Distribution, *, n_samples: int = 1000,
-            eps: Tensor | None = None, chunk_size: int | None = None) -> Tensor:
+            eps: Tensor | None = None, chunk_size: int | None = None, y: Any = None) -> Tensor:
     """ELBO(x; q) of a given posterior q (batch (B,)) under the model: E_q[log p(x|z)] by ``n_samples``
     reparameterised draws (``eps`` (n, B, *noise) gives them), taken ``chunk_size`` at a time, minus
-    KL(q || p(z)) (closed form where registered), shape (B,)."""
+    KL(q || p(z)): in closed form where one is registered, else mean [log q(z) − log p(z)] over the same
+    draws (a flow posterior: log q(z) from its one pass), shape (B,). ``y``: labels, for a conditional model."""
     check_batch(model, x)
+    model = with_labels(model, y)
     if chunk_size is None:
-        chunk_size = default_chunk_size(x.shape[0], math.prod(x.shape[1:]), device=x.device)
+        values = math.prod(x.shape[1:]) * int(getattr(model, "values_per_dim", 1))   # the decoder's output per draw
+        chunk_size = default_chunk_size(x.shape[0], values, device=x.device)
     with evaluation_mode(model):
+        prior = model.prior()
+        try:
+            kl: Tensor | None = closed_form_kl(q, prior).double()
+        except NotImplementedError:                     # a flow posterior, a learned prior: KL by the draws
+            kl = None
         total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
         done = 0
         while done < n_samples:
             k = min(chunk_size, n_samples - done)
-            z, _ = rsample_with_log_prob(q, k, None if eps is None else eps[done:done + k])
-            total += model.log_px(x, z).double().sum(0)
+            z, log_q = rsample_with_log_prob(q, k, None if eps is None else eps[done:done + k])
+            log_w = model.log_px(x, z) if kl is not None else model.log_px(x, z) + prior.log_prob(z) - log_q
+            total += log_w.double().sum(0)
             done += k
-        kl = kl_divergence(q, model.prior(), rsample_with_log_prob(q, 1)[0]).double()
-    return (total / n_samples - kl).to(x.dtype)
+    return (total / n_samples - (0 if kl is None else kl)).to(x.dtype)
 
 
 @dataclass(frozen=True)
@@ -132,18 +146,20 @@ class GapTerms:
 
 @torch.no_grad()
 def gap_terms(model: Any, x: Tensor, refinement: Refinement | None = None, *, elbo_samples: int = 1000,
-              chunk_size: int | None = None) -> GapTerms:
+              chunk_size: int | None = None, y: Any = None) -> GapTerms:
     """ELBO(x; q_x) and ELBO(x; q*_x) for x (B, *data_shape); with log p̂(x) from
     :func:`vaekit.inference.estimators.estimate_log_likelihood` the amortisation gap is
-    ``refined_elbo - elbo`` and the approximation gap ``log p̂(x) - refined_elbo``."""
+    ``refined_elbo - elbo`` and the approximation gap ``log p̂(x) - refined_elbo``. ``y``: labels, for a
+    conditional model."""
     check_batch(model, x)
+    model = with_labels(model, y)
     with evaluation_mode(model):
         q = model.encode(x)
         refined = refine_posterior(model, x, refinement, posterior=q)
         shape = noise_shape(q)
         eps = None
         if shape is not None:
-            eps = torch.randn((elbo_samples, x.shape[0], *shape), dtype=q.mean.dtype, device=x.device)
+            eps = torch.randn((elbo_samples, x.shape[0], *shape), dtype=x.dtype, device=x.device)
         elbo = elbo_of(model, x, q, n_samples=elbo_samples, eps=eps, chunk_size=chunk_size)
         refined_elbo = elbo_of(model, x, refined, n_samples=elbo_samples, eps=eps, chunk_size=chunk_size)
     return GapTerms(elbo, refined_elbo, refined)

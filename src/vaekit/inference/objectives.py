@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from vaekit.errors import ConfigError, ShapeError
+from vaekit.models.protocol import with_labels
 from vaekit.prob.distributions import Reduction, kl_divergence, kl_per_dimension, rsample_with_log_prob
 
 __all__ = ["ELBOTerms", "elbo_terms", "elbo", "iwae_bound", "log_importance_weights", "importance_terms",
@@ -77,20 +78,27 @@ def evaluation_mode(model: Any) -> Iterator[None]:
 
 
 def elbo_terms(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analytic_kl: bool = True,
-               free_bits: float = 0.0, eps: Tensor | None = None, reduce: Reduction | None = None) -> ELBOTerms:
+               free_bits: float = 0.0, eps: Tensor | None = None, reduce: Reduction | None = None,
+               y: Any = None) -> ELBOTerms:
     """E_q[log p(x|z)] (mean over ``n_samples`` draws) and KL(q_x(z) || p(z)) (closed form when
     ``analytic_kl`` and one exists, else the Monte Carlo estimate on the same draws).
 
     ``free_bits`` λ > 0 (Kingma et al. 2016) replaces each latent dimension's KL(q_x(z_i) || p(z_i)),
     averaged over the batch, by max(λ, ·) in ``kl_penalty`` (posteriors and priors with a
-    per-dimension KL); ``elbo`` is never changed. ``eps`` (n_samples, B, latent) gives the
-    reparameterisation's standard-normal draws (see :func:`vaekit.prob.distributions.rsample_with_log_prob`);
+    per-dimension KL): a dimension whose batch mean is at most λ contributes the constant λ, with no
+    gradient; the others their KL. ``elbo`` is never changed. The batch mean is ``reduce``'s (the global
+    batch under data parallelism), so the choice of dimensions does not depend on the number of ranks.
+    ``eps`` (n_samples, B, latent) gives the reparameterisation's standard-normal draws
+    (see :func:`vaekit.prob.distributions.rsample_with_log_prob`);
     by default torch's generator draws them. ``reduce``: the batch mean a profiled decoder variance uses.
+    ``y`` (B,): the examples' labels, for a conditional model (then every term is given y: q(z|x, y),
+    p(x|z, y)); :func:`vaekit.models.conditional.with_labels` refuses a missing or superfluous one.
 
     The objective's building block: on a model in training mode a profiled decoder variance is fitted
     to x (c* = ``reduce`` of the squared residuals) and folded into its running value.
     """
     check_batch(model, x)
+    model = with_labels(model, y)
     _check_samples(n_samples, "n_samples")
     if not math.isfinite(beta) or beta < 0:
         raise ConfigError(f"beta: must be a finite number >= 0, got {beta!r}")
@@ -99,7 +107,7 @@ def elbo_terms(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, 
     reconstruction = model.log_px(x, z, reduce=reduce).mean(0)   # (B,)
     prior = model.prior()
     if analytic_kl:
-        kl = kl_divergence(q, prior, z)                          # (B,)
+        kl = kl_divergence(q, prior, z, log_q)                   # (B,)
     else:
         kl = (log_q - model.log_pz(z)).mean(0)                   # (B,)
     kl_penalty = kl
@@ -108,31 +116,38 @@ def elbo_terms(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, 
             per_dim = kl_per_dimension(q, prior)                 # (B, K)
         except NotImplementedError as exc:
             raise ConfigError(f"free_bits: needs a KL per latent dimension ({exc})") from None
-        floor = torch.clamp_min(per_dim.mean(0), free_bits)      # (K,)
-        kl_penalty = (per_dim + (floor - per_dim.mean(0)).detach()).sum(-1)
+        stat = per_dim.detach()
+        batch_mean = (stat.mean(0) if reduce is None
+                      else torch.stack([reduce(stat[:, i]) for i in range(stat.shape[-1])]))
+        active = batch_mean > free_bits                          # (K,): batch-mean KL above λ
+        kl_penalty = torch.where(active, per_dim, torch.full_like(per_dim, free_bits)).sum(-1)
     elbo_value = reconstruction - kl
     return ELBOTerms(reconstruction - beta * kl_penalty, elbo_value, reconstruction, kl, kl_penalty)
 
 
-def elbo(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analytic_kl: bool = True) -> Tensor:
+def elbo(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analytic_kl: bool = True,
+         y: Any = None) -> Tensor:
     """ELBO(x) = E_q[log p(x|z)] - beta KL(q_x(z) || p(z)), shape (B,). See :func:`elbo_terms`.
 
     An estimator: the model is evaluated in eval mode (a profiled decoder variance uses its running
     c, never one refitted to x) and left as it was, so the value is the same in either mode.
-    Gradients flow as usual; to train, use the objective objects (:class:`ELBO`, :class:`IWAE`)."""
+    Gradients flow as usual; to train, use the objective objects (:class:`ELBO`, :class:`IWAE`).
+    ``y``: labels, for a conditional model (:func:`elbo_terms`)."""
     with evaluation_mode(model):
-        return elbo_terms(model, x, beta=beta, n_samples=n_samples, analytic_kl=analytic_kl).objective
+        return elbo_terms(model, x, beta=beta, n_samples=n_samples, analytic_kl=analytic_kl, y=y).objective
 
 
 def importance_terms(model: Any, x: Tensor, n_samples: int, *, posterior: Distribution | None = None,
-                     eps: Tensor | None = None, reduce: Reduction | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                     eps: Tensor | None = None, reduce: Reduction | None = None,
+                     y: Any = None) -> tuple[Tensor, Tensor, Tensor]:
     """log p(x|z_k), log p(z_k) and log q_x(z_k) for K reparameterised draws z_k ~ q_x(z), each (K, B).
 
     ``posterior``: q_x(z) = ``model.encode(x)`` when already computed (the estimators draw K in
     chunks and encode x once); by default x is encoded here. ``eps`` (K, B, latent): the
-    standard-normal draws to use, as in :func:`elbo_terms`.
+    standard-normal draws to use, as in :func:`elbo_terms`. ``y``: labels, for a conditional model.
     """
     check_batch(model, x)
+    model = with_labels(model, y)
     _check_samples(n_samples, "n_samples")
     q = model.encode(x) if posterior is None else posterior
     z, log_q = rsample_with_log_prob(q, n_samples, eps)   # (K, B, latent), (K, B)
@@ -140,18 +155,20 @@ def importance_terms(model: Any, x: Tensor, n_samples: int, *, posterior: Distri
 
 
 def log_importance_weights(model: Any, x: Tensor, n_samples: int, *,
-                           posterior: Distribution | None = None) -> Tensor:
+                           posterior: Distribution | None = None, y: Any = None) -> Tensor:
     """log w_k = log p(x|z_k) + log p(z_k) - log q_x(z_k), z_k ~ q_x(z) reparameterised: (K, B).
-    ``posterior``: q_x(z) if already computed (see :func:`importance_terms`)."""
-    log_px, log_pz, log_q = importance_terms(model, x, n_samples, posterior=posterior)
+    ``posterior``: q_x(z) if already computed (see :func:`importance_terms`); ``y``: labels, for a
+    conditional model."""
+    log_px, log_pz, log_q = importance_terms(model, x, n_samples, posterior=posterior, y=y)
     return log_px + log_pz - log_q
 
 
-def iwae_bound(model: Any, x: Tensor, *, n_samples: int) -> Tensor:
+def iwae_bound(model: Any, x: Tensor, *, n_samples: int, y: Any = None) -> Tensor:
     """L_K(x) = log (1/K) Σ_k w_k for one set of K draws (an unbiased estimate of the bound), (B,).
-    An estimator, in eval mode like :func:`elbo`; to train, use :class:`IWAE`."""
+    An estimator, in eval mode like :func:`elbo`; to train, use :class:`IWAE`. ``y``: labels, for a
+    conditional model."""
     with evaluation_mode(model):
-        log_w = log_importance_weights(model, x, n_samples)
+        log_w = log_importance_weights(model, x, n_samples, y=y)
     return torch.logsumexp(log_w, 0) - math.log(n_samples)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from vaekit.errors import ConfigError
 from vaekit.models.architectures import MAX_SIZE, Architecture, resolve_arch, sizes
+from vaekit.models.conditioning import check_conditioning
 from vaekit.models.hierarchical import MAX_LAYERS, check_layer_args
 from vaekit.models.likelihoods import LIKELIHOODS, check_likelihood_args
 from vaekit.models.posteriors import POSTERIORS, check_posterior_args
@@ -21,11 +22,16 @@ from vaekit.prob.bounds import DECODER_LOG_VAR_MAX, DECODER_LOG_VAR_MIN
 __all__ = ["VAEConfig"]
 
 _FIELDS = ("data_shape", "latent_dim", "arch", "arch_args", "likelihood", "decoder_variance", "posterior",
-           "initial_variance", "prior", "prior_args", "posterior_args", "likelihood_args", "layers", "layer_args")
+           "initial_variance", "prior", "prior_args", "posterior_args", "likelihood_args", "layers", "layer_args",
+           "num_classes", "class_names")
+#: The decoder variance of a stored configuration that does not name one: c = 1, the default before
+#: it became "optimal" (to_dict always writes the key; hand-written and older files may lack it).
+_STORED_DEFAULT_VARIANCE = 1.0
 #: Fields written by :meth:`VAEConfig.to_dict` only when they differ from these defaults, so that
 #: the configuration of a seed model reads as it did before the model families.
 _FAMILY_DEFAULTS: dict[str, Any] = {"prior": "standard", "prior_args": {}, "posterior_args": {},
-                                    "likelihood_args": {}, "layers": 1, "layer_args": {}}
+                                    "likelihood_args": {}, "layers": 1, "layer_args": {}, "num_classes": 0,
+                                    "class_names": ()}
 
 
 @dataclass(frozen=True, init=False)
@@ -33,17 +39,21 @@ class VAEConfig:
     """The seed's model: data shape, latent size K, the function families (``arch`` with its
     ``arch_args``), the decoder ``likelihood`` and its variance c, the posterior's covariance.
 
-    ``arch``: ``"mlp"`` (``arch_args`` ``hidden``, ``activation``), ``"linear"`` (none) or
+    ``arch``: ``"mlp"`` (``arch_args`` ``hidden``, ``activation``), ``"linear"`` (none),
+    ``"conv"`` (``width``, ``stages``, ``activation``) and ``"resnet"`` (those and ``blocks``) for
+    images (C, H, W) of any size, or
     ``"MODULE:FUNCTION"``, the user's builder (see :mod:`vaekit.models.custom`; building it needs
     ``trust_code=True``). ``hidden=`` and ``activation=`` may be given directly for ``mlp``.
     ``decoder_variance`` is the seed's c: a float > 0 (fixed), ``"learned"`` (one shared scalar),
-    ``"learned-per-dim"`` (one per data dimension) or ``"optimal"`` (c* = mean squared error).
-    It is ignored by the Bernoulli likelihood.
+    ``"learned-per-dim"`` (one per data dimension) or ``"optimal"`` (c* = mean squared error, the
+    default, as on the command line). It is ignored by the Bernoulli likelihood.
 
     The model families: ``prior`` (``standard`` N(0, I), or a learned prior, :mod:`vaekit.models.priors`)
     with ``prior_args``; ``posterior`` (``diagonal``, ``full`` or a flow, :mod:`vaekit.models.posteriors`)
     with ``posterior_args``; ``likelihood_args`` for the likelihoods that take any; ``layers`` stochastic
-    layers (1: the seed's model; more: :mod:`vaekit.models.hierarchical`) with ``layer_args``.
+    layers (1: the seed's model; more: :mod:`vaekit.models.hierarchical`) with ``layer_args``;
+    ``num_classes`` C > 0 makes a conditional VAE, q(z|x, y) and p(x|z, y) for labels y in 0..C-1
+    (:mod:`vaekit.models.conditional`), with optional ``class_names``.
     """
 
     data_shape: tuple[int, ...]
@@ -51,7 +61,7 @@ class VAEConfig:
     arch: str = "mlp"
     arch_args: dict[str, Any] = field(default_factory=dict)
     likelihood: str = "gaussian"
-    decoder_variance: float | str = 1.0
+    decoder_variance: float | str = "optimal"
     posterior: str = "diagonal"
     initial_variance: float = 1.0
     prior: str = "standard"
@@ -60,13 +70,16 @@ class VAEConfig:
     likelihood_args: dict[str, Any] = field(default_factory=dict)
     layers: int = 1
     layer_args: dict[str, Any] = field(default_factory=dict)
+    num_classes: int = 0
+    class_names: tuple[str, ...] = ()
 
     def __init__(self, data_shape: Sequence[int], latent_dim: int = 16, arch: str = "mlp",
                  arch_args: Mapping[str, Any] | None = None, likelihood: str = "gaussian",
-                 decoder_variance: float | str = 1.0, posterior: str = "diagonal", initial_variance: float = 1.0,
+                 decoder_variance: float | str = "optimal", posterior: str = "diagonal", initial_variance: float = 1.0,
                  prior: str = "standard", prior_args: Mapping[str, Any] | None = None,
                  posterior_args: Mapping[str, Any] | None = None, likelihood_args: Mapping[str, Any] | None = None,
-                 layers: int = 1, layer_args: Mapping[str, Any] | None = None, *,
+                 layers: int = 1, layer_args: Mapping[str, Any] | None = None, num_classes: int = 0,
+                 class_names: Sequence[str] = (), *,
                  hidden: Sequence[int] | None = None, activation: str | None = None):
         if arch_args is not None and not isinstance(arch_args, Mapping):
             raise ConfigError(f"arch_args: expected a JSON object of arguments, got {arch_args!r}")
@@ -97,12 +110,16 @@ class VAEConfig:
                               f"e^{DECODER_LOG_VAR_MAX:g}) = ({math.exp(DECODER_LOG_VAR_MIN):.3g}, "
                               f"{math.exp(DECODER_LOG_VAR_MAX):.3g}), got {initial_variance!r}")
         architecture = resolve_arch(arch, args)
+        architecture.check_data_shape(shape)
         if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= MAX_LAYERS:
             raise ConfigError(f"layers: must be an integer from 1 to {MAX_LAYERS}, got {layers!r}")
         family = {"prior": prior, "prior_args": check_prior_args(prior, prior_args),
                   "posterior_args": check_posterior_args(posterior, posterior_args),
                   "likelihood_args": check_likelihood_args(likelihood, likelihood_args),
-                  "layers": layers, "layer_args": check_layer_args(layers, layer_args, latent_dim)}
+                  "layers": layers,
+                  "layer_args": check_layer_args(layers, layer_args, latent_dim, architecture, prior)}
+        family["num_classes"], family["class_names"] = check_conditioning(num_classes, class_names, layers=layers,
+                                                                          prior=prior)
         values: dict[str, Any] = {
             "data_shape": shape, "latent_dim": latent_dim,
             "arch": getattr(architecture, "builder", None) or arch, "arch_args": architecture.to_args(),
@@ -131,14 +148,16 @@ class VAEConfig:
         for key, default in _FAMILY_DEFAULTS.items():
             value = getattr(self, key)
             if value != default:
-                d[key] = dict(value) if isinstance(value, Mapping) else value
+                d[key] = dict(value) if isinstance(value, Mapping) else \
+                    list(value) if isinstance(value, tuple) else value
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VAEConfig:
         """Inverse of :meth:`to_dict`; also reads the flat format of vaekit 0.1 (``hidden`` and
         ``activation`` at the top level, kept for ``mlp`` and dropped for ``linear``). Unknown keys
-        are a ConfigError."""
+        are a ConfigError. A stored configuration without ``decoder_variance`` was written when the
+        default was c = 1 and keeps it (the default of a new configuration is ``"optimal"``)."""
         if not isinstance(d, Mapping):
             raise ConfigError(f"model config: expected a dict, got {type(d).__name__}")
         d = dict(d)
@@ -150,4 +169,5 @@ class VAEConfig:
             raise ConfigError(f"model config: unknown keys {unknown}; known keys are {sorted(_FIELDS)}")
         if "data_shape" not in d:
             raise ConfigError("model config: missing required key 'data_shape'")
+        d.setdefault("decoder_variance", _STORED_DEFAULT_VARIANCE)
         return cls(**d)

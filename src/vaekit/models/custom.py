@@ -7,7 +7,9 @@
 * ``encoder_trunk`` maps x (N, *data_shape) to features (N, H); vaekit adds the heads g and h
   (H is found by a dry run on two zero examples);
 * ``decoder_net`` maps z (N, latent_dim) to (N, *data_shape) or (N, prod(data_shape)): the mean
-  f(z) of a Gaussian decoder, or the logits of a Bernoulli one.
+  f(z) of a Gaussian decoder, or the logits of a Bernoulli one. A likelihood with P > 1 values per
+  data dimension (the discretized logistics) calls ``FUNCTION(..., params_per_dim=P)``; the decoder
+  then returns (N, P, *data_shape), (N, P·C, *rest) or (N, P·prod(data_shape)) (:mod:`vaekit.models.decoders`).
 
 Importing a module executes it, so nothing is imported unless the caller passes
 ``trust_code=True`` (the command line's ``--trust-code``); otherwise :class:`UntrustedCodeError`.
@@ -93,13 +95,16 @@ def load_builder(arch: str, *, trust_code: bool) -> Callable[..., Any]:
 
 
 def build_custom(arch: str, args: dict[str, Any], data_shape: tuple[int, ...], latent_dim: int, *,
-                 trust_code: bool) -> tuple[nn.Module, int, nn.Module]:
-    """(encoder trunk, its feature count H, decoder network) from the user's builder."""
+                 trust_code: bool, params_per_dim: int = 1) -> tuple[nn.Module, int, nn.Module]:
+    """(encoder trunk, its feature count H, decoder network) from the user's builder; ``params_per_dim``
+    is passed to it only when > 1."""
     builder = load_builder(arch, trust_code=trust_code)
+    extra = {"params_per_dim": int(params_per_dim)} if params_per_dim > 1 else {}
     try:
-        built = builder(data_shape=tuple(data_shape), latent_dim=int(latent_dim), **args)
+        built = builder(data_shape=tuple(data_shape), latent_dim=int(latent_dim), **args, **extra)
     except TypeError as exc:
-        raise ConfigError(f"arch: calling {arch} with data_shape, latent_dim and arch_args "
+        given = "data_shape, latent_dim" + (", params_per_dim (the likelihood's)" if extra else "")
+        raise ConfigError(f"arch: calling {arch} with {given} and arch_args "
                           f"{sorted(args)} failed ({exc})") from None
     if not (isinstance(built, tuple) and len(built) == 2 and all(isinstance(m, nn.Module) for m in built)):
         raise ConfigError(f"arch: {arch} must return (encoder_trunk, decoder_net), two nn.Modules; "

@@ -7,6 +7,10 @@
 f is any ``nn.Module``. It is called on the latents with their leading dimensions flattened,
 z (N, latent_dim), so an ordinary network (a transposed convolution, say) works unchanged; its
 output must be (N, *data_shape) or (N, prod(data_shape)); other shapes raise a ShapeError naming both.
+A likelihood with P = ``params_per_dim`` > 1 values per data dimension (a discretized logistic mixture,
+say) needs P times as many: (N, P, *data_shape), (N, P·C, *rest) for data_shape (C, *rest) (a
+convolution with P·C output channels, parameter-major: channels [p·C, (p+1)·C) hold parameter p), or
+(N, P·prod(data_shape)), all read in that order as (N, P, *data_shape).
 """
 
 from __future__ import annotations
@@ -38,16 +42,22 @@ class Decoder(nn.Module):
         self._register_load_state_dict_pre_hook(_rename_version1_keys)
 
     def mean_of(self, z: Tensor) -> Tensor:
-        """f(z) for z (*lead, latent_dim), computed on z (N, latent_dim), as (*lead, *data_shape)."""
+        """f(z) for z (*lead, latent_dim), computed on z (N, latent_dim), as (*lead, *data_shape), or as
+        (*lead, P, *data_shape) for a likelihood with P = ``params_per_dim`` > 1 (module docstring)."""
         if z.ndim < 1 or z.shape[-1] != self.latent_dim:
             raise ShapeError(f"decoder input of shape {tuple(z.shape)} does not end with latent_dim {self.latent_dim}")
         lead = tuple(z.shape[:-1])
-        out = self.f(z.reshape(-1, self.latent_dim))                      # (N, *data_shape) or (N, D)
-        n = math.prod(lead)
-        if tuple(out.shape) in ((n, *self.data_shape), (n, math.prod(self.data_shape))):
-            return out.reshape(lead + self.data_shape)
+        out = self.f(z.reshape(-1, self.latent_dim))                      # (N, *data_shape) or (N, D), times P
+        n, p = math.prod(lead), int(getattr(self.likelihood, "params_per_dim", 1))
+        shape = self.data_shape if p == 1 else (p, *self.data_shape)
+        accepted = [(n, *shape), (n, math.prod(shape))]
+        if p > 1:
+            accepted.append((n, p * self.data_shape[0], *self.data_shape[1:]))
+        if tuple(out.shape) in accepted:
+            return out.reshape(lead + shape)
+        what = "" if p == 1 else f" ({p} values per data dimension for the {type(self.likelihood).__name__})"
         raise ShapeError(f"decoder network output of shape {tuple(out.shape)} does not match "
-                         f"{(n, *self.data_shape)} (flattened latent batch {n} + data shape {self.data_shape})")
+                         f"{(n, *shape)} (flattened latent batch {n} + data shape {self.data_shape}{what})")
 
     def forward(self, z: Tensor, *, reduce: Reduction | None = None) -> Distribution:
         return self.likelihood.distribution(self.mean_of(z), len(self.data_shape), reduce=reduce)

@@ -68,7 +68,11 @@ class GaussianEncoder(nn.Module):
         return self.trunk(x)
 
     def forward(self, x: Tensor) -> Distribution:
-        hidden = self.features(x)                                          # (B, H)
+        return self.heads(self.features(x))
+
+    def heads(self, hidden: Tensor) -> Distribution:
+        """q_x(z) from the trunk's features (B, trunk_dim): the heads g, h (an encoder built on this one,
+        e.g. a flow's base q0, :mod:`vaekit.models.iaf`, calls them on features it also uses)."""
         mean = self.mean(hidden)                                           # (B, K)
         log_var = soft_clamp(self.log_var(hidden), ENCODER_LOG_VAR_MIN, ENCODER_LOG_VAR_MAX)
         if self.covariance == "diagonal":

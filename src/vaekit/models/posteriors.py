@@ -2,6 +2,8 @@
 
 * ``diagonal``  q_x(z) = N(g(x), diag h(x))            (:class:`~vaekit.models.encoders.GaussianEncoder`)
 * ``full``      q_x(z) = N(g(x), L(x) L(x)ᵀ)           (the same, full covariance)
+* ``iaf``       z = T(z0), z0 ~ N(g(x), diag h(x)), T an inverse autoregressive flow
+                                                        (:class:`~vaekit.models.iaf.IAFEncoder`)
 
 :data:`POSTERIORS` maps names to :class:`PosteriorFamily` objects that check their ``posterior_args``
 (:func:`check_posterior_args`, once, when a configuration is read) and build the encoder
@@ -18,6 +20,7 @@ from torch import nn
 
 from vaekit.errors import ConfigError
 from vaekit.models.encoders import GaussianEncoder
+from vaekit.models.iaf import IAFEncoder, check_iaf_args
 
 __all__ = ["PosteriorFamily", "POSTERIORS", "check_posterior_args", "build_encoder"]
 
@@ -25,10 +28,12 @@ __all__ = ["PosteriorFamily", "POSTERIORS", "check_posterior_args", "build_encod
 @dataclass(frozen=True)
 class PosteriorFamily:
     """A posterior family: ``check(args)`` → the checked, completed arguments (JSON-ready);
-    ``build(trunk, trunk_dim, latent_dim, data_shape, args)`` → the encoder module x ↦ q_x(z)."""
+    ``build(trunk, trunk_dim, latent_dim, data_shape, args)`` → the encoder module x ↦ q_x(z);
+    ``per_dimension_kl``: whether KL(q_x(z_i) || p(z_i)) per latent dimension exists (free bits need it)."""
 
     check: Callable[[Mapping[str, Any]], dict[str, Any]]
     build: Callable[[nn.Module, int, int, tuple[int, ...], Mapping[str, Any]], nn.Module]
+    per_dimension_kl: bool = True
 
 
 def _no_args(name: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
@@ -46,10 +51,17 @@ def _gaussian(covariance: str) -> Callable[..., nn.Module]:
     return build
 
 
+def _iaf(trunk: nn.Module, trunk_dim: int, latent_dim: int, data_shape: tuple[int, ...],
+         args: Mapping[str, Any]) -> nn.Module:
+    return IAFEncoder(trunk, trunk_dim, latent_dim, data_shape, steps=args["steps"], hidden=args["hidden"],
+                      context=args["context"])
+
+
 #: Posterior names (the configuration's ``posterior``) and their families.
 POSTERIORS: dict[str, PosteriorFamily] = {
     "diagonal": PosteriorFamily(_no_args("diagonal"), _gaussian("diagonal")),
     "full": PosteriorFamily(_no_args("full"), _gaussian("full")),
+    "iaf": PosteriorFamily(check_iaf_args, _iaf, per_dimension_kl=False),
 }
 
 

@@ -13,9 +13,18 @@ A latent-variable model gives, for data x of shape (B, *data_shape) and latents 
                               ε for a whole global batch (common random numbers); None when the
                               posterior draws its own;
 * ``closed_form()``           the exact linear-Gaussian model where the model is one, else None;
-* ``density_on_dequantised``  whether log p(x|z) is a density on dequantised data (bits/dim apply).
+* ``density_on_dequantised``  whether log p(x|z) is a density on dequantised data (bits/dim apply);
+* ``probability_of_levels``   whether log p(x|z) is the exact probability of the data's integer levels
+                              (bits/dim = -log p(x) / (D log 2), no dequantisation term);
+* ``values_per_dim``          numbers the decoder computes per data dimension (1; 3K for a mixture of K
+                              discretized logistics): estimators size their chunks of draws by it.
 
 Objectives and estimators are functions of this interface only; they never look at the model's parts.
+
+A conditional model (:mod:`vaekit.models.conditional`) has ``num_classes`` C > 0 (0: unconditional) and
+methods that also take the labels y; ``labels(y, n)`` checks labels for it, and ``given(y)`` is the model
+with its labels fixed, an unconditional model of this protocol. Objectives and estimators see a
+conditional model only that way: their ``y=`` arguments go through :func:`with_labels`.
 """
 
 from __future__ import annotations
@@ -26,9 +35,10 @@ from typing import Any
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from vaekit.errors import ConfigError
 from vaekit.prob.distributions import Reduction
 
-__all__ = ["LatentModel"]
+__all__ = ["LatentModel", "with_labels"]
 
 
 class LatentModel(nn.Module, ABC):
@@ -36,6 +46,19 @@ class LatentModel(nn.Module, ABC):
 
     data_shape: tuple[int, ...]
     latent_dim: int
+    #: Classes of the labels y a conditional model takes (0: an unconditional model).
+    num_classes: int = 0
+
+    def labels(self, y: Any, n: int | None = None, *, name: str = "y") -> Tensor:
+        """A conditional model's labels ``y`` checked (n of them, or one for all) as int64 on its device;
+        an unconditional model takes none (a ConfigError naming ``name``)."""
+        raise ConfigError(f"{name}: the model is not conditional (num_classes 0), so it takes no labels; labels "
+                          "apply to a model trained with --conditional (VAEConfig(num_classes=...))")
+
+    def given(self, y: Any) -> LatentModel:
+        """A conditional model with its labels ``y`` fixed: an unconditional model of this protocol."""
+        self.labels(y)
+        raise NotImplementedError(f"{type(self).__name__}.given")
 
     @abstractmethod
     def prior(self) -> Distribution:
@@ -74,3 +97,30 @@ class LatentModel(nn.Module, ABC):
     def density_on_dequantised(self) -> bool:
         """Whether log p(x|z) is a continuous density, so bits/dim on dequantised images apply."""
         return False
+
+    @property
+    def probability_of_levels(self) -> bool:
+        """Whether log p(x|z) is the probability of the integer levels of images (discretized likelihoods),
+        so bits/dim = -log p(x) / (D log 2) exactly."""
+        return False
+
+    @property
+    def values_per_dim(self) -> int:
+        """Numbers the decoder computes per data dimension for one draw of z (memory scales with it)."""
+        return 1
+
+
+def with_labels(model: Any, y: Any) -> Any:
+    """The model that objectives and estimators should see: ``model.given(y)`` for a conditional model
+    (``num_classes`` > 0) with labels, ``model`` itself for an unconditional one without; a conditional
+    model without labels, or labels for an unconditional model, is a one-line ConfigError."""
+    classes = int(getattr(model, "num_classes", 0) or 0)
+    if y is None:
+        if classes > 0:
+            raise ConfigError(f"y: the model is conditional on {classes} classes (a conditional VAE); give the "
+                              "examples' labels y")
+        return model
+    if classes == 0:
+        raise ConfigError("y: the model is not conditional (num_classes 0), so it takes no labels; labels apply "
+                          "to a model trained with --conditional (VAEConfig(num_classes=...))")
+    return model.given(y)

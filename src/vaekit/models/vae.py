@@ -81,9 +81,11 @@ class VAE(LatentModel):
         return None if shape is None or callable(shape) else tuple(shape)
 
     def closed_form(self) -> LinearGaussian | None:
-        """The exact linear-Gaussian model when f is affine and the likelihood Gaussian, else None."""
+        """The exact linear-Gaussian model when f is affine, the likelihood Gaussian and p(z) = N(0, I),
+        else None (a learned prior makes p(x) a mixture, or no closed form at all)."""
         decoder = self.decoder
         if (isinstance(decoder, Decoder) and isinstance(decoder.likelihood, GaussianLikelihood)
+                and isinstance(self.prior_module, StandardNormalPrior)
                 and isinstance(decoder.f, Affine)):
             return LinearGaussian.from_model(self)
         return None
@@ -92,6 +94,14 @@ class VAE(LatentModel):
     def density_on_dequantised(self) -> bool:
         return isinstance(self.decoder, Decoder) and self.decoder.likelihood.is_density
 
+    @property
+    def probability_of_levels(self) -> bool:
+        return isinstance(self.decoder, Decoder) and self.decoder.likelihood.probability_of_levels
+
+    @property
+    def values_per_dim(self) -> int:
+        return self.decoder.likelihood.params_per_dim if isinstance(self.decoder, Decoder) else 1
+
     def forward(self, x: Tensor, n_samples: int = 1) -> VAEOutput:
         """q_x(z), ``n_samples`` reparameterised draws z ~ q_x(z) (S, B, K), and p(x|z)."""
         q = self.encode(x)
@@ -99,7 +109,8 @@ class VAE(LatentModel):
         return VAEOutput(q, z, self.decode(z))
 
     def decoder_mean(self, z: Tensor) -> Tensor:
-        """E[x|z]: f(z) for a Gaussian decoder, sigmoid(f(z)) for a Bernoulli one."""
+        """E[x|z]: f(z) for a Gaussian decoder, sigmoid(f(z)) for a Bernoulli one, the mean level (in [0, 1])
+        for a discretized one."""
         return self.decode(z).mean
 
     @torch.no_grad()
@@ -108,6 +119,12 @@ class VAE(LatentModel):
 
         With a ``generator``, the prior's draws come from it: z = μ + σ ε for a diagonal Gaussian, else the
         prior's own ``sample_with(n, generator)`` (a learned prior), else torch's global generator seeded from it."""
+        px = self.decode(self.prior_draws(n, generator=generator))
+        return px.mean if mean else px.sample()
+
+    @torch.no_grad()
+    def prior_draws(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """n draws z ~ p(z), (n, latent_dim), from ``generator`` as :meth:`sample` describes."""
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise ConfigError(f"sample: n must be a positive integer, got {n!r}")
         prior = self.prior()
@@ -124,8 +141,7 @@ class VAE(LatentModel):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 z = prior.sample((n,))
-        px = self.decode(z)
-        return px.mean if mean else px.sample()
+        return z
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
@@ -142,10 +158,20 @@ def build_vae(config: VAEConfig, *, trust_code: bool = False) -> VAE:
     """
     if not isinstance(config, VAEConfig):
         raise ConfigError(f"build_vae: expected a VAEConfig, got {type(config).__name__}")
+    if config.num_classes > 0:                        # labels join the encoder and decoder: vaekit.models.conditional
+        from vaekit.models.conditional import build_conditional_vae  # imports this module: no import at the top
+
+        return build_conditional_vae(config, trust_code=trust_code)
+    if config.layers > 1:                             # several stochastic layers: vaekit.models.stacked
+        from vaekit.models.stacked import build_stacked_vae  # imports this module: no import at the top
+
+        return build_stacked_vae(config, trust_code=trust_code)
     shape, k = config.data_shape, config.latent_dim
-    trunk, trunk_dim, f = config.architecture.build(shape, k, trust_code=trust_code)
-    encoder = build_encoder(config.posterior, config.posterior_args, trunk, trunk_dim, k, shape)
     likelihood = build_likelihood(config.likelihood, shape, config.decoder_variance, config.initial_variance,
                                   config.likelihood_args)
+    p = likelihood.params_per_dim                     # f's values per data dimension (passed only when > 1)
+    trunk, trunk_dim, f = config.architecture.build(shape, k, trust_code=trust_code,
+                                                    **({"params_per_dim": p} if p > 1 else {}))
+    encoder = build_encoder(config.posterior, config.posterior_args, trunk, trunk_dim, k, shape)
     prior = build_prior(config.prior, config.prior_args, k, shape)
     return VAE(encoder, Decoder(f, k, shape, likelihood), k, shape, config=config, prior=prior)

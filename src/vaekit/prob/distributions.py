@@ -37,6 +37,7 @@ __all__ = [
     "as_multivariate_normal",
     "rsample_with_log_prob",
     "kl_per_dimension",
+    "marginal_moments",
     "noise_shape",
     "Reduction",
 ]
@@ -142,6 +143,17 @@ def _kl_mvn_diagonal(q: MultivariateNormal, p: DiagonalNormal) -> Tensor:
     )
 
 
+def marginal_moments(q: Distribution) -> tuple[Tensor, Tensor]:
+    """(m, diag S), each (*batch, K), of a Gaussian q = N(m, S) over vectors (diagonal or full
+    covariance): the means and variances of its 1-D marginals q_i = N(m_i, S_ii). Other families
+    raise NotImplementedError."""
+    if isinstance(q, DiagonalNormal) and len(q.event_shape) == 1:
+        return q.loc, q.scale**2
+    if isinstance(q, MultivariateNormal):
+        return q.loc, (q.scale_tril**2).sum(-1)
+    raise NotImplementedError(f"kl_per_dimension: needs a Gaussian posterior, got {type(q).__name__}")
+
+
 def kl_per_dimension(q: Distribution, p: Distribution) -> Tensor:
     """KL(q_i || p_i) of each latent dimension's marginal, shape (*batch, K), for Gaussian q (diagonal
     or full covariance) and a diagonal Gaussian p:
@@ -149,15 +161,15 @@ def kl_per_dimension(q: Distribution, p: Distribution) -> Tensor:
         KL_i = ½ [ (S_ii + (m_i - μ_i)²) / s_i² - 1 + log s_i² - log S_ii ],  q = N(m, S), p = N(μ, diag s²).
 
     For a diagonal q these sum to KL(q || p); for a full covariance to at most that (the marginals
-    drop the correlations). Other pairs raise NotImplementedError (no per-dimension KL)."""
+    drop the correlations). A prior with a method ``marginal_kl(q)`` of its own (a mixture,
+    :class:`vaekit.prob.mixtures.Mixture`) gives the values itself. Other pairs raise
+    NotImplementedError (no per-dimension KL)."""
+    own = getattr(p, "marginal_kl", None)
+    if callable(own):
+        return own(q)
     if not (isinstance(p, DiagonalNormal) and len(p.event_shape) == 1):
         raise NotImplementedError(f"kl_per_dimension: needs a diagonal Gaussian prior, got {type(p).__name__}")
-    if isinstance(q, DiagonalNormal) and len(q.event_shape) == 1:
-        mean, var = q.loc, q.scale**2
-    elif isinstance(q, MultivariateNormal):
-        mean, var = q.loc, (q.scale_tril**2).sum(-1)
-    else:
-        raise NotImplementedError(f"kl_per_dimension: needs a Gaussian posterior, got {type(q).__name__}")
+    mean, var = marginal_moments(q)
     var_p = p.scale**2
     return 0.5 * ((var + (mean - p.loc) ** 2) / var_p - 1 + var_p.log() - var.log())
 
@@ -221,13 +233,17 @@ def rsample_with_log_prob(q: Distribution, n: int, eps: Tensor | None = None) ->
     return z, log_q
 
 
-def kl_divergence(q: Distribution, p: Distribution, z: Tensor | None = None) -> Tensor:
+def kl_divergence(q: Distribution, p: Distribution, z: Tensor | None = None, log_q: Tensor | None = None) -> Tensor:
     """KL(q || p) in closed form where one is registered, else the Monte Carlo estimate
     ``mean_s [log q(z_s) - log p(z_s)]`` over the samples ``z`` (shape (S, *batch, *event)),
-    drawn from q with ``rsample`` when not given. Shape: q's batch shape."""
+    drawn from q with :func:`rsample_with_log_prob` when not given. ``log_q`` (S, *batch): log q(z_s) when
+    already known (a flow computes it with z, in one pass; ``q.log_prob(z)`` would invert the flow).
+    Shape: q's batch shape."""
     try:
         return _torch_kl(q, p)
     except NotImplementedError:
         if z is None:
-            z = q.rsample((1,))
-        return (q.log_prob(z) - p.log_prob(z)).mean(0)
+            z, log_q = rsample_with_log_prob(q, 1)
+        if log_q is None:
+            log_q = q.log_prob(z)
+        return (log_q - p.log_prob(z)).mean(0)

@@ -3,6 +3,7 @@ per-example tensors that an optimiser can move, and put back together.
 
 * diagonal Gaussian N(m, diag s²):         (m, log s);
 * full-covariance Gaussian N(m, L Lᵀ):     (m, log diag L, strictly-lower part of L).
+* a flow posterior T_h # N(m, diag s²):    (m, log s, context h), the flow's networks fixed.
 
 :func:`free_parameters` dispatches on the distribution's type; a family without a registered
 parameterisation raises NotImplementedError. The parameters are copies (leaf tensors with
@@ -63,7 +64,11 @@ def _full(q: MultivariateNormal) -> FreeParameters:
 
 
 def free_parameters(q: Distribution) -> FreeParameters:
-    """The free parameters of q's family at q (see the module docstring)."""
+    """The free parameters of q's family at q (see the module docstring); a distribution with a method
+    ``free_parameters()`` of its own (a flow posterior, :class:`vaekit.prob.flows.FlowPosterior`) gives them."""
+    own = getattr(q, "free_parameters", None)
+    if callable(own):
+        return own()
     if isinstance(q, DiagonalNormal) and len(q.event_shape) == 1:
         return _diagonal(q)
     if isinstance(q, MultivariateNormal):

@@ -7,8 +7,11 @@ Layout of a run directory::
     checkpoints/last.*       last.safetensors + last.json: the full training state for --resume
     metrics.jsonl            one JSON object per epoch (also metrics.csv)
     evaluation-SPLIT.json    ``vaekit evaluate`` / the end of ``vaekit train``
+    run.json                 provenance: each training command, its date, duration and versions; split sizes
     figures/*.png            pictures of what the model learned;  report.html shows them
+    figures/captions.json    the figures' captions, in order, for the reports
     tensorboard/             TensorBoard event files (when tensorboard is installed)
+    mlflow.json              the MLflow run this run logs to (``vaekit train --mlflow``): tracking URI, run id
     .lock                    held (flock) by the process writing the run: see vaekit.store.lock
 """
 
@@ -68,12 +71,27 @@ class RunLayout:
         return self.figures / f"{name}.png"
 
     @property
+    def figure_captions(self) -> Path:
+        """``figures/captions.json``: the figures' file names and captions, written with the report."""
+        return self.figures / "captions.json"
+
+    @property
+    def run_info(self) -> Path:
+        """``run.json``: the run's provenance (:mod:`vaekit.store.run_info`)."""
+        return self.root / "run.json"
+
+    @property
     def report(self) -> Path:
         return self.root / "report.html"
 
     @property
     def tensorboard(self) -> Path:
         return self.root / "tensorboard"
+
+    @property
+    def mlflow_link(self) -> Path:
+        """``mlflow.json``: the MLflow run this run logs to (:mod:`vaekit.cli.mlflow_tracking`)."""
+        return self.root / "mlflow.json"
 
     @property
     def lock(self) -> Path:

@@ -26,7 +26,7 @@ from vaekit.models.vae import VAE
 from vaekit.store.layout import RunLayout
 from vaekit.store.model_files import load_model, read_config
 
-__all__ = ["DataSpec", "Run", "load_run", "eval_tensor", "split_of", "load_test_data"]
+__all__ = ["DataSpec", "Run", "load_run", "eval_tensor", "split_of", "load_test_data", "align_labels"]
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,14 @@ class DataSpec:
     image_size: tuple[int, int] | None = None
     stream: bool = False
     test_data: str | None = None
+    label_column: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"spec": self.spec, "data_dir": self.data_dir, "seed": self.seed, "val_fraction": self.val_fraction,
-                "test_fraction": self.test_fraction, "image_size": list(self.image_size) if self.image_size else None,
-                "stream": self.stream, "test_data": self.test_data}
+        """A JSON-ready dict; ``label_column`` only when set."""
+        d = {"spec": self.spec, "data_dir": self.data_dir, "seed": self.seed, "val_fraction": self.val_fraction,
+             "test_fraction": self.test_fraction, "image_size": list(self.image_size) if self.image_size else None,
+             "stream": self.stream, "test_data": self.test_data}
+        return d if self.label_column is None else {**d, "label_column": self.label_column}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataSpec:
@@ -62,14 +65,20 @@ class DataSpec:
     def load(self, *, download: bool = False, progress: bool = False) -> Dataset:
         return load_dataset(self.spec, data_dir=self.data_dir, download=download, val_fraction=self.val_fraction,
                             test_fraction=self.test_fraction, seed=self.seed, image_size=self.image_size,
-                            progress=progress, stream=self.stream)
+                            progress=progress, stream=self.stream, label_column=self.csv_label_column())
+
+    def csv_label_column(self, spec: str | None = None) -> str | None:
+        """``label_column`` where it applies: to a .csv file ``spec`` (default: this source)."""
+        name = self.spec if spec is None else spec
+        return self.label_column if Path(name).suffix.lower() == ".csv" else None
 
     def whole(self, spec: str | None = None) -> DataSpec:
         """The spec of every example of ``spec`` (default: this source), unsplit (both fractions 0,
         in memory), with this spec's data_dir and image_size: :meth:`Dataset.every_example` of its
         :meth:`load` is the whole file, in its own order."""
         return DataSpec(spec=self.spec if spec is None else spec, data_dir=self.data_dir, seed=self.seed,
-                        val_fraction=0.0, test_fraction=0.0, image_size=self.image_size)
+                        val_fraction=0.0, test_fraction=0.0, image_size=self.image_size,
+                        label_column=self.csv_label_column(spec))
 
     def test_spec(self) -> DataSpec | None:
         """The separate test source (``--test-data``), every example of it, or None."""
@@ -131,13 +140,29 @@ def split_of(dataset: Dataset, split: str, limit: int | None = None) -> tuple[np
     return x[:count], None if labels is None else labels[:count]
 
 
+def align_labels(labels: np.ndarray | None, classes: tuple[str, ...] | None, model_classes: tuple[str, ...],
+                 what: str) -> np.ndarray | None:
+    """``labels`` (indices into the data's ``classes``, e.g. a folder's class sub-folders) as indices into
+    the model's ``model_classes``, matched by name; unchanged when either side has no names. A class the
+    model does not know is a DataError naming ``what``."""
+    if labels is None or not classes or not model_classes or tuple(classes) == tuple(model_classes):
+        return labels
+    unknown = sorted(set(classes) - set(model_classes))
+    if unknown:
+        raise DataError(f"{what}: classes {unknown} are not among the model's ({', '.join(model_classes)})")
+    index = np.asarray([list(model_classes).index(name) for name in classes], dtype=np.int64)
+    return index[labels]
+
+
 def load_test_data(spec: DataSpec, preprocessing: Preprocessing, data_shape: tuple[int, ...], *,
-                   download: bool = False, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None] | None:
+                   download: bool = False, progress: bool = False,
+                   classes: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray | None] | None:
     """Every example of the separate test data ``spec.test_data`` (``vaekit train --test-data``) and
     their labels, or None without test data. Checked up front, before anything is trained or
     written: the examples must have the model's ``data_shape`` (:class:`ShapeError`) and be accepted
     by the training ``preprocessing`` (:class:`DataError`), each message naming --test-data. A
-    folder of images is resized to the model's image size."""
+    folder of images is resized to the model's image size. ``classes``: the model's class names, which
+    the labels of a folder of class folders are matched to (:func:`align_labels`)."""
     test = spec.test_spec()
     if test is None:
         return None
@@ -148,6 +173,7 @@ def load_test_data(spec: DataSpec, preprocessing: Preprocessing, data_shape: tup
         raise ShapeError(f"--test-data {test.spec}: examples of shape {tuple(dataset.shape)} do not match the "
                          f"training data's {tuple(data_shape)}")
     x, labels = dataset.every_example()
+    labels = align_labels(labels, dataset.classes, classes, f"--test-data {test.spec}")
     if len(x) < 2:
         raise DataError(f"--test-data {test.spec}: holds {len(x)} example(s); the evaluation needs at least 2")
     try:

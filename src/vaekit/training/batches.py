@@ -17,6 +17,9 @@ so a step's examples, augmentations and ε are the same whatever the number of r
 the update, up to float rounding in the gradient sums. A rank whose part is empty (a last batch
 smaller than R) repeats the batch's first example with weight 0: it contributes nothing, and
 keeps DDP's collective calls in step.
+
+A conditional model's labels (N,) are held on the device beside the examples and gathered by the same
+positions, so that every example keeps its label on any number of ranks.
 """
 
 from __future__ import annotations
@@ -36,12 +39,14 @@ __all__ = ["LocalBatch", "BatchPlan"]
 @dataclass(frozen=True)
 class LocalBatch:
     """This rank's part of one step: augmented examples (b, *shape) on the device, the ε draws
-    (S, b, *noise_shape) or None, ``weight`` (1, or 0 for a stand-in) and the global batch size."""
+    (S, b, *noise_shape) or None, ``weight`` (1, or 0 for a stand-in), the global batch size and the
+    examples' labels (b,) (a conditional model's; else None)."""
 
     x: Tensor
     eps: Tensor | None
     weight: float
     global_size: int
+    y: Tensor | None = None
 
 
 class BatchPlan:
@@ -50,10 +55,12 @@ class BatchPlan:
     ``examples``: a prepared tensor (N, *shape) (moved to ``device`` once) or a
     :class:`vaekit.data.stream.NpyStream` of raw rows (read, prepared and moved batch by batch).
     ``latent``: (S, noise_shape, dtype) to draw ε for, or None to let the model draw its own.
+    ``labels``: the examples' labels (N,) (in memory only), gathered with them, or None.
     """
 
     def __init__(self, examples, preprocessing: Preprocessing, batch_size: int, device: torch.device, *,
-                 rank: int = 0, world: int = 1, latent: tuple[int, tuple[int, ...], torch.dtype] | None = None):
+                 rank: int = 0, world: int = 1, latent: tuple[int, tuple[int, ...], torch.dtype] | None = None,
+                 labels: Tensor | None = None):
         self.streamed = not isinstance(examples, Tensor)
         self.examples = examples if self.streamed else examples.to(device)
         self.preprocessing = preprocessing
@@ -62,6 +69,7 @@ class BatchPlan:
         self.device = device
         self.rank, self.world = rank, world
         self.latent = latent
+        self.labels = None if labels is None else labels.to(device)
         self.steps_per_epoch = math.ceil(self.n / batch_size)
         self._order: Tensor | None = None
 
@@ -88,7 +96,9 @@ class BatchPlan:
         weight = 1.0
         if hi == lo:                                        # nothing left for this rank: a weight-0 stand-in
             lo, hi, weight = 0, 1, 0.0
-        x = self._rows(self._order[start + lo:start + hi])
+        positions = self._order[start + lo:start + hi]
+        x = self._rows(positions)
+        y = None if self.labels is None else self.labels.index_select(0, positions)
         if self.preprocessing.random:
             u = torch.rand((size, *x.shape[1:]), generator=generator, device=self.device, dtype=x.dtype)
             x = self.preprocessing.augment(x, uniform=u[lo:hi])
@@ -96,4 +106,4 @@ class BatchPlan:
         if self.latent is not None:
             samples, shape, dtype = self.latent
             eps = torch.randn((samples, size, *shape), generator=generator, device=self.device, dtype=dtype)[:, lo:hi]
-        return LocalBatch(x, eps, weight, size)
+        return LocalBatch(x, eps, weight, size, y)

@@ -74,7 +74,8 @@ from vaekit.training.guards import (
     refuse_non_finite,
 )
 from vaekit.training.interrupts import InterruptGate, deferred_interrupt
-from vaekit.training.outputs import has_checkpoint, save_best, tensorboard_writer
+from vaekit.training.labels import training_labels
+from vaekit.training.outputs import has_checkpoint, save_best
 from vaekit.training.state import (
     METRIC_FIELDS,
     STREAM_AUGMENT,
@@ -92,6 +93,7 @@ from vaekit.training.state import (
     seed_global,
 )
 from vaekit.training.step import ObjectiveModule, Stepper, make_optimizer
+from vaekit.training.tensorboard import TensorBoardLog
 from vaekit.training.validation import validate
 
 __all__ = ["MAX_BAD_STEPS", "ABSURD_NATS_PER_DIM", "DivergenceError", "fit", "lr_factor"]
@@ -105,7 +107,8 @@ def fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, *,
         preprocessing: Preprocessing | None = None, objective: Objective | None = None,
         run_dir: str | Path | None = None, resume: bool = False, progress: bool = False,
         callbacks: Sequence[Callable[[EpochMetrics], Any]] | None = None,
-        model_extra: dict[str, Any] | None = None) -> FitResult:
+        model_extra: dict[str, Any] | None = None, tensorboard_images: int = 1, train_y: Any = None,
+        val_y: Any = None) -> FitResult:
     """Train ``model`` (a :class:`~vaekit.models.protocol.LatentModel`) on ``train_x``, validating on ``val_x``.
 
     ``train_x`` and ``val_x``: prepared examples (N, *data_shape) as a tensor, a numpy array, a
@@ -115,13 +118,16 @@ def fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, *,
     prepared batch by batch (for data larger than memory; see :mod:`vaekit.training.batches`).
     ``preprocessing``: its ``augment`` draws each batch's binarisation or dequantisation (and its
     ``prepare`` reads a stream); None for data used as they are. ``objective``: what to maximise
-    (:mod:`vaekit.inference.objectives`); by default the one ``config`` names.
+    (:mod:`vaekit.inference.objectives`); by default the one ``config`` names. ``train_y``, ``val_y``: the
+    examples' labels (N,), which a conditional model needs (:mod:`vaekit.training.labels`).
 
     With ``run_dir``, after every epoch: the best model so far (highest validation ELBO) is saved
     with :func:`vaekit.store.model_files.save_model` (``extra=model_extra``, which gets
     "preprocessing" and "train" entries if missing), a row is appended to the metrics files and
-    the full state is saved to the checkpoint (:class:`vaekit.store.layout.RunLayout`); TensorBoard
-    scalars are written when tensorboard is installed. ``resume=True`` continues from the
+    the full state is saved to the checkpoint (:class:`vaekit.store.layout.RunLayout`); when
+    tensorboard is installed, per-step and per-epoch scalars, sample and reconstruction images every
+    ``tensorboard_images`` epochs (0: none) and the hparams with the final metrics are written
+    (:mod:`vaekit.training.tensorboard`). ``resume=True`` continues from the
     checkpoint (a finished run returns at once; no checkpoint yet means a fresh start). A
     KeyboardInterrupt during an epoch's steps first saves the checkpoint at the last completed step
     (with a "partial_epoch" record; no metrics row) and is then re-raised; resuming finishes that
@@ -141,14 +147,15 @@ def fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, *,
     writer = run_dir is not None and distributed.rank() == 0
     with run_lock(run_dir) if writer and run_dir is not None else contextlib.nullcontext():
         return _fit(model, train_x, val_x, config, preprocessing, objective, run_dir, resume, progress,
-                    list(callbacks or ()), model_extra)
+                    list(callbacks or ()), model_extra, tensorboard_images, (train_y, val_y))
 
 
 def _fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, preprocessing: Preprocessing | None,
          objective: Objective | None, run_dir: str | Path | None, resume: bool, progress: bool,
-         callbacks: list[Callable[[EpochMetrics], Any]], model_extra: dict[str, Any] | None) -> FitResult:
+         callbacks: list[Callable[[EpochMetrics], Any]], model_extra: dict[str, Any] | None,
+         tensorboard_images: int = 1, labels: tuple[Any, Any] = (None, None)) -> FitResult:
     run = _Run.start(model, train_x, val_x, config, preprocessing, objective, run_dir, resume, progress,
-                     callbacks, model_extra)
+                     callbacks, model_extra, tensorboard_images, labels)
     if run.state.stopped_early or run.state.epoch >= config.epochs:
         return run.state.result()
     validate_args = torch.distributions.Distribution._validate_args
@@ -160,6 +167,8 @@ def _fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, prep
                 t0, totals, beta, lr = _train_epoch(run, epoch)
                 if _end_epoch(run, epoch, t0, totals, beta, lr):
                     break
+            if run.writer is not None:
+                run.writer.finish(run.state.result())
     finally:
         torch.distributions.Distribution.set_default_validate_args(validate_args)
         run.close()
@@ -190,18 +199,22 @@ class _Run:
     world: int
     rank: int
     ddp: nn.Module | None = None
-    writer: Any = None
+    writer: TensorBoardLog | None = None
     bar: Any = None
+    val_y: Tensor | None = None
 
     @classmethod
     def start(cls, model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig,
               preprocessing: Preprocessing | None, objective: Objective | None, run_dir: str | Path | None,
               resume: bool, progress: bool, callbacks: list[Callable[[EpochMetrics], Any]],
-              model_extra: dict[str, Any] | None) -> _Run:
+              model_extra: dict[str, Any] | None, tensorboard_images: int = 1,
+              labels: tuple[Any, Any] = (None, None)) -> _Run:
         """Check the arguments, read the data, build the optimizer and the step, and load the
         checkpoint when resuming."""
         if not isinstance(config, TrainConfig):
             raise ConfigError(f"config: expected a TrainConfig, got {type(config).__name__}")
+        if isinstance(tensorboard_images, bool) or not isinstance(tensorboard_images, int) or tensorboard_images < 0:
+            raise ConfigError(f"tensorboard_images: must be an integer >= 0, got {tensorboard_images!r}")
         objective = config.build_objective() if objective is None else objective
         if not isinstance(objective, Objective):
             raise ConfigError(f"objective: expected a vaekit Objective (e.g. vaekit.ELBO()), "
@@ -229,10 +242,12 @@ class _Run:
         model.to(device)
         model.train()
         val_x = val_x.to(device)
+        train_y, val_y = training_labels(model, *labels, train_x, val_x, device)   # a conditional model's
         val_eval = preprocessing.augment(val_x, torch.Generator(device=device).manual_seed(0))
         dtype = next(model.parameters()).dtype
         noise = (objective.samples, model.noise_shape, dtype) if model.noise_shape is not None else None
-        plan = BatchPlan(train_x, preprocessing, config.batch_size, device, rank=rank, world=world, latent=noise)
+        plan = BatchPlan(train_x, preprocessing, config.batch_size, device, rank=rank, world=world, latent=noise,
+                         labels=train_y)
         total_steps = config.epochs * plan.steps_per_epoch
         optimizer, fused = make_optimizer(model, config.lr, config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: lr_factor(config, t, total_steps))
@@ -266,9 +281,11 @@ class _Run:
                           world, InterruptGate())
         writes = layout is not None and rank == 0
         run = cls(model, config, device, plan, noise, val_eval, distributed.shard(val_x.shape[0], world, rank),
-                  optimizer, scheduler, stepper, state, partial, layout, writes, extra, callbacks, world, rank, ddp)
+                  optimizer, scheduler, stepper, state, partial, layout, writes, extra, callbacks, world, rank, ddp,
+                  val_y=val_y)
         if not (state.stopped_early or state.epoch >= config.epochs):
-            run.writer = tensorboard_writer(layout if writes else None)
+            run.writer = TensorBoardLog.open(layout if writes else None, model=model, config=config,
+                                             val_x=val_eval, val_y=val_y, images_every=tensorboard_images)
             if progress and rank == 0:
                 from tqdm.auto import tqdm
 
@@ -315,6 +332,8 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, EpochTotals, float, floa
         t0 -= seconds
     run.partial = None
     snap = rng_snapshot(aug_gen, device) if run.writes and run.world == 1 else {}
+    if run.writer is not None:
+        run.writer.begin_epoch(totals)
 
     def committed(b: int, lr: float) -> None:
         nonlocal done, snap, lr_used
@@ -328,10 +347,14 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, EpochTotals, float, floa
             local = run.plan.batch(b, aug_gen)
             beta = kl_beta(config, state.step, steps)
             run.stepper.step(local, beta, totals, functools.partial(committed, b))
+            if run.writer is not None:
+                run.writer.after_step(state.step, beta, lr_used, totals)
             if run.bar is not None:
                 run.bar.update(1)
             if (b + 1) % _SYNC_EVERY == 0 or b + 1 == steps:
                 check_divergence(totals, epoch, config)
+                if run.writer is not None:
+                    run.writer.flush_steps()
                 if run.bar is not None:
                     loss_m, elbo_m, kl_m, _ = (totals.sums / totals.counted.clamp_min(1)).tolist()
                     run.bar.set_postfix(epoch=epoch, loss=f"{loss_m:.4g}", elbo=f"{elbo_m:.4g}", kl=f"{kl_m:.4g}",
@@ -348,7 +371,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, EpochTotals, float, floa
 def _end_epoch(run: _Run, epoch: int, t0: float, totals: EpochTotals, beta: float, lr_used: float) -> bool:
     """Validate, record the epoch's metrics, keep the best model, save the checkpoint; whether to stop."""
     config, state = run.config, run.state
-    val = validate(run.model, run.val_x, config, run.device, run.val_part, run.noise)
+    val = validate(run.model, run.val_x, config, run.device, run.val_part, run.noise, run.val_y)
     epoch_sums = distributed.all_reduce_sum(torch.cat([totals.sums, totals.counted.reshape(1)]))
     counted = float(epoch_sums[4])
     loss_m, elbo_m, kl_m, rec_m = (epoch_sums[:4] / counted).tolist() if counted > 0 else [math.nan] * 4
@@ -371,10 +394,7 @@ def _end_epoch(run: _Run, epoch: int, t0: float, totals: EpochTotals, beta: floa
     if run.bar is not None:
         run.bar.set_postfix(epoch=epoch, val_elbo=f"{metrics.val_elbo:.4g}", refresh=True)
     if run.writer is not None:
-        for key, value in metrics.to_dict().items():
-            if key not in ("epoch", "step") and isinstance(value, (int, float)):
-                run.writer.add_scalar(f"epoch/{key}", value, epoch)
-        run.writer.flush()
+        run.writer.epoch(metrics, run.model, last=epoch == config.epochs)
     if run.writes and run.layout is not None:
         with deferred_interrupt():
             if improved:

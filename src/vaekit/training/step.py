@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from vaekit.errors import ConfigError
 from vaekit.inference.objectives import Objective
+from vaekit.models.protocol import with_labels
 from vaekit.prob.distributions import Reduction
 from vaekit.training import distributed
 from vaekit.training.batches import LocalBatch
@@ -30,10 +31,11 @@ __all__ = ["batch_loss", "ObjectiveModule", "Stepper", "make_optimizer", "precis
 
 
 def batch_loss(model: nn.Module, objective: Objective, x: Tensor, beta: float, eps: Tensor | None, scale: float,
-               reduce: Reduction | None = None) -> tuple[Tensor, Tensor]:
+               reduce: Reduction | None = None, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The scalar loss ``scale · Σ_b -objective_b`` and the batch sums of (loss, elbo, kl,
-    reconstruction) in float64; the caller weights the sums."""
-    t = objective.terms(model, x, beta=beta, eps=eps, reduce=reduce)
+    reconstruction) in float64; the caller weights the sums. ``y``: the batch's labels, for a
+    conditional model (the objective then sees the model given y)."""
+    t = objective.terms(with_labels(model, y), x, beta=beta, eps=eps, reduce=reduce)
     per_example = -t.objective
     stats = torch.stack([per_example.sum(), t.elbo.sum(), t.kl.sum(), t.reconstruction.sum()]).detach().double()
     return per_example.sum() * scale, stats
@@ -49,8 +51,8 @@ class ObjectiveModule(nn.Module):
         self.objective = objective
 
     def forward(self, x: Tensor, beta: float, eps: Tensor | None, scale: float,
-                reduce: Reduction | None = None) -> tuple[Tensor, Tensor]:
-        return batch_loss(self.model, self.objective, x, beta, eps, scale, reduce)
+                reduce: Reduction | None = None, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return batch_loss(self.model, self.objective, x, beta, eps, scale, reduce, y)
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> tuple[torch.optim.Optimizer, bool]:
@@ -115,7 +117,7 @@ class Stepper:
             reduce = distributed.global_mean(local.weight) if self.world > 1 else None
             with self.autocast():
                 loss, stats = self.loss(local.x, beta, local.eps, local.weight * self.world / local.global_size,
-                                        reduce)
+                                        reduce, y=local.y)
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()

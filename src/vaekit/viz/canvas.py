@@ -42,14 +42,19 @@ def _new_figure(width_in: float, height_in: float, *, constrained: bool = True) 
     return fig
 
 
-def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    """Render ``fig`` and write it as an RGB PNG at ``path`` (atomically); return the path."""
-    out = _check_png_path(path)
+def _png_bytes(fig: Figure) -> bytes:
+    """Render ``fig`` as the bytes of an RGB PNG."""
     canvas = fig.canvas
     assert isinstance(canvas, FigureCanvasAgg)
     canvas.draw()
     rgb = np.asarray(canvas.buffer_rgba())[..., :3]
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG")
-    atomic_write_bytes(out, buf.getvalue())
+    return buf.getvalue()
+
+
+def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    """Render ``fig`` and write it as an RGB PNG at ``path`` (atomically); return the path."""
+    out = _check_png_path(path)
+    atomic_write_bytes(out, _png_bytes(fig))
     return out

@@ -1,7 +1,12 @@
 """Pixel-exact image mosaics: the tile layout of a grid, and its rendering as a figure.
 
-Each tile is enlarged by a whole factor (nearest neighbour), never resampled, and a mosaic without
-a title or labels is nothing but the mosaic.
+Each tile is enlarged by a whole factor s (nearest neighbour), never resampled, and a mosaic without
+a title or labels is nothing but the mosaic. The factor is the larger of two: the one that brings the
+mosaic's long side near ``_TARGET_PX`` (at most ``_MAX_SCALE``), and the one that draws each tile at
+least ``_MIN_TILE_PX`` pixels on its short side (so that 8x8 digits are 48 px, not 8 px, across),
+unless that would take the mosaic past ``_MAX_PX`` on its long side:
+
+    s = max(min(_MAX_SCALE, ceil(_TARGET_PX / long)), min(ceil(_MIN_TILE_PX / tile_short), floor(_MAX_PX / long)))
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ _PAD = 2  # mosaic pixels between tiles
 _PAD_VALUE = 0.5  # mid-grey, visible against both black and white tiles
 _TARGET_PX = 600  # an enlarged mosaic aims at about this many pixels on its long side
 _MAX_SCALE = 8
+_MIN_TILE_PX = 48  # a tile is drawn at least this many pixels on its short side ...
+_MAX_PX = 2400  # ... unless the mosaic's long side would exceed this
 
 
 @dataclass(frozen=True)
@@ -63,9 +70,12 @@ def _mosaic(tiles: np.ndarray, grid: _Grid) -> np.ndarray:
 
 
 def _scale_for(grid: _Grid) -> int:
-    """Whole enlargement factor that brings the mosaic's long side near ``_TARGET_PX``."""
+    """Whole enlargement factor s (module docstring): the mosaic's long side near ``_TARGET_PX``, and
+    each tile at least ``_MIN_TILE_PX`` pixels on its short side where the result stays within ``_MAX_PX``."""
     long_side = max(grid.height, grid.width)
-    return int(min(_MAX_SCALE, max(1, math.ceil(_TARGET_PX / long_side))))
+    to_target = min(_MAX_SCALE, math.ceil(_TARGET_PX / long_side))
+    to_min_tile = min(math.ceil(_MIN_TILE_PX / min(grid.tile_h, grid.tile_w)), _MAX_PX // long_side)
+    return int(max(1, to_target, to_min_tile))
 
 
 def _text_px(text: str, fontsize: float) -> float:

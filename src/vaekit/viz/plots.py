@@ -19,8 +19,8 @@ The figures are drawn by the modules of this package, one concept each; this mod
 facade that re-exports them: :mod:`vaekit.viz.canvas` (headless figures, atomic PNG writing),
 :mod:`vaekit.viz.arrays` (input checks and tiles), :mod:`vaekit.viz.mosaic` (pixel-exact
 mosaics), :mod:`vaekit.viz.tables` (heatmaps of tabular data), :mod:`vaekit.viz.grids` (image grid,
-reconstructions), :mod:`vaekit.viz.curves` (training curves) and :mod:`vaekit.viz.latents`
-(latent scatter, traversals).
+reconstructions), :mod:`vaekit.viz.curves` (training curves), :mod:`vaekit.viz.latents`
+(latent scatter, traversals) and :mod:`vaekit.viz.interpolations` (interpolations between two originals).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from __future__ import annotations
 # The underscored names are private helpers, re-exported because tests check them as ``plots._name``.
 from vaekit.viz.curves import _epochs, _series, plot_training_curves  # noqa: F401
 from vaekit.viz.grids import image_grid, plot_reconstructions
+from vaekit.viz.interpolations import plot_interpolations
 from vaekit.viz.latents import (  # noqa: F401
     _pca_2d,
     _scatter_figure,
@@ -38,6 +39,7 @@ from vaekit.viz.mosaic import _Grid, _mosaic  # noqa: F401
 
 __all__ = [
     "image_grid",
+    "plot_interpolations",
     "plot_latent_scatter",
     "plot_latent_traversals",
     "plot_reconstructions",

@@ -1,8 +1,13 @@
-"""A self-contained HTML report of a run: metrics, figures and configuration in one file.
+"""Self-contained HTML pages: the building blocks of vaekit's reports, and a generic report
+(:func:`write_report`: metrics, figures and configuration in one file).
 
-The report needs nothing but itself: figures are embedded as base64 ``data:`` URIs, the style
-sheet is inline, no script, font or other resource is fetched (a Content-Security-Policy meta tag
-forbids it), and every piece of text is HTML-escaped.
+A page needs nothing but itself: figures are embedded as base64 ``data:`` URIs, the style sheet is
+inline, no script, font or other resource is fetched (a Content-Security-Policy meta tag forbids
+it), and every piece of text is HTML-escaped: text is escaped where it enters markup, and markup
+built here travels as :class:`Markup`, so a string is never escaped twice nor forgotten.
+
+The pages of a run and of several runs side by side are :mod:`vaekit.viz.run_report` and
+:mod:`vaekit.viz.compare`.
 """
 
 from __future__ import annotations
@@ -13,13 +18,14 @@ import json
 import math
 import numbers
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from vaekit.store.atomic import atomic_write_text
 from vaekit.store.layout import RunLayout
 
-__all__ = ["write_report", "render_report"]
+__all__ = ["write_report", "render_report", "Markup", "esc", "format_value", "html_table", "figure_html",
+           "data_uri", "bytes_uri", "html_page", "config_value", "flatten_config"]
 
 _MIME_BY_MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -28,39 +34,61 @@ _MIME_BY_MAGIC = (
     (b"GIF89a", "image/gif"),
 )
 
-_CSS = """
-:root { color-scheme: light; }
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
-       margin: 0 auto; padding: 24px 32px 48px; max-width: 1100px; color: #1f2328; background: #fff;
-       line-height: 1.45; }
-h1 { font-size: 1.6em; margin: 0 0 4px; }
-h2 { font-size: 1.2em; margin: 32px 0 12px; padding-bottom: 4px; border-bottom: 1px solid #d0d7de; }
-table.metrics, table.config { border-collapse: collapse; min-width: 360px; font-size: 0.95em; }
-table.metrics th, table.metrics td, table.config th, table.config td {
-    border: 1px solid #d0d7de; padding: 5px 12px; text-align: left; }
-table.metrics thead th, table.config thead th { background: #f6f8fa; }
-table.metrics tbody th, table.config tbody th { font-weight: 600; }
-table.metrics td.value { text-align: right; font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas,
-                         "Liberation Mono", monospace; white-space: nowrap; }
-table.metrics tbody tr:nth-child(even), table.config tbody tr:nth-child(even) { background: #fafbfc; }
-table.config td.config-value { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, "Liberation Mono",
-                               monospace; white-space: pre-wrap; word-break: break-word; }
-figure { margin: 0 0 28px; }
-figure img { display: block; max-width: 100%; height: auto; border: 1px solid #d0d7de;
-             image-rendering: auto; }
-figcaption { margin-top: 6px; color: #57606a; font-size: 0.95em; }
-p.empty { color: #57606a; font-style: italic; }
+_SANS = 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif'
+_MONO = 'ui-monospace, "SFMono-Regular", Menlo, Consolas, "Liberation Mono", monospace'
+_CSS = f"""
+:root {{ color-scheme: light; }}
+body {{ font-family: {_SANS}; margin: 0 auto; padding: 24px 32px 48px; max-width: 1180px; color: #1f2328;
+       background: #fff; line-height: 1.45; }}
+h1 {{ font-size: 1.6em; margin: 0 0 4px; overflow-wrap: anywhere; }}
+h2 {{ font-size: 1.2em; margin: 32px 0 12px; padding-bottom: 4px; border-bottom: 1px solid #d0d7de; }}
+h3 {{ font-size: 1.05em; margin: 20px 0 8px; }}
+p.subtitle {{ margin: 0 0 8px; color: #57606a; overflow-wrap: anywhere; }}
+p.note, p.empty {{ color: #57606a; }}
+p.empty {{ font-style: italic; }}
+.scroll {{ overflow-x: auto; max-width: 100%; }}
+table {{ border-collapse: collapse; font-size: 0.95em; margin: 0 0 8px; }}
+th, td {{ border: 1px solid #d0d7de; padding: 5px 12px; text-align: left; vertical-align: top; }}
+thead th {{ background: #f6f8fa; }}
+tbody th {{ font-weight: 600; }}
+tbody tr:nth-child(even) {{ background: #fafbfc; }}
+table.metrics, table.config, table.facts {{ min-width: 360px; }}
+td.value, td.num, th.num {{ text-align: right; font-family: {_MONO}; white-space: nowrap; }}
+td.config-value, td.code {{ font-family: {_MONO}; white-space: pre-wrap; overflow-wrap: anywhere; }}
+td.unit {{ color: #57606a; }}
+tr.best, tr.best th {{ background: #dafbe1 !important; }}
+td.best {{ font-weight: 700; background: #dafbe1; }}
+td.differs {{ background: #fff8c5; }}
+dl.summary {{ display: flex; flex-wrap: wrap; gap: 12px; margin: 0 0 8px; }}
+dl.summary div.card {{ border: 1px solid #d0d7de; border-radius: 6px; padding: 10px 16px; min-width: 170px;
+                       background: #f6f8fa; }}
+dl.summary dt {{ color: #57606a; font-size: 0.9em; }}
+dl.summary dd {{ margin: 2px 0 0; font-size: 1.35em; font-family: {_MONO}; white-space: nowrap; }}
+dl.summary dd span.unit {{ display: block; font-size: 0.6em; color: #57606a; font-family: {_SANS};
+                           white-space: normal; }}
+figure {{ margin: 0 0 28px; }}
+figure img {{ display: block; max-width: 100%; height: auto; border: 1px solid #d0d7de; image-rendering: auto; }}
+figcaption {{ margin-top: 6px; color: #57606a; font-size: 0.95em; }}
+div.side-by-side {{ display: grid; gap: 16px; grid-template-columns: repeat(var(--columns), minmax(260px, 1fr));
+                    overflow-x: auto; }}
+details > summary {{ cursor: pointer; color: #0969da; margin: 4px 0 8px; }}
 """
 
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
-def _esc(text: object) -> str:
-    """``str(text)`` escaped for HTML text and attribute values."""
-    return html.escape(str(text), quote=True)
+class Markup(str):
+    """HTML built by this package, already escaped: inserted into a page as it is."""
 
 
-def _format_value(value: object) -> str:
+def esc(text: object) -> Markup:
+    """``str(text)`` escaped for HTML text and attribute values (markup is returned unchanged)."""
+    if isinstance(text, Markup):
+        return text
+    return Markup(html.escape(str(text), quote=True))
+
+
+def format_value(value: object) -> str:
     """A metric value as display text: floats to 6 significant digits, ints in full."""
     if isinstance(value, bool):
         return str(value)
@@ -76,18 +104,31 @@ def _format_value(value: object) -> str:
     return str(value)
 
 
-def _metrics_html(metrics: Mapping[str, object]) -> str:
-    """The metrics as a two-column table (name, value), in the dict's order."""
-    if not metrics:
-        return '<p class="empty">No metrics.</p>'
-    rows = "\n".join(
-        f'<tr><th scope="row">{_esc(key)}</th><td class="value">{_esc(_format_value(value))}</td></tr>'
-        for key, value in metrics.items()
-    )
-    return (
-        '<table class="metrics">\n<thead><tr><th scope="col">metric</th><th scope="col">value</th></tr></thead>\n'
-        f"<tbody>\n{rows}\n</tbody>\n</table>"
-    )
+#: a table cell: text (escaped), Markup (inserted as is), or (content, css class) for a styled cell.
+Cell = str | tuple[str, str]
+
+
+def _cell(tag: str, cell: Cell, extra: str = "") -> str:
+    content, css = cell if isinstance(cell, tuple) else (cell, "")
+    attrs = f' class="{esc(css)}"' if css else ""
+    return f"<{tag}{extra}{attrs}>{esc(content)}</{tag}>"
+
+
+def html_table(columns: Sequence[Cell], rows: Sequence[Sequence[Cell]], *, css: str,
+               value_css: str = "", row_css: Sequence[str] | None = None) -> Markup:
+    """A table: a header row of ``columns`` (none when empty), then each row with its first cell as the row header
+    (``<th scope="row">``) and the others as data cells of class ``value_css`` unless a cell names
+    its own. ``row_css``: a class per row ("" for none)."""
+    head = "".join(_cell("th", c, ' scope="col"') for c in columns)
+    lines = []
+    for i, row in enumerate(rows):
+        cls = row_css[i] if row_css is not None else ""
+        cells = [_cell("th", row[0], ' scope="row"')]
+        cells += [_cell("td", c if isinstance(c, tuple) or not value_css else (c, value_css)) for c in row[1:]]
+        lines.append((f'<tr class="{esc(cls)}">' if cls else "<tr>") + "".join(cells) + "</tr>")
+    body = "\n".join(lines)
+    thead = f"<thead><tr>{head}</tr></thead>\n" if columns else ""
+    return Markup(f'<div class="scroll"><table class="{esc(css)}">\n{thead}<tbody>\n{body}\n</tbody>\n</table></div>')
 
 
 def _mime_type(data: bytes, path: Path) -> str:
@@ -112,24 +153,34 @@ def _resolve_figure(run_dir: Path, caption: str, figure: str | os.PathLike[str])
                             f"(looked in {str(run_dir)!r} and the working folder)")
 
 
-def _data_uri(path: Path) -> str:
-    """The file at ``path`` as a base64 ``data:`` URI."""
-    data = path.read_bytes()
-    return f"data:{_mime_type(data, path)};base64,{base64.b64encode(data).decode('ascii')}"
+def bytes_uri(data: bytes, name: str | os.PathLike[str] = "image") -> str:
+    """Image bytes as a base64 ``data:`` URI (``ValueError`` naming ``name`` if they are no image)."""
+    return f"data:{_mime_type(data, Path(name))};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def _figures_html(run_dir: Path, figures: Mapping[str, str | os.PathLike[str]]) -> str:
-    """Each figure embedded as an ``<img>`` with its caption (the dict key)."""
-    if not figures:
-        return '<p class="empty">No figures.</p>'
-    blocks = []
-    for caption, figure in figures.items():
-        uri = _data_uri(_resolve_figure(run_dir, caption, figure))
-        blocks.append(
-            f'<figure>\n<img src="{_esc(uri)}" alt="{_esc(caption)}">\n'
-            f"<figcaption>{_esc(caption)}</figcaption>\n</figure>"
-        )
-    return "\n".join(blocks)
+def data_uri(path: Path) -> str:
+    """The image file at ``path`` as a base64 ``data:`` URI."""
+    return bytes_uri(path.read_bytes(), path)
+
+
+def figure_html(caption: str, uri: str, *, alt: str | None = None) -> Markup:
+    """One ``<figure>``: the image at ``uri`` (a ``data:`` URI) above its caption."""
+    return Markup(f'<figure>\n<img src="{esc(uri)}" alt="{esc(caption if alt is None else alt)}">\n'
+                  f"<figcaption>{esc(caption)}</figcaption>\n</figure>")
+
+
+def html_page(title: str, body: Sequence[str]) -> str:
+    """A whole self-contained document: the title, the inline style sheet and ``body`` (Markup and
+    text blocks, text escaped), one after the other."""
+    content = "\n".join(esc(block) for block in body)
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n"
+        f"<body>\n{content}\n</body>\n</html>\n"
+    )
 
 
 def _flatten(config: Mapping[str, object], prefix: str = "") -> list[tuple[str, object]]:
@@ -144,7 +195,7 @@ def _flatten(config: Mapping[str, object], prefix: str = "") -> list[tuple[str, 
     return rows
 
 
-def _config_value(value: object) -> str:
+def config_value(value: object) -> str:
     """A configuration leaf as text: strings verbatim, the rest as compact JSON (else ``str``)."""
     if isinstance(value, str):
         return value
@@ -154,18 +205,17 @@ def _config_value(value: object) -> str:
         return str(value)
 
 
-def _config_html(config: Mapping[str, object]) -> str:
-    """The configuration as a table of dotted keys (nested sections flattened) and values."""
-    if not config:
-        return '<p class="empty">Empty configuration.</p>'
-    rows = "\n".join(
-        f'<tr><th scope="row">{_esc(key)}</th><td class="config-value">{_esc(_config_value(value))}</td></tr>'
-        for key, value in _flatten(config)
-    )
-    return (
-        '<table class="config">\n<thead><tr><th scope="col">setting</th><th scope="col">value</th></tr></thead>\n'
-        f"<tbody>\n{rows}\n</tbody>\n</table>"
-    )
+def flatten_config(config: Mapping[str, object]) -> list[tuple[str, str]]:
+    """Nested sections flattened to ``(dotted.key, value text)`` pairs, in order."""
+    return [(key, config_value(value)) for key, value in _flatten(config)]
+
+
+def _figures_html(run_dir: Path, figures: Mapping[str, str | os.PathLike[str]]) -> Markup:
+    """Each figure embedded as an ``<img>`` with its caption (the dict key)."""
+    if not figures:
+        return Markup('<p class="empty">No figures.</p>')
+    return Markup("\n".join(figure_html(caption, data_uri(_resolve_figure(run_dir, caption, figure)))
+                            for caption, figure in figures.items()))
 
 
 def render_report(
@@ -177,25 +227,16 @@ def render_report(
     config: Mapping[str, object] | None = None,
 ) -> str:
     """The HTML text that :func:`write_report` writes (figures are read from disk)."""
-    run = Path(run_dir)
-    sections = [
-        f"<h1>{_esc(title)}</h1>",
-        "<h2>Metrics</h2>",
-        _metrics_html(metrics),
-        "<h2>Figures</h2>",
-        _figures_html(run, figures),
-    ]
+    metrics_html = (html_table(("metric", "value"), [(k, format_value(v)) for k, v in metrics.items()],
+                               css="metrics", value_css="value")
+                    if metrics else Markup('<p class="empty">No metrics.</p>'))
+    body = [Markup(f"<h1>{esc(title)}</h1>"), Markup("<h2>Metrics</h2>"), metrics_html,
+            Markup("<h2>Figures</h2>"), _figures_html(Path(run_dir), figures)]
     if config is not None:
-        sections += ["<h2>Configuration</h2>", _config_html(config)]
-    body = "\n".join(sections)
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n"
-        f"<body>\n{body}\n</body>\n</html>\n"
-    )
+        body += [Markup("<h2>Configuration</h2>"),
+                 html_table(("setting", "value"), flatten_config(config), css="config", value_css="config-value")
+                 if config else Markup('<p class="empty">Empty configuration.</p>')]
+    return html_page(title, body)
 
 
 def write_report(
@@ -206,8 +247,9 @@ def write_report(
     figures: Mapping[str, str | os.PathLike[str]],
     config: Mapping[str, object] | None = None,
 ) -> Path:
-    """Write the run's report (``report.html``, named by :class:`~vaekit.store.layout.RunLayout`), a
-    self-contained HTML page, and return its path.
+    """Write a generic report (``report.html``, named by :class:`~vaekit.store.layout.RunLayout`), a
+    self-contained HTML page, and return its path. (A run's own page, with its summary, provenance
+    and history, is :func:`vaekit.viz.run_report.write_run_report`.)
 
     Args:
         run_dir: the run's folder (created if missing); the report is written there atomically.

@@ -1,0 +1,191 @@
+"""A distribution over several blocks of latents drawn one after another: a Markov chain of conditionals.
+
+For blocks z_1, …, z_L (dims d_1, …, d_L) and the vector z = (z_1, …, z_L) of size Σ_l d_l, a
+:class:`MarkovChain` draws ancestrally in a given order o_1, …, o_L of the blocks:
+
+    z_{o_1} ~ first,    z_{o_j} ~ c_j(· | z_{o_{j-1}})  (j = 2..L),
+    log r(z) = log first(z_{o_1}) + Σ_{j>=2} log c_j(z_{o_j} | z_{o_{j-1}}).
+
+The posterior of a model with L stochastic layers (Burda et al. 2016, §5) runs upwards,
+q(z_1|x) q(z_2|z_1) ⋯ (``order="up"``); its prior runs downwards, p(z_L) p(z_{L-1}|z_L) ⋯ p(z_1|z_2)
+(``order="down"``). Either way z is (z_1, …, z_L) in that order.
+
+Reparameterisation: every block is z_l = μ_l + L_l ε_l with ε_l standard normal, so one example's ε is the
+concatenation of the blocks' ε in the blocks' order, shape (Σ_l n_l,) with n_l the size of block l's
+noise (d_l for the Gaussian conditionals). :meth:`MarkovChain.rsample_with_log_prob` takes ε for a whole
+set of draws, which is how the trainer's common random numbers reach every layer; ``log_prob`` evaluates
+the same chain of conditionals at any z, exactly.
+
+The KL divergence between two chains has no closed form; :func:`vaekit.prob.distributions.kl_divergence`
+estimates it by Monte Carlo on the draws it is given.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, constraints
+
+from vaekit.errors import ConfigError, ShapeError
+from vaekit.prob.distributions import noise_shape, rsample_with_log_prob
+
+__all__ = ["MarkovChain", "Conditional", "ORDERS"]
+
+#: z_{l-1} (*lead, d_{l-1}) ↦ a distribution over z_l with batch shape ``lead`` and event shape (d_l,).
+Conditional = Callable[[Tensor], Distribution]
+
+#: The orders a chain draws its blocks in: from z_1 upwards, or from z_L downwards.
+ORDERS = ("up", "down")
+
+
+class MarkovChain(Distribution):
+    """z = (z_1, …, z_L) drawn as ``first`` then ``conditionals`` in ``order`` (see the module docstring).
+
+    ``first``: the distribution of the first block drawn (z_1 for ``"up"``, z_L for ``"down"``), with the
+    chain's batch shape and event shape (d,); ``conditionals``: the L − 1 maps from the block just drawn
+    to the next one's distribution; ``dims``: (d_1, …, d_L) in the order of z. Batch shape: ``first``'s;
+    event shape: (Σ d_l,).
+    """
+
+    arg_constraints: dict[str, constraints.Constraint] = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, first: Distribution, conditionals: Sequence[Conditional], dims: Sequence[int],
+                 order: str = "up"):
+        dims = tuple(int(d) for d in dims)
+        if order not in ORDERS:
+            raise ConfigError(f"MarkovChain order: unknown {order!r}; choose one of {list(ORDERS)}")
+        if len(conditionals) != len(dims) - 1 or not dims or min(dims) <= 0:
+            raise ConfigError(f"MarkovChain: {len(dims)} blocks of positive size need {len(dims) - 1} "
+                              f"conditionals, got dims {dims} and {len(conditionals)} conditionals")
+        self.first = first
+        self.conditionals = tuple(conditionals)
+        self.dims = dims
+        self.order = order
+        drawn = dims if order == "up" else dims[::-1]
+        if tuple(first.event_shape) != (drawn[0],):
+            raise ShapeError(f"MarkovChain: the first block has event shape {tuple(first.event_shape)}, "
+                             f"expected ({drawn[0]},)")
+        self._drawn = drawn                                   # block sizes in the order they are drawn
+        super().__init__(first.batch_shape, torch.Size((sum(dims),)), validate_args=False)
+
+    @property
+    def noise_shape(self) -> tuple[int, ...] | None:
+        """(n_first + Σ_{l>=2} d_l,): the first block's noise size and each Gaussian block's d_l (None
+        when the first block draws its own noise). The blocks' ε lie in the order of z, (z_1, …, z_L)."""
+        first = noise_shape(self.first)
+        if first is None or len(first) != 1:
+            return None
+        return (first[0] + sum(self._drawn[1:]),)
+
+    def _split(self, z: Tensor) -> list[Tensor]:
+        """z (…, Σ d_l) → its blocks in the order they are drawn."""
+        blocks = list(torch.split(z, list(self.dims), dim=-1))
+        return blocks if self.order == "up" else blocks[::-1]
+
+    def _join(self, drawn: list[Tensor]) -> Tensor:
+        """The blocks in drawing order → z (…, Σ d_l) in the order (z_1, …, z_L)."""
+        return torch.cat(drawn if self.order == "up" else drawn[::-1], dim=-1)
+
+    def _split_noise(self, eps: Tensor) -> list[Tensor]:
+        """ε (…, noise) → the blocks' ε in drawing order (the first block's noise size may differ from d)."""
+        first = eps.shape[-1] - sum(self._drawn[1:])
+        sizes = [first, *self._drawn[1:]]
+        parts = list(torch.split(eps, sizes if self.order == "up" else sizes[::-1], dim=-1))
+        return parts if self.order == "up" else parts[::-1]
+
+    def rsample_with_log_prob(self, n: int, eps: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``n`` ancestral draws z (n, *batch, Σ d_l) and log r(z) = Σ of the conditionals' log-densities
+        (n, *batch), each block's from its own ε (:func:`~vaekit.prob.distributions.rsample_with_log_prob`).
+
+        ``eps`` (n, *batch, *noise_shape): the standard-normal draws, blocks in the order of z; by default
+        drawn here in one call of that shape (so a given ε and the same generator state agree)."""
+        shape = self.noise_shape
+        if eps is None and shape is not None:
+            eps = torch.randn((n, *self.batch_shape, *shape), dtype=self._dtype(), device=self._device())
+        if eps is not None:
+            if shape is None:
+                raise ConfigError("eps: given draws need a first block with a standard-normal noise shape")
+            expected = (n, *self.batch_shape, *shape)
+            if tuple(eps.shape) != expected:
+                raise ShapeError(f"eps: has shape {tuple(eps.shape)}, expected {expected} (samples, *batch, noise)")
+            parts: list[Tensor | None] = list(self._split_noise(eps))
+        else:
+            parts = [None] * len(self.dims)
+        z, log_r = rsample_with_log_prob(self.first, n, parts[0])            # (n, *batch, d), (n, *batch)
+        drawn = [z]
+        for conditional, e in zip(self.conditionals, parts[1:], strict=True):
+            step = conditional(z)                                               # batch (n, *batch)
+            z, log_c = rsample_with_log_prob(step, 1, None if e is None else e.unsqueeze(0))
+            z, log_c = z.squeeze(0), log_c.squeeze(0)
+            drawn.append(z)
+            log_r = log_r + log_c
+        return self._join(drawn), log_r
+
+    def rsample(self, sample_shape: Sequence[int] = ()) -> Tensor:
+        """Ancestral reparameterised draws, shape (*sample_shape, *batch, Σ d_l)."""
+        sample_shape = torch.Size(sample_shape)
+        z, _ = self.rsample_with_log_prob(max(1, math.prod(sample_shape)))
+        return z.reshape(*sample_shape, *self.batch_shape, *self.event_shape)
+
+    def sample(self, sample_shape: Sequence[int] = ()) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def sample_with(self, n: int, generator: torch.Generator) -> Tensor:
+        """``n`` draws (n, *batch, Σ d_l) whose ε come from ``generator`` (reproducible figures)."""
+        shape = self.noise_shape
+        if shape is None:
+            raise ConfigError("sample_with: the first block draws its own noise")
+        eps = torch.randn((n, *self.batch_shape, *shape), generator=generator, dtype=self._dtype(),
+                          device=self._device())
+        with torch.no_grad():
+            return self.rsample_with_log_prob(n, eps)[0]
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """log r(z) for z (*lead, *batch, Σ d_l): log first(z_{o_1}) + Σ_j log c_j(z_{o_j} | z_{o_{j-1}}),
+        shape (*lead, *batch)."""
+        if value.ndim < 1 or value.shape[-1] != self.event_shape[0]:
+            raise ShapeError(f"MarkovChain.log_prob: value of shape {tuple(value.shape)} does not end with "
+                             f"{self.event_shape[0]}")
+        blocks = self._split(value)
+        total = self.first.log_prob(blocks[0])
+        for conditional, previous, block in zip(self.conditionals, blocks, blocks[1:], strict=False):
+            total = total + conditional(previous).log_prob(block)
+        return total
+
+    @property
+    def mean(self) -> Tensor:
+        raise NotImplementedError("the mean of a chain of nonlinear conditionals has no closed form; "
+                                  "chained_mean() gives the conditional means chained")
+
+    @property
+    def variance(self) -> Tensor:
+        raise NotImplementedError("the variance of a chain of nonlinear conditionals has no closed form")
+
+    def chained_mean(self) -> Tensor:
+        """(*batch, Σ d_l): each block's conditional mean given the previous block's chained mean,
+        m_{o_1} = E[z_{o_1}], m_{o_j} = E[z_{o_j} | z_{o_{j-1}} = m_{o_{j-1}}]. This is E[z] when each
+        conditional mean is affine in the previous block (the linear architecture); otherwise a point
+        summary, not the mean."""
+        m = self.first.mean
+        drawn = [m]
+        for conditional in self.conditionals:
+            m = conditional(m).mean
+            drawn.append(m)
+        return self._join(drawn)
+
+    def _anchor(self) -> Tensor:
+        """A tensor of the first block's (a Gaussian's ``loc``) dtype and device, for drawing ε."""
+        loc = getattr(self.first, "loc", None)
+        return loc if isinstance(loc, Tensor) else torch.empty(())
+
+    def _dtype(self) -> torch.dtype:
+        return self._anchor().dtype
+
+    def _device(self) -> torch.device:
+        return self._anchor().device
