@@ -25,7 +25,7 @@ def train_setup(n_train: int, batch: int, epochs: int, variance: str):
 
 
 _one_layer = ddp_worker.train_setup
-ddp_worker.train_setup = train_setup
 
 if __name__ == "__main__":
+    ddp_worker.train_setup = train_setup      # only in the worker process: importing this module changes nothing
     ddp_worker.main(sys.argv[1:])

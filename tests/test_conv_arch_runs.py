@@ -21,14 +21,12 @@ from safetensors.torch import load_file
 
 from vaekit import VAEConfig, build_vae
 from vaekit.data import fit_preprocessing, load_dataset
-from vaekit.store.runs import DataSpec
 from vaekit.training import TrainConfig, fit
-from vaekit.training.interrupts import TrainingInterrupted
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conv_ddp_worker import conv_setup  # noqa: E402
+from resume_check import assert_resume_is_exact  # noqa: E402
 from test_distributed import _torchrun  # noqa: E402
-from test_signals import _SignalOnCall  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -110,29 +108,10 @@ def test_two_ranks_equal_one_process(tmp_path, n_train, batch):
 
 @pytest.mark.parametrize("arch", ["conv", "resnet"])
 def test_stopped_mid_epoch_then_resumed_is_bitwise_the_uninterrupted_run(tmp_path, monkeypatch, arch):
-    import vaekit.training.step as step_mod
-
-    dataset = DataSpec().load()
-    pp = fit_preprocessing(dataset, "gaussian")
-    x, v = pp.prepare(dataset.train[:256]), pp.prepare(dataset.val[:64])
-    config = TrainConfig(epochs=3, batch_size=32, seed=7, schedule="cosine", warmup_steps=3, samples=2)
-
     def model():
         torch.manual_seed(0)
         return build_vae(VAEConfig((1, 8, 8), latent_dim=2, arch=arch, arch_args={"width": 4},
                                    decoder_variance="learned"))
 
-    full = model()
-    reference = fit(full, x, v, config, preprocessing=pp)
-    monkeypatch.setattr(step_mod, "batch_loss", _SignalOnCall(step_mod.batch_loss, 13, signal.SIGTERM))
-    with pytest.raises(TrainingInterrupted):
-        fit(model(), x, v, config, preprocessing=pp, run_dir=tmp_path)
-    monkeypatch.undo()
-    doc = json.loads((tmp_path / "checkpoints" / "last.json").read_text())
-    assert doc["step"] == 12 and doc["extra"]["partial_epoch"]["epoch"] == 2
-    resumed = model()
-    result = fit(resumed, x, v, config, preprocessing=pp, run_dir=tmp_path, resume=True)
-    for k, value in full.state_dict().items():
-        assert torch.equal(value, resumed.state_dict()[k]), k
-    strip = [{k: val for k, val in m.to_dict().items() if k != "seconds"} for m in reference.history]
-    assert strip == [{k: val for k, val in m.to_dict().items() if k != "seconds"} for m in result.history]
+    stopped = assert_resume_is_exact(tmp_path, monkeypatch, model, at=13, signum=signal.SIGTERM)
+    assert stopped["step"] == 12 and stopped["extra"]["partial_epoch"]["epoch"] == 2

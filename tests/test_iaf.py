@@ -18,10 +18,8 @@ import torch
 from safetensors.torch import load_file
 from torch.autograd.functional import jacobian
 
-import vaekit.training.step as step_mod
 from vaekit import LinearGaussian, VAEConfig, build_vae
 from vaekit.cli import main
-from vaekit.data import fit_preprocessing
 from vaekit.errors import ConfigError
 from vaekit.inference.estimators import estimate_log_likelihood, kl_per_dimension
 from vaekit.inference.gaps import Refinement, elbo_of, gap_terms, refine_posterior
@@ -32,14 +30,12 @@ from vaekit.prob.distributions import DiagonalNormal, rsample_with_log_prob
 from vaekit.prob.families import free_parameters
 from vaekit.prob.flows import MOMENT_DRAWS, FlowPosterior
 from vaekit.store.model_files import load_model, save_model
-from vaekit.store.runs import DataSpec
-from vaekit.training import TrainConfig, fit
-from vaekit.training.interrupts import TrainingInterrupted
+from vaekit.training import fit
 
 sys.path.insert(0, str(Path(__file__).parent))
 from iaf_ddp_worker import train_setup  # noqa: E402
+from resume_check import assert_resume_is_exact  # noqa: E402
 from test_distributed import _torchrun  # noqa: E402
-from test_signals import _SignalOnCall  # noqa: E402
 
 K, D, C = 4, 6, 3
 
@@ -354,25 +350,9 @@ def test_two_ranks_equal_one_process(tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
-    dataset = DataSpec().load()
-    pp = fit_preprocessing(dataset, "gaussian")
-    x, v = pp.prepare(dataset.train[:256]), pp.prepare(dataset.val[:64])
-    config = TrainConfig(epochs=3, batch_size=32, seed=7, schedule="cosine", warmup_steps=3, samples=2)
-
     def model():
         torch.manual_seed(0)
         return build_vae(VAEConfig((1, 8, 8), latent_dim=3, hidden=(32,), decoder_variance="learned",
                                    posterior="iaf", posterior_args={"steps": 2, "hidden": [16], "context": 4}))
 
-    full = model()
-    ref = fit(full, x, v, config, preprocessing=pp)
-    monkeypatch.setattr(step_mod, "batch_loss", _SignalOnCall(step_mod.batch_loss, 12, signal.SIGHUP))
-    with pytest.raises(TrainingInterrupted):
-        fit(model(), x, v, config, preprocessing=pp, run_dir=tmp_path)
-    monkeypatch.undo()
-    resumed = model()
-    result = fit(resumed, x, v, config, preprocessing=pp, run_dir=tmp_path, resume=True)
-    for key, value in full.state_dict().items():
-        assert torch.equal(value, resumed.state_dict()[key]), key
-    strip = [{k: val for k, val in m.to_dict().items() if k != "seconds"} for m in ref.history]
-    assert strip == [{k: val for k, val in m.to_dict().items() if k != "seconds"} for m in result.history]
+    assert_resume_is_exact(tmp_path, monkeypatch, model, at=12, signum=signal.SIGHUP)

@@ -34,7 +34,7 @@ from vaekit.models.priors import MixturePrior, VampPrior
 from vaekit.prob.distributions import DiagonalNormal, kl_divergence, rsample_with_log_prob
 from vaekit.prob.mixtures import Mixture
 from vaekit.store.model_files import load_model, save_model
-from vaekit.training import TrainConfig, fit
+from vaekit.training import fit
 
 
 def _model(prior: str, prior_args: dict, seed: int = 0, **kw) -> vaekit.VAE:
@@ -374,33 +374,11 @@ def test_two_ranks_equal_one_process_with_a_vamp_prior(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_interrupted_vamp_run_resumes_to_the_uninterrupted_one_bit_for_bit(tmp_path, monkeypatch):
-    import vaekit.training.step as step_mod
-    from vaekit.data import fit_preprocessing
-    from vaekit.store.runs import DataSpec
-    from vaekit.training.interrupts import TrainingInterrupted
-
     sys.path.insert(0, str(Path(__file__).parent))
-    from test_signals import _SignalOnCall
-
-    dataset = DataSpec().load()
-    pp = fit_preprocessing(dataset, "gaussian")
-    x, v = pp.prepare(dataset.train[:256]), pp.prepare(dataset.val[:64])
-    config = TrainConfig(epochs=3, batch_size=32, seed=7, samples=2)
+    from resume_check import assert_resume_is_exact
 
     def model():
         torch.manual_seed(0)
         return build_vae(VAEConfig((1, 8, 8), latent_dim=2, hidden=(32,), **VAMP))
 
-    full = model()
-    ref = fit(full, x, v, config, preprocessing=pp)
-    monkeypatch.setattr(step_mod, "batch_loss", _SignalOnCall(step_mod.batch_loss, 12, signal.SIGTERM))
-    with pytest.raises(TrainingInterrupted):
-        fit(model(), x, v, config, preprocessing=pp, run_dir=tmp_path)
-    monkeypatch.undo()
-    assert json.loads((tmp_path / "checkpoints" / "last.json").read_text())["step"] == 11
-    resumed = model()
-    result = fit(resumed, x, v, config, preprocessing=pp, run_dir=tmp_path, resume=True)
-    for k, value in full.state_dict().items():
-        assert torch.equal(value, resumed.state_dict()[k]), k
-    strip = [{k: val for k, val in m.to_dict().items() if k != "seconds"} for m in ref.history]
-    assert strip == [{k: val for k, val in m.to_dict().items() if k != "seconds"} for m in result.history]
+    assert assert_resume_is_exact(tmp_path, monkeypatch, model, at=12, signum=signal.SIGTERM)["step"] == 11

@@ -10,6 +10,10 @@ The seed's model, symbol for symbol:
                                                   :func:`elbo`, :func:`iwae_bound`, :class:`ELBO`, :class:`IWAE`
 * estimators     log p(x), KL(q_x(z) || p(z|x))   :func:`estimate_log_likelihood`
 * exact case     affine f, Gaussian decoder       :class:`LinearGaussian`, :func:`ppca_mle`
+* families       learned priors, flow posteriors, L layers, conditioning, 8-bit likelihoods
+                                                  :class:`MixturePrior`, :class:`VampPrior`, :class:`IAFEncoder`,
+                                                  :class:`StackedVAE`, :class:`ConditionalVAE`,
+                                                  :class:`DiscretizedLogistic` (and ``VAEConfig``'s family fields)
 
 Layers (imports point one way): ``prob`` (distributions) → ``models`` (the :class:`LatentModel`
 protocol, the VAE and its parts) → ``inference`` (objectives, estimators, evaluation) →
@@ -52,13 +56,25 @@ if TYPE_CHECKING:
     from vaekit.models.config import VAEConfig
     from vaekit.models.decoders import BernoulliDecoder, Decoder, GaussianDecoder
     from vaekit.models.encoders import GaussianEncoder
-    from vaekit.models.likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
+    from vaekit.models.iaf import IAFEncoder
+    from vaekit.models.likelihoods import (
+        BernoulliLikelihood,
+        DiscretizedLogisticLikelihood,
+        DiscretizedLogisticMixtureLikelihood,
+        GaussianLikelihood,
+        Likelihood,
+    )
+    from vaekit.models.linear_chain import LinearGaussianChain
     from vaekit.models.linear_gaussian import LinearGaussian, ppca_mle
     from vaekit.models.networks import MLP, Affine, Flatten
+    from vaekit.models.priors import MixturePrior, Prior, StandardNormalPrior, VampPrior
     from vaekit.models.protocol import LatentModel
+    from vaekit.models.stacked import StackedVAE
     from vaekit.models.vae import VAE, VAEOutput, build_vae
     from vaekit.models.variance import FixedVariance, LearnedVariance, OptimalVariance
+    from vaekit.prob.discretized import DiscretizedLogistic, DiscretizedLogisticMixture
     from vaekit.prob.distributions import DiagonalNormal, ProfiledNormal, kl_divergence, standard_normal
+    from vaekit.prob.flows import FlowPosterior
     from vaekit.store.model_files import load_model, save_model
     from vaekit.training import EpochMetrics, FitResult, TrainConfig, fit
 
@@ -76,13 +92,20 @@ _LAZY: dict[str, tuple[str, ...]] = {
     "vaekit.models.config": ("VAEConfig",),
     "vaekit.models.decoders": ("BernoulliDecoder", "Decoder", "GaussianDecoder"),
     "vaekit.models.encoders": ("GaussianEncoder",),
-    "vaekit.models.likelihoods": ("BernoulliLikelihood", "GaussianLikelihood", "Likelihood"),
+    "vaekit.models.iaf": ("IAFEncoder",),
+    "vaekit.models.likelihoods": ("BernoulliLikelihood", "GaussianLikelihood", "Likelihood",
+                                  "DiscretizedLogisticLikelihood", "DiscretizedLogisticMixtureLikelihood"),
+    "vaekit.models.linear_chain": ("LinearGaussianChain",),
     "vaekit.models.linear_gaussian": ("LinearGaussian", "ppca_mle"),
     "vaekit.models.networks": ("MLP", "Affine", "Flatten"),
+    "vaekit.models.priors": ("Prior", "StandardNormalPrior", "MixturePrior", "VampPrior"),
     "vaekit.models.protocol": ("LatentModel",),
+    "vaekit.models.stacked": ("StackedVAE",),
     "vaekit.models.vae": ("VAE", "VAEOutput", "build_vae"),
     "vaekit.models.variance": ("FixedVariance", "LearnedVariance", "OptimalVariance"),
+    "vaekit.prob.discretized": ("DiscretizedLogistic", "DiscretizedLogisticMixture"),
     "vaekit.prob.distributions": ("DiagonalNormal", "ProfiledNormal", "kl_divergence", "standard_normal"),
+    "vaekit.prob.flows": ("FlowPosterior",),
     "vaekit.store.model_files": ("load_model", "save_model"),
     "vaekit.training": ("EpochMetrics", "FitResult", "TrainConfig", "fit"),
 }
@@ -106,7 +129,10 @@ def __dir__() -> list[str]:
 __version__ = "0.2.0"
 
 __all__ = [
-    "LatentModel", "VAE", "VAEConfig", "VAEOutput", "build_vae", "ConditionalVAE",
+    "LatentModel", "VAE", "VAEConfig", "VAEOutput", "build_vae", "ConditionalVAE", "StackedVAE",
+    "Prior", "StandardNormalPrior", "MixturePrior", "VampPrior", "IAFEncoder", "FlowPosterior",
+    "DiscretizedLogistic", "DiscretizedLogisticMixture", "DiscretizedLogisticLikelihood",
+    "DiscretizedLogisticMixtureLikelihood", "LinearGaussianChain",
     "GaussianEncoder", "Decoder", "GaussianDecoder", "BernoulliDecoder", "MLP", "Affine", "Flatten",
     "Likelihood", "GaussianLikelihood", "BernoulliLikelihood",
     "FixedVariance", "LearnedVariance", "OptimalVariance",

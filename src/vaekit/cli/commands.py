@@ -316,7 +316,11 @@ def _cmd_encode(args: argparse.Namespace) -> int:
                 means.append(model.summary(xb))                               # E_q[z], (B, K)
                 q = model.encode(xb)
             if args.with_scale:
-                scales.append(q.variance.sqrt())
+                try:
+                    scales.append(q.variance.sqrt())
+                except NotImplementedError:
+                    raise ConfigError(f"--with-scale: the posterior of this model ({type(q).__name__}) has no "
+                                      "standard deviations in closed form; leave --with-scale out") from None
     mean = torch.cat(means)
     out = torch.stack([mean, torch.cat(scales)], 1) if args.with_scale else mean
     ra.write_npy(path, out.to("cpu", torch.float32).numpy())

@@ -240,13 +240,18 @@ def _refuse_existing(layout: RunLayout) -> None:
 
 
 def _check_free_bits(model_config: Any, values: dict[str, Any]) -> None:
-    """Free bits need KL(q_x(z_i) || p(z_i)) per latent dimension, which a flow posterior has none of."""
+    """Free bits need KL(q_x(z_i) || p(z_i)) per latent dimension, which a flow posterior and a model of
+    several stochastic layers have none of."""
     from vaekit.models.posteriors import POSTERIORS
 
     if values["free_bits"] > 0 and not POSTERIORS[model_config.posterior].per_dimension_kl:
         raise ConfigError(f"--free-bits {options.show(values['free_bits'])}: needs a KL per latent dimension, which "
                           f"the {model_config.posterior} posterior has none of (its z_i are dependent under q); "
                           "use --free-bits 0 or another --posterior")
+    if values["free_bits"] > 0 and model_config.layers > 1:
+        raise ConfigError(f"--free-bits {options.show(values['free_bits'])}: needs a KL per latent dimension, which "
+                          f"a model of {model_config.layers} stochastic layers has none of (its prior p(z) is a "
+                          "chain, p(z1|z2) p(z2)); use --free-bits 0 or --layers 1")
 
 
 def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
@@ -299,12 +304,18 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     train_config = options.train_config(values)
     progress = not values["no_progress"] and sys.stderr.isatty() and main
 
-    dataset = data_spec.load(download=values["download"], progress=progress)
+    try:
+        dataset = data_spec.load(download=values["download"], progress=progress)
+    except ConfigError as exc:                        # e.g. "label_column: ..." is about --label-column
+        raise options.option_error(exc) from None
     if not args.resume:
         classes = label_options.data_classes(dataset, data_spec.spec) if values["conditional"] else (0, ())
         model_config = options.model_config(values, explicit, tuple(dataset.shape), *classes)
         data_kind = build_likelihood(model_config.likelihood, model_config.data_shape).data_kind
-        preprocessing = fit_preprocessing(dataset, data_kind, standardize=values["standardize"])
+        try:
+            preprocessing = fit_preprocessing(dataset, data_kind, standardize=values["standardize"])
+        except ConfigError as exc:                    # e.g. "likelihood: ..." is about --likelihood
+            raise options.option_error(exc) from None
         if data_kind == "discrete":                   # a discretized likelihood's bins: the images' levels
             model_config = _levels_config(model_config, values["likelihood_args"], preprocessing.levels)
     elif tuple(dataset.shape) != tuple(model_config.data_shape):

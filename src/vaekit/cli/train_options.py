@@ -454,9 +454,15 @@ def model_config(values: dict[str, Any], explicit: set[str], data_shape: tuple[i
 
 
 def option_error(exc: ConfigError) -> ConfigError:
-    """``exc`` (of the same type) with a leading ``key:`` that names an option written as its flag."""
+    """``exc`` (of the same type) with a leading ``key:`` (or ``key.argument:``) that names an option written as
+    its flag."""
     key, sep, rest = str(exc).partition(": ")
-    return type(exc)(f"{flag(key)}: {rest}") if sep and key in BY_NAME else exc
+    if sep and key in BY_NAME:
+        return type(exc)(f"{flag(key)}: {rest}")
+    head, dot, field = key.partition(".")             # e.g. posterior_args.covariance: an argument of an option
+    if sep and dot and head in BY_NAME:
+        return type(exc)(f"{flag(head)}: {field}: {rest}")
+    return exc
 
 
 def train_config(values: dict[str, Any]) -> TrainConfig:
