@@ -70,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help="comma-separated family names")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "families")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "model_families.json")
+    parser.add_argument("--render", action="store_true", help="print the section from --results; train nothing")
     args = parser.parse_args(argv)
+    if args.render:
+        saved = json.loads(args.results.read_text())
+        print(render(saved["rows"], saved.get("epochs", 50), saved.get("importance_samples", 1000)))
+        return 0
     chosen = [f for f in FAMILIES if args.only is None or f[0] in args.only.split(",")]
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     common = ["--data", "digits", "--epochs", str(args.epochs), "--seed", "0",
@@ -100,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         args.results.write_text(json.dumps({
             "command": "python scripts/model_families.py" + (f" --epochs {args.epochs}" if args.epochs != 50 else ""),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
-            "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2) + "\n")
+            "date": time.strftime("%Y-%m-%d"), "epochs": args.epochs, "importance_samples": args.importance_samples,
+            "rows": rows}, indent=2) + "\n")
     return 0
 
 
@@ -125,6 +131,10 @@ def render(rows: list[dict], epochs: int, k: int) -> str:
                      f"{_fmt(row['log_likelihood_se'])} | {_fmt(row['posterior_gap'])} | "
                      f"{_fmt(row['bits_per_dim'], 3)} | {row['active_units']} of {row['latent_dim']} | "
                      f"{row['seconds']:.0f} |")
+    lines += ["", "The discretized likelihoods give the probability of the 17 levels of these digits, the other rows a "
+              "density on dequantised values, so compare them by bits/dim (the same 17 levels for all). The seconds "
+              "are whole commands on a 2-core machine that other jobs shared during some of the runs: read them as "
+              "indicative only (the throughput benchmark in BENCHMARKS.md measures speed)."]
     return "\n".join(lines)
 
 

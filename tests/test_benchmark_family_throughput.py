@@ -41,8 +41,9 @@ def test_families_are_the_baseline_with_one_change():
     assert [name for name, _, _ in ft.FAMILIES] == NAMES
     base = VAEConfig(**ft.BASE).to_dict()
     assert base["arch_args"] == {"hidden": [200, 200], "activation": "tanh"} and base["latent_dim"] == 50
-    expected = {"mlp": set(), "conv": {"arch", "arch_args"}, "resnet": {"arch", "arch_args"}, "mixture": {"prior"},
-                "vamp": {"prior"}, "iaf": {"posterior"}, "layers2": {"layers", "latent_dim", "layer_args"},
+    expected = {"mlp": set(), "conv": {"arch", "arch_args"}, "resnet": {"arch", "arch_args"},
+                "mixture": {"prior", "prior_args"}, "vamp": {"prior", "prior_args"},
+                "iaf": {"posterior", "posterior_args"}, "layers2": {"layers", "latent_dim", "layer_args"},
                 "conditional": {"num_classes"}, "logistic": {"likelihood", "likelihood_args"},
                 "logistic-mixture": {"likelihood", "likelihood_args"}}
     for name, _, changes in ft.FAMILIES:
