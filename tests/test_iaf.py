@@ -245,8 +245,8 @@ def test_saved_shapes_are_checked_without_building_and_huge_flows_are_refused():
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--posterior", "iaf", "--posterior-args", '{"covariance": "full"}'], "posterior_args.covariance"),
-    (["--posterior", "iaf", "--posterior-args", '{"steps": 0}'], "posterior_args.steps"),
+    (["--posterior", "iaf", "--posterior-args", '{"covariance": "full"}'], "--posterior-args: covariance"),
+    (["--posterior", "iaf", "--posterior-args", '{"steps": 0}'], "--posterior-args: steps"),
     (["--posterior", "iaf", "--free-bits", "0.5"], "--free-bits"),
 ])
 def test_bad_cli_options_exit_2_with_one_line(tmp_path, capsys, args, message):

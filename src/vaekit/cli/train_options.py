@@ -236,10 +236,13 @@ OPTIONS = (
         "discretized-logistic-mixture: bins, components; bins default to the images' levels)", "JSON"),
     Opt("posterior", "model", _choice(*POSTERIORS), "diagonal", "posterior family q(z|x): "
         + ", ".join(POSTERIORS), "{" + ",".join(POSTERIORS) + "}"),
-    Opt("posterior_args", "model", _json_object, None, "arguments of --posterior, a JSON object", "JSON"),
+    Opt("posterior_args", "model", _json_object, None, "arguments of --posterior, a JSON object (iaf: steps, "
+        "default 2; hidden, the widths of each step's MADE, default [64, 64]; context, the width of h(x), default 32)",
+        "JSON"),
     Opt("prior", "model", _choice(*PRIORS), "standard", "prior p(z): " + ", ".join(PRIORS),
         "{" + ",".join(PRIORS) + "}"),
-    Opt("prior_args", "model", _json_object, None, "arguments of --prior, a JSON object", "JSON"),
+    Opt("prior_args", "model", _json_object, None, "arguments of --prior, a JSON object (mixture: components, "
+        "default 10; vamp: pseudo_inputs, default 500, init_mean 0.5, init_std 0.01)", "JSON"),
     Opt("layers", "model", _int(1), 1, f"stochastic layers z_1..z_L (1 to {MAX_LAYERS}; Burda et al. 2016: "
         "q(z_1|x) q(z_2|z_1)..., p(z_L) ... p(z_1|z_2) p(x|z_1))", "L"),
     Opt("layer_args", "model", _json_object, None, "arguments of the layers above the first, a JSON object: "
