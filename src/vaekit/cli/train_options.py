@@ -13,12 +13,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vaekit.cli.option_values import (
+    arch_name,
+    choice,
+    decoder_variance,
+    device_name,
+    image_size,
+    integer,
+    json_object,
+    number,
+    text,
+    widths,
+)
 from vaekit.errors import ConfigError, UntrustedCodeError
 from vaekit.store.documents import read_json
 
@@ -61,121 +72,6 @@ MAX_LAYERS = MIRRORED_VALUES["vaekit.models.hierarchical:MAX_LAYERS"]
 DEFAULT_TIMEOUT_S = MIRRORED_VALUES["vaekit.training.distributed:DEFAULT_TIMEOUT_S"]
 
 
-# --------------------------------------------------------------------------- value parsers
-
-def _int(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
-        return value
-    return parse
-
-
-def _float(minimum: float, *, strict: bool = False, below: float | None = None) -> Callable[[str], float]:
-    bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
-    want = f"a number {bound}" + (f" and < {below:g}" if below is not None else "")
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
-        if not math.isfinite(value) or value < minimum or (strict and value <= minimum) or \
-                (below is not None and value >= below):
-            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}")
-        return value
-    return parse
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in choices:
-            raise argparse.ArgumentTypeError(f"unknown {text!r}; choose one of {', '.join(choices)}")
-        return text
-    return parse
-
-
-def _hidden(text: str) -> tuple[int, ...]:
-    if text.strip().lower() in ("", "none"):
-        return ()
-    try:
-        widths = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated widths such as 200,200, got {text!r}") from None
-    if any(w < 1 for w in widths):
-        raise argparse.ArgumentTypeError(f"every width must be a positive integer, got {text!r}")
-    return widths
-
-
-def _image_size(text: str) -> tuple[int, int]:
-    parts = text.lower().split("x")
-    try:
-        h, w = (int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 28x28, got {text!r}") from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f"expected positive sizes HxW, got {text!r}")
-    return h, w
-
-
-def _decoder_variance(text: str) -> float | str:
-    from vaekit.models.variance import VARIANCE_MODES, parse_variance
-
-    try:
-        return parse_variance(text)
-    except ConfigError:
-        raise argparse.ArgumentTypeError(f"expected a number c > 0 or one of {', '.join(VARIANCE_MODES)}, "
-                                         f"got {text!r}") from None
-
-
-def _arch(text: str) -> str:
-    from vaekit.models.architectures import ARCHITECTURES
-    from vaekit.models.custom import is_custom_arch, normalise_builder
-
-    if text in ARCHITECTURES:
-        return text
-    if is_custom_arch(text):
-        try:
-            normalise_builder(text)                   # checks the form only; imports nothing
-        except ConfigError as exc:
-            raise argparse.ArgumentTypeError(str(exc).partition(": ")[2] or str(exc)) from None
-        return text
-    raise argparse.ArgumentTypeError(f"unknown {text!r}; choose {', '.join(ARCHITECTURES)} or MODULE:FUNCTION "
-                                     "(a module name or .py file, a colon, a function name)")
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg}): {text[:80]!r}") from None
-    except RecursionError:
-        raise argparse.ArgumentTypeError(f"not valid JSON (nested too deeply): {text[:80]!r}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"width\": 8}}', got {text!r}")
-    return value
-
-
-def _device_name(text: str) -> str:
-    if text == "auto":
-        return text
-    from vaekit.devices import resolve_device
-
-    try:
-        resolve_device(text, option="--device")      # a name that is no device, or one this machine lacks
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[-1]) from None
-    return text
-
-
-def _str(text: str) -> str:
-    return text
-
-
 # --------------------------------------------------------------------------- the option table
 
 @dataclass(frozen=True)
@@ -191,102 +87,102 @@ class Opt:
 
 
 OPTIONS = (
-    Opt("data", "data", _str, "digits", "dataset name (digits, mnist, fashion-mnist) or a .npy/.npz/.csv/IDX "
+    Opt("data", "data", text, "digits", "dataset name (digits, mnist, fashion-mnist) or a .npy/.npz/.csv/IDX "
         "file or image folder", "SPEC"),
-    Opt("data_dir", "data", _str, None, "where the mnist / fashion-mnist files are", "DIR"),
+    Opt("data_dir", "data", text, None, "where the mnist / fashion-mnist files are", "DIR"),
     Opt("download", "run", None, False, "download mnist / fashion-mnist if missing"),
-    Opt("val_fraction", "data", _float(0.0, below=1.0), 0.1, "share of the training data held out for validation",
+    Opt("val_fraction", "data", number(0.0, below=1.0), 0.1, "share of the training data held out for validation",
         "F"),
-    Opt("test_fraction", "data", _float(0.0, below=1.0), 0.1,
+    Opt("test_fraction", "data", number(0.0, below=1.0), 0.1,
         "share held out for testing (datasets without their own test split)", "F"),
-    Opt("image_size", "data", _image_size, None, "resize the images of a folder to HxW", "HxW"),
+    Opt("image_size", "data", image_size, None, "resize the images of a folder to HxW", "HxW"),
     Opt("stream", "data", None, False, "memory-map a .npy --data file and read its training split in shuffled "
         "blocks, for data larger than memory"),
-    Opt("test_data", "data", _str, None, "separate test data (a dataset name or file, like --data): the "
+    Opt("test_data", "data", text, None, "separate test data (a dataset name or file, like --data): the "
         "end-of-training evaluation uses every example of it, with the training preprocessing; --data is then "
         "split into training and validation only", "SPEC"),
-    Opt("label_column", "data", _str, None, "the column of a .csv --data file that holds integer class labels "
+    Opt("label_column", "data", text, None, "the column of a .csv --data file that holds integer class labels "
         "(a 0-based index or a header name); it is left out of the examples (labels colour the latent scatter, "
         "and --conditional trains on them)", "COL"),
-    Opt("standardize", "data", _choice(*STANDARDIZE), "columns", "continuous tabular data: standardise each "
+    Opt("standardize", "data", choice(*STANDARDIZE), "columns", "continuous tabular data: standardise each "
         "column with the training mean and std (columns) or use the values as given (none); images and binary "
         "data ignore it. Reported log-densities are of the data as given either way", "{" + ",".join(STANDARDIZE)
         + "}"),
-    Opt("latent_dim", "model", _int(1), 16, "latent dimensions K (of z_1 with --layers > 1)", "K"),
-    Opt("likelihood", "model", _choice(*LIKELIHOODS), "gaussian", "decoder likelihood: " + ", ".join(LIKELIHOODS)
+    Opt("latent_dim", "model", integer(1), 16, "latent dimensions K (of z_1 with --layers > 1)", "K"),
+    Opt("likelihood", "model", choice(*LIKELIHOODS), "gaussian", "decoder likelihood: " + ", ".join(LIKELIHOODS)
         + " (bernoulli binarises images dynamically, gaussian dequantises them, the discretized logistics give "
         "the exact probabilities of the images' integer levels)", "{" + ",".join(LIKELIHOODS) + "}"),
-    Opt("decoder_variance", "model", _decoder_variance, "optimal", "the Gaussian decoder's c: a number > 0, "
+    Opt("decoder_variance", "model", decoder_variance, "optimal", "the Gaussian decoder's c: a number > 0, "
         "learned, learned-per-dim or optimal (c = mean squared error; default optimal, learned with --objective iwae)",
         "C"),
-    Opt("arch", "model", _arch, "mlp", "network: mlp, linear (affine encoder and decoder), conv or resnet "
+    Opt("arch", "model", arch_name, "mlp", "network: mlp, linear (affine encoder and decoder), conv or resnet "
         "(convolutional, for images (C, H, W) of any size), or MODULE:FUNCTION, "
         "your own builder (MODULE a module name or a .py file; needs --trust-code), called as "
         "FUNCTION(data_shape=..., latent_dim=..., **arch_args) and returning (encoder_trunk, decoder_net)",
         "{mlp,linear,conv,resnet,MODULE:FUNCTION}"),
-    Opt("arch_args", "model", _json_object, None, "arguments of --arch, a JSON object (mlp: hidden, activation; "
+    Opt("arch_args", "model", json_object, None, "arguments of --arch, a JSON object (mlp: hidden, activation; "
         "conv: width (channels of the first stage, default 32), stages (stride-2 down-samplings, default 2), "
         "activation (default relu); resnet: those and blocks (residual blocks per stage, default 1); "
         "MODULE:FUNCTION: its keyword arguments)", "JSON"),
-    Opt("hidden", "model", _hidden, (200, 200), "hidden layer widths of the mlp, comma-separated", "W,W"),
-    Opt("activation", "model", _choice(*ACTIVATIONS), "tanh", f"activation of the mlp: {', '.join(ACTIVATIONS)}",
+    Opt("hidden", "model", widths, (200, 200), "hidden layer widths of the mlp, comma-separated", "W,W"),
+    Opt("activation", "model", choice(*ACTIVATIONS), "tanh", f"activation of the mlp: {', '.join(ACTIVATIONS)}",
         "NAME"),
-    Opt("likelihood_args", "model", _json_object, None, "arguments of --likelihood, a JSON object (for the "
+    Opt("likelihood_args", "model", json_object, None, "arguments of --likelihood, a JSON object (for the "
         "likelihoods that take any; discretized-logistic: bins, scale network|learned; "
         "discretized-logistic-mixture: bins, components; bins default to the images' levels)", "JSON"),
-    Opt("posterior", "model", _choice(*POSTERIORS), "diagonal", "posterior family q(z|x): "
+    Opt("posterior", "model", choice(*POSTERIORS), "diagonal", "posterior family q(z|x): "
         + ", ".join(POSTERIORS), "{" + ",".join(POSTERIORS) + "}"),
-    Opt("posterior_args", "model", _json_object, None, "arguments of --posterior, a JSON object (iaf: steps, "
+    Opt("posterior_args", "model", json_object, None, "arguments of --posterior, a JSON object (iaf: steps, "
         "default 2; hidden, the widths of each step's MADE, default [64, 64]; context, the width of h(x), default 32)",
         "JSON"),
-    Opt("prior", "model", _choice(*PRIORS), "standard", "prior p(z): " + ", ".join(PRIORS),
+    Opt("prior", "model", choice(*PRIORS), "standard", "prior p(z): " + ", ".join(PRIORS),
         "{" + ",".join(PRIORS) + "}"),
-    Opt("prior_args", "model", _json_object, None, "arguments of --prior, a JSON object (mixture: components, "
+    Opt("prior_args", "model", json_object, None, "arguments of --prior, a JSON object (mixture: components, "
         "default 10; vamp: pseudo_inputs, default 500, init_mean 0.5, init_std 0.01)", "JSON"),
-    Opt("layers", "model", _int(1), 1, f"stochastic layers z_1..z_L (1 to {MAX_LAYERS}; Burda et al. 2016: "
+    Opt("layers", "model", integer(1), 1, f"stochastic layers z_1..z_L (1 to {MAX_LAYERS}; Burda et al. 2016: "
         "q(z_1|x) q(z_2|z_1)..., p(z_L) ... p(z_1|z_2) p(x|z_1))", "L"),
-    Opt("layer_args", "model", _json_object, None, "arguments of the layers above the first, a JSON object: "
+    Opt("layer_args", "model", json_object, None, "arguments of the layers above the first, a JSON object: "
         "latent_dims (sizes of z_2..z_L; default each half the one below), hidden (one list of widths per upper "
         "layer; default the mlp's halved layer by layer), activation", "JSON"),
     Opt("conditional", "model", None, False, "a conditional VAE (Sohn et al. 2015): the encoder and the decoder "
         "take the data's class labels y, q(z|x,y) and p(x|z,y); the prior p(z) stays --prior (N(0, I) by default). "
         "Labels: digits, mnist, fashion-mnist, an IDX images file with its labels file beside it, .npz y, a folder "
         "of class sub-folders, or a .csv --label-column. Then 'vaekit sample RUN --label Y'"),
-    Opt("objective", "train", _choice(*OBJECTIVES), "elbo", f"training objective: {' or '.join(OBJECTIVES)}",
+    Opt("objective", "train", choice(*OBJECTIVES), "elbo", f"training objective: {' or '.join(OBJECTIVES)}",
         "{" + ",".join(OBJECTIVES) + "}"),
-    Opt("samples", "train", _int(1), 1, "draws of z per example (S for elbo, K for iwae)", "K"),
-    Opt("beta", "train", _float(0.0), 1.0, "weight β of the KL term", "B"),
-    Opt("kl_warmup", "train", _float(0.0), 0.0, "epochs over which β ramps up linearly from 0", "EPOCHS"),
-    Opt("free_bits", "train", _float(0.0), 0.0, "free bits λ per latent dimension (nats)", "L"),
-    Opt("epochs", "train", _int(1), 50, "training epochs", "N"),
-    Opt("batch_size", "train", _int(1), 128, "examples per step", "N"),
-    Opt("lr", "train", _float(0.0, strict=True), 1e-3, "learning rate of Adam", "LR"),
-    Opt("weight_decay", "train", _float(0.0), 0.0, "decoupled weight decay (AdamW when > 0)", "WD"),
-    Opt("schedule", "train", _choice("constant", "cosine"), "constant", "learning-rate schedule",
+    Opt("samples", "train", integer(1), 1, "draws of z per example (S for elbo, K for iwae)", "K"),
+    Opt("beta", "train", number(0.0), 1.0, "weight β of the KL term", "B"),
+    Opt("kl_warmup", "train", number(0.0), 0.0, "epochs over which β ramps up linearly from 0", "EPOCHS"),
+    Opt("free_bits", "train", number(0.0), 0.0, "free bits λ per latent dimension (nats)", "L"),
+    Opt("epochs", "train", integer(1), 50, "training epochs", "N"),
+    Opt("batch_size", "train", integer(1), 128, "examples per step", "N"),
+    Opt("lr", "train", number(0.0, strict=True), 1e-3, "learning rate of Adam", "LR"),
+    Opt("weight_decay", "train", number(0.0), 0.0, "decoupled weight decay (AdamW when > 0)", "WD"),
+    Opt("schedule", "train", choice("constant", "cosine"), "constant", "learning-rate schedule",
         "{constant,cosine}"),
-    Opt("warmup_steps", "train", _int(0), 0, "linear learning-rate warm-up steps", "N"),
-    Opt("grad_clip", "train", _float(0.0, strict=True), None, "clip the total gradient norm to this value", "G"),
-    Opt("patience", "train", _int(1), None, "stop after this many epochs without a better validation ELBO", "N"),
-    Opt("seed", "train", _int(0), 0, "seed of the data split, the initialisation and training", "S"),
-    Opt("device", "train", _device_name, "auto", "torch device: auto (cuda when available), cpu, cuda, cuda:N",
+    Opt("warmup_steps", "train", integer(0), 0, "linear learning-rate warm-up steps", "N"),
+    Opt("grad_clip", "train", number(0.0, strict=True), None, "clip the total gradient norm to this value", "G"),
+    Opt("patience", "train", integer(1), None, "stop after this many epochs without a better validation ELBO", "N"),
+    Opt("seed", "train", integer(0), 0, "seed of the data split, the initialisation and training", "S"),
+    Opt("device", "train", device_name, "auto", "torch device: auto (cuda when available), cpu, cuda, cuda:N",
         "D"),
-    Opt("precision", "train", _choice(*PRECISIONS), "fp32", "fp32, or autocast the forward pass to bf16 or fp16 "
+    Opt("precision", "train", choice(*PRECISIONS), "fp32", "fp32, or autocast the forward pass to bf16 or fp16 "
         "(fp16 with dynamic loss scaling)", "{fp32,bf16,fp16}"),
-    Opt("val_importance_samples", "train", _int(0), 0,
+    Opt("val_importance_samples", "train", integer(0), 0,
         "also estimate the validation log-likelihood each epoch with K importance samples (0: off)", "K"),
-    Opt("importance_samples", "run", _int(1), 100, "importance samples for the final test log-likelihood", "K"),
-    Opt("out", "run", _str, None, "run directory (default: runs/<data>-<timestamp>; required with --resume)",
+    Opt("importance_samples", "run", integer(1), 100, "importance samples for the final test log-likelihood", "K"),
+    Opt("out", "run", text, None, "run directory (default: runs/<data>-<timestamp>; required with --resume)",
         "RUN_DIR"),
     Opt("no_progress", "run", None, False, "no progress bars (they are shown only on a terminal anyway)"),
     Opt("no_figures", "run", None, False, "skip the figures and report.html"),
-    Opt("tensorboard_images", "run", _int(0), 1, "epochs between the sample and reconstruction images written to "
+    Opt("tensorboard_images", "run", integer(0), 1, "epochs between the sample and reconstruction images written to "
         "TensorBoard (RUN_DIR/tensorboard, when tensorboard is installed; 0: none)", "N"),
-    Opt("mlflow", "run", _str, None, "also log the run to MLflow (pip install 'vaekit[mlflow]'): params, metrics "
+    Opt("mlflow", "run", text, None, "also log the run to MLflow (pip install 'vaekit[mlflow]'): params, metrics "
         "per epoch, the evaluation, figures and report. A directory is a local store (DIR/mlflow.db and "
         "DIR/artifacts, offline); a value with a scheme (sqlite:///x.db, http://host:5000) is a tracking URI",
         "DIR|URI"),
-    Opt("mlflow_experiment", "run", _str, "vaekit", "the MLflow experiment of --mlflow", "NAME"),
-    Opt("dist_timeout", "run", _float(0.0, strict=True), DEFAULT_TIMEOUT_S, "under torchrun: seconds a rank waits "
+    Opt("mlflow_experiment", "run", text, "vaekit", "the MLflow experiment of --mlflow", "NAME"),
+    Opt("dist_timeout", "run", number(0.0, strict=True), DEFAULT_TIMEOUT_S, "under torchrun: seconds a rank waits "
         "for the others (at a step, a validation, a checkpoint) before the run fails, so that a frozen rank stops "
         "the run rather than holding it", "SECONDS"),
 )
