@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from vaekit.allocator import keep_freed_memory
 from vaekit.cli.help_text import plain
 from vaekit.errors import VaekitError
 
@@ -155,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv, args.started = ["vaekit", *(sys.argv[1:] if argv is None else argv)], started  # run.json records them
     try:
+        keep_freed_memory()
         return int(args.func(args) or 0)
     except VaekitError as exc:
         print(f"vaekit {args.command}: error: {exc}", file=sys.stderr)

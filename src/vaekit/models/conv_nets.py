@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from vaekit.errors import ConfigError, ShapeError
 from vaekit.models.networks import ACTIVATIONS
+from vaekit.ops.linear import Linear
 
 __all__ = ["down_sizes", "stage_channels", "ResidualBlock", "ConvEncoder", "ConvDecoder"]
 
@@ -108,7 +109,7 @@ class ConvDecoder(nn.Module):
         channels = stage_channels(c, width, stages)
         last_h, last_w = sizes[-1]
         self.latent_dim = int(latent_dim)
-        layers: list[nn.Module] = [nn.Linear(latent_dim, channels[-1] * last_h * last_w), ACTIVATIONS[activation](),
+        layers: list[nn.Module] = [Linear(latent_dim, channels[-1] * last_h * last_w), ACTIVATIONS[activation](),
                                    nn.Unflatten(1, (channels[-1], last_h, last_w))]
         for i in range(stages, 0, -1):
             layers += [ResidualBlock(channels[i], activation) for _ in range(blocks)]

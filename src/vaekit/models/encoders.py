@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, MultivariateNormal
 
 from vaekit.errors import ConfigError, ShapeError
+from vaekit.ops.linear import Linear
 from vaekit.prob.bounds import ENCODER_LOG_VAR_MAX, ENCODER_LOG_VAR_MIN, soft_clamp
 from vaekit.prob.distributions import DiagonalNormal
 
@@ -46,12 +47,12 @@ class GaussianEncoder(nn.Module):
         self.data_shape = tuple(int(s) for s in data_shape)
         self.latent_dim = int(latent_dim)
         self.covariance = covariance
-        self.mean = nn.Linear(trunk_dim, latent_dim)      # g
-        self.log_var = nn.Linear(trunk_dim, latent_dim)   # log of the diagonal of h
+        self.mean = Linear(trunk_dim, latent_dim)      # g
+        self.log_var = Linear(trunk_dim, latent_dim)   # log of the diagonal of h
         if covariance == "full":
             with warnings.catch_warnings():   # latent_dim 1: an empty head, which torch warns about initialising
                 warnings.filterwarnings("ignore", "Initializing zero-element tensors", UserWarning)
-                self.off_diagonal = nn.Linear(trunk_dim, latent_dim * (latent_dim - 1) // 2)
+                self.off_diagonal = Linear(trunk_dim, latent_dim * (latent_dim - 1) // 2)
             rows, cols = torch.tril_indices(latent_dim, latent_dim, offset=-1)
             self.register_buffer("_rows", rows, persistent=False)
             self.register_buffer("_cols", cols, persistent=False)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from vaekit.errors import ConfigError, ShapeError
+from vaekit.ops.linear import FUSED_ACTIVATIONS, Linear, linear
 
 __all__ = ["ACTIVATIONS", "MLP", "Affine", "Flatten"]
 
@@ -69,16 +70,39 @@ class MLP(nn.Module):
         layers: list[nn.Module] = []
         width = self.flatten.out_features
         for w in widths:
-            layers += [nn.Linear(width, w), ACTIVATIONS[activation]()]
+            layers += [Linear(width, w), ACTIVATIONS[activation]()]
             width = w
         if out_features is not None:
-            layers.append(nn.Linear(width, int(out_features)))
+            layers.append(Linear(width, int(out_features)))
             width = int(out_features)
         self.layers = nn.Sequential(*layers)
         self.out_features = width
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.layers(self.flatten(x))
+        """The layers in order; a :class:`Linear` followed by a tanh or ReLU runs as one fused
+        :func:`~vaekit.ops.linear.linear` call (the same values; hooks on that activation module
+        are not called)."""
+        h = self.flatten(x)
+        layers = list(self.layers)
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            fused = _fusable_activation(layers[i + 1]) if i + 1 < len(layers) and type(layer) is Linear else None
+            if fused is not None and isinstance(layer, Linear):
+                h = linear(h, layer.weight, layer.bias, fused)
+                i += 2
+            else:
+                h = layer(h)
+                i += 1
+        return h
+
+
+def _fusable_activation(module: nn.Module) -> str | None:
+    """The :data:`~vaekit.ops.linear.FUSED_ACTIVATIONS` name of ``module``, or None."""
+    for name, cls in FUSED_ACTIVATIONS.items():
+        if type(module) is cls and not getattr(module, "inplace", False):
+            return name
+    return None
 
 
 class Affine(nn.Module):
@@ -86,7 +110,7 @@ class Affine(nn.Module):
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__()
-        self.linear = nn.Linear(in_features, out_features)
+        self.linear = Linear(in_features, out_features)
         self.out_features = out_features
 
     @property

@@ -44,6 +44,7 @@ from vaekit.models.networks import MLP, Affine, Flatten
 from vaekit.models.posteriors import build_encoder
 from vaekit.models.priors import Encode, Prior
 from vaekit.models.vae import VAE
+from vaekit.ops.linear import Linear
 from vaekit.prob.bounds import ENCODER_LOG_VAR_MAX, ENCODER_LOG_VAR_MIN, soft_clamp
 from vaekit.prob.chain import MarkovChain
 from vaekit.prob.distributions import DiagonalNormal, Reduction, standard_normal
@@ -63,8 +64,8 @@ class GaussianLayer(nn.Module):
         trunk = MLP(self.in_dim, hidden, None, activation) if hidden else Flatten((self.in_dim,))
         self.trunk = trunk
         width = int(trunk.out_features)
-        self.mean = nn.Linear(width, self.out_dim)
-        self.log_var: nn.Module | None = None if constant_scale else nn.Linear(width, self.out_dim)
+        self.mean = Linear(width, self.out_dim)
+        self.log_var: nn.Module | None = None if constant_scale else Linear(width, self.out_dim)
         self.constant_log_var = nn.Parameter(torch.zeros(self.out_dim)) if constant_scale else None
 
     @property
