@@ -3,8 +3,8 @@
 This mirrors the structure of github.com/pytorch/examples ``vae/main.py`` -- it is NOT vaekit code
 and vaekit does not use it. It exists only as a speed reference for ``benchmarks/speed_training.py``.
 
-* model: 784-400-20 MLP, ReLU; fc1 784->400, fc21/fc22 400->20 (mean, log-variance),
-  fc3 20->400, fc4 400->784, sigmoid output;
+* model: 784-400-20 MLP, ReLU; fc1 784->400 (here ``enc[0]``), fc21/fc22 400->20 (mean, log-variance),
+  fc3 20->400 (``dec[0]``), fc4 400->784, sigmoid output (other widths and activations by argument);
 * loss: ``binary_cross_entropy(recon, x, reduction='sum')`` + KL(q(z|x) || N(0, I)) summed over the batch;
 * Adam, lr 1e-3, batch 128;
 * data: a ``DataLoader(TensorDataset(x), batch_size=128, shuffle=True)`` over the MNIST training
@@ -29,18 +29,25 @@ WARMUP_STEPS = 5
 
 
 class ExamplesVAE(nn.Module):
-    """The pytorch/examples VAE: 784-400-20, ReLU, sigmoid decoder output."""
+    """The pytorch/examples VAE: 784-400-20, ReLU, sigmoid decoder output. ``hidden``, ``latent`` and
+    ``activation`` give the same loop other MLPs (e.g. (200, 200), 50, torch.tanh: the IWAE paper's
+    one-layer model): the encoder's hidden layers, then fc21/fc22, the decoder's in reverse."""
 
-    def __init__(self) -> None:
+    def __init__(self, hidden: tuple[int, ...] = (400,), latent: int = 20, activation=F.relu) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(784, 400)
-        self.fc21 = nn.Linear(400, 20)
-        self.fc22 = nn.Linear(400, 20)
-        self.fc3 = nn.Linear(20, 400)
-        self.fc4 = nn.Linear(400, 784)
+        self.act = activation
+        widths = [784, *hidden]
+        self.enc = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=False))
+        self.fc21 = nn.Linear(widths[-1], latent)
+        self.fc22 = nn.Linear(widths[-1], latent)
+        back = [latent, *reversed(hidden)]
+        self.dec = nn.ModuleList(nn.Linear(a, b) for a, b in zip(back[:-1], back[1:], strict=False))
+        self.fc4 = nn.Linear(back[-1], 784)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = F.relu(self.fc1(x))
+        h = x
+        for layer in self.enc:
+            h = self.act(layer(h))
         return self.fc21(h), self.fc22(h)
 
     def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -48,7 +55,10 @@ class ExamplesVAE(nn.Module):
         return mu + torch.randn_like(std) * std
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.fc4(F.relu(self.fc3(z))))
+        h = z
+        for layer in self.dec:
+            h = self.act(layer(h))
+        return torch.sigmoid(self.fc4(h))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, logvar = self.encode(x.view(-1, 784))
@@ -68,12 +78,14 @@ def _batches(loader: DataLoader):
         yield from loader
 
 
-def run(x_train: torch.Tensor, steps: int, *, seed: int = 0) -> float:
-    """Train a fresh baseline model for ``WARMUP_STEPS`` + ``steps`` steps on ``x_train``
-    (float images in [0, 1], any shape with 784 values per example); return the training speed
-    in examples/second over the ``steps`` timed steps (data loading included, warm-up excluded)."""
+def run(x_train: torch.Tensor, steps: int, *, seed: int = 0, hidden: tuple[int, ...] = (400,), latent: int = 20,
+        activation=F.relu) -> float:
+    """Train a fresh baseline model (``ExamplesVAE(hidden, latent, activation)``) for ``WARMUP_STEPS`` +
+    ``steps`` steps on ``x_train`` (float images in [0, 1], any shape with 784 values per example); return
+    the training speed in examples/second over the ``steps`` timed steps (data loading included, warm-up
+    excluded)."""
     torch.manual_seed(seed)
-    model = ExamplesVAE()
+    model = ExamplesVAE(hidden, latent, activation)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     loader = DataLoader(TensorDataset(x_train), batch_size=BATCH_SIZE, shuffle=True)

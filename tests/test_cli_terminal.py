@@ -32,7 +32,8 @@ import torch
 from vaekit.cli import build_parser, main
 from vaekit.cli import train_options as options
 from vaekit.cli.help_text import description, plain
-from vaekit.cli.train_cmd import _resume_point, _warn_long_warmup
+from vaekit.cli.train_checks import warn_long_warmup as _warn_long_warmup
+from vaekit.cli.train_cmd import _resume_point
 from vaekit.errors import ConfigError
 from vaekit.models.config import VAEConfig
 from vaekit.models.vae import build_vae
@@ -298,7 +299,8 @@ def test_a_runs_config_json_gives_its_options():
     assert values["hidden"] == (16,) and values["activation"] == "tanh" and values["latent_dim"] == 2
     assert values["epochs"] == 2 and values["data"] == "digits" and values["decoder_variance"] == "optimal"
     assert values["device"] == "auto" and values["test_fraction"] == 0.1
-    assert explicit == {"hidden", "latent_dim", "epochs"}                 # what differs from the defaults
+    assert explicit == {"hidden", "latent_dim", "epochs", "precision"}    # what differs from the defaults
+    assert values["precision"] == "fp32"                   # stored before "auto" became the default: kept
     config = options.model_config(values, explicit, tuple(stored["model"]["data_shape"]))
     assert config.to_dict() == VAEConfig.from_dict(stored["model"]).to_dict()
     assert options.train_config(values).to_dict() == stored["extra"]["train"]

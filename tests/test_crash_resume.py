@@ -107,6 +107,7 @@ def _epoch_line(proc: subprocess.Popen, epoch: int):
     return ready
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tmp_path):
     rng = random.Random(20240607)
     a, b = tmp_path / "a", tmp_path / "b"

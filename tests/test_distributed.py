@@ -74,9 +74,12 @@ def test_steps_on_two_ranks_equal_one_rank(tmp_path, n_train, batch, variance, s
     assert ranks[0]["val_elbo"] == pytest.approx([m.val_elbo for m in result.history], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_cli_two_ranks_match_one_rank_and_resume_with_one(tmp_path):
+    # fp32: in bf16 each rank's partial weight gradient is rounded before the all-reduce sums it, so two ranks
+    # and one agree to bf16's precision only; this test holds them to float32's
     common = ["--data", "digits", "--latent-dim", "4", "--hidden", "32", "--batch-size", "50", "--seed", "5",
-              "--device", "cpu", "--no-figures", "--importance-samples", "10"]
+              "--device", "cpu", "--no-figures", "--importance-samples", "10", "--precision", "fp32"]
     two = tmp_path / "two"
     out = _torchrun(2, "-m", "vaekit", "train", *common, "--epochs", "2", "--out", str(two)).stdout
     assert out.count("epoch 1/2") == 1 and "run directory" in out         # rank 0 alone reports

@@ -122,6 +122,7 @@ def _vaekit(*args: str, cwd) -> subprocess.CompletedProcess:
                           timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_the_command_line_reports_the_split_and_encodes_refined_means(tmp_path):
     """`vaekit evaluate --gap-decomposition` adds the two gaps (they sum to log p̂ − ELBO(q_x) of the same
     draws) and its settings to the JSON; `vaekit encode --refine-steps` writes the means of q*."""

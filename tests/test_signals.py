@@ -123,6 +123,7 @@ def _model_tensors(run) -> dict[str, torch.Tensor]:
     return {k: v for k, v in tensors.items() if k.startswith(("model.", "optim."))}
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_command_with_143_and_resume_is_exact(tmp_path):
     run, ref = tmp_path / "run", tmp_path / "ref"
     proc = subprocess.Popen([sys.executable, "-m", "vaekit", "train", *FAST, "--out", str(run), "--epochs", "100000"],

@@ -375,20 +375,47 @@ def test_epoch_metrics_json_round_trip():
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_autocast_precision_trains_close_to_fp32(digits, precision):
+def test_low_precision_trains_close_to_fp32(digits, precision):
     pp, x, v = digits
     ref = _model()
-    fit(ref, x, v, TrainConfig(epochs=6, batch_size=32, lr=3e-3), preprocessing=pp)
+    fit(ref, x, v, TrainConfig(epochs=6, batch_size=32, lr=3e-3, precision="fp32"), preprocessing=pp)
     low = _model()
     result = fit(low, x, v, TrainConfig(epochs=6, batch_size=32, lr=3e-3, precision=precision), preprocessing=pp)
     assert all(p.dtype == torch.float32 for p in low.parameters())          # master weights stay float32
     diffs = [float((a - b).abs().max())
              for a, b in zip(ref.state_dict().values(), low.state_dict().values(), strict=True)]
-    assert max(diffs) > 0                                                   # autocast did change the arithmetic
+    assert max(diffs) > 0                                                   # the arithmetic did change
     first, last = result.history[0].val_elbo, result.history[-1].val_elbo
     assert math.isfinite(last) and last > first + 1                         # and it still learns
-    ref_last = fit(_model(), x, v, TrainConfig(epochs=6, batch_size=32, lr=3e-3), preprocessing=pp).history[-1]
+    ref_last = fit(_model(), x, v, TrainConfig(epochs=6, batch_size=32, lr=3e-3, precision="fp32"),
+                   preprocessing=pp).history[-1]
     assert abs(last - ref_last.val_elbo) < 3.0
+
+
+def test_auto_precision_is_bf16_on_a_cpu_with_native_bf16_and_fp32_elsewhere():
+    from vaekit.training.config import native_bfloat16, resolve_precision
+
+    assert TrainConfig().precision == "auto"
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native_bfloat16() else "fp32")
+    assert resolve_precision("auto", torch.device("cuda")) == "fp32"
+    for name in ("fp32", "bf16", "fp16"):
+        assert resolve_precision(name, torch.device("cpu")) == name
+
+
+def test_bf16_on_the_cpu_casts_only_the_products():
+    """--precision bf16 on the CPU is bfloat16_products (no autocast: every other operation stays
+    float32); fp16 and other devices keep torch.autocast."""
+    from vaekit.ops.linear import bfloat16_products
+    from vaekit.training.step import precision_context
+
+    factory, scaler = precision_context("bf16", torch.device("cpu"))
+    assert factory is bfloat16_products and scaler is None
+    with factory():
+        assert not torch.is_autocast_enabled("cpu")
+    factory, scaler = precision_context("fp16", torch.device("cpu"))
+    with factory():
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.float16
+    assert scaler is not None
 
 
 def test_unknown_precision_is_a_config_error():

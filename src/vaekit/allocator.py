@@ -5,8 +5,8 @@ threshold with a fresh ``mmap`` and returns it to the system when freed (and tri
 beyond its trim threshold), so a loop that allocates and frees tensors of a few MB — the
 estimators' chunks of K draws × B images × D logits, 8 MB at the CPU default — pays for zeroing
 fresh pages at every iteration. Measured on this project's machine, one thread, 256 images × 500
-draws of the 784-200-200-50 model: 1.09 s with glibc's defaults, 0.53 s with both thresholds raised
-(``python benchmarks/speed_evaluation.py`` has the whole-test-set figures).
+draws of the 784-200-200-50 model: 0.93 s with glibc's defaults, 0.48 s with both thresholds raised
+(``python benchmarks/cpu_kernels.py``; ``benchmarks/evaluation_paths.py`` has the whole-test-set figures).
 
 :func:`keep_freed_memory` raises the mmap threshold to glibc's maximum (32 MiB) and the trim
 threshold to 256 MiB, through ``mallopt``; it does nothing on other C libraries. vaekit's
@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import platform
 
 __all__ = ["keep_freed_memory"]
 
@@ -32,6 +31,13 @@ TRIM_THRESHOLD = 256 << 20
 _done: bool | None = None
 
 
+def _glibc() -> bool:
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (AttributeError, ValueError, OSError):      # not a POSIX system, or not glibc
+        return False
+
+
 def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds once per process (see the module docstring); returns
     whether they are set (False on other C libraries or when ``VAEKIT_KEEP_FREED_MEMORY=0``)."""
@@ -39,7 +45,7 @@ def keep_freed_memory() -> bool:
     if _done is not None:
         return _done
     _done = False
-    if os.environ.get("VAEKIT_KEEP_FREED_MEMORY", "1").strip() == "0" or platform.libc_ver()[0] != "glibc":
+    if os.environ.get("VAEKIT_KEEP_FREED_MEMORY", "1").strip() == "0" or not _glibc():
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

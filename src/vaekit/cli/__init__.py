@@ -6,8 +6,9 @@ error: it lists the commands, one line each, on stderr and exits 2.
 The subcommands live in modules with ``register(subparsers)``, which adds their parsers and sets
 ``func`` (called with the parsed namespace, returns the exit code): :mod:`~vaekit.cli.train_cmd`
 (its options in :mod:`~vaekit.cli.train_options`, ``--resume`` in :mod:`~vaekit.cli.train_resume`),
-:mod:`~vaekit.cli.commands` (evaluate, sample, reconstruct, encode, interpolate; what they share in
-:mod:`~vaekit.cli.run_access`), :mod:`~vaekit.cli.figures_cmd` and :mod:`~vaekit.cli.report_cmd`.
+:mod:`~vaekit.cli.commands` (sample, reconstruct, encode, interpolate; what they share in
+:mod:`~vaekit.cli.run_access`), :mod:`~vaekit.cli.evaluate_cmd`, :mod:`~vaekit.cli.figures_cmd` and
+:mod:`~vaekit.cli.report_cmd`.
 
 Building the parser imports no torch (``vaekit --help`` and ``vaekit CMD --help`` answer in a
 fraction of a second): the command modules import the heavy modules inside the functions that run a

@@ -43,19 +43,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import shlex
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vaekit.cli import help_text
+from vaekit.cli import help_text, train_checks, train_stops
 from vaekit.cli import labels as label_options
 from vaekit.cli import train_options as options
 from vaekit.errors import ConfigError, VaekitError
 from vaekit.store.layout import RunLayout
-from vaekit.store.lock import refuse_if_locked, run_lock
+from vaekit.store.lock import run_lock
 
 __all__ = ["register"]
 
@@ -124,15 +123,6 @@ def _epoch_printer(total: int, say: Callable[[str], None]) -> Callable[[Any], No
     return show
 
 
-def _warn_long_warmup(values: dict[str, Any]) -> None:
-    """One line on stderr when the KL warm-up outlasts training: β_t = β min(1, t / (W steps_per_epoch))
-    then ends at about β N / W instead of β."""
-    warmup, epochs, beta = values["kl_warmup"], values["epochs"], values["beta"]
-    if warmup > epochs:
-        print(f"vaekit train: warning: --kl-warmup {warmup:g} is longer than --epochs {epochs}: the KL weight "
-              f"reaches only about {beta * epochs / warmup:.3g} of --beta {beta:g} by the end", file=sys.stderr)
-
-
 def _resume_point(layout: RunLayout, epochs: int) -> str:
     """Where ``--resume`` continues, read from the checkpoint's JSON (the checkpoint itself is checked
     when training loads it; a line that cannot be made is left out rather than failing here)."""
@@ -167,91 +157,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
             code = _train(args, hold)
         except BaseException as exc:
             distributed.shutdown(wait=False)
-            signum = _stop_signal(exc)
+            signum = train_stops.stop_signal(exc)
             if signum is not None:
                 if distributed.env_rank() == 0:
-                    _report_stop(args, signum)
+                    train_stops.report_stop(args, signum)
                 return 128 + signum
-            lost = _lost_peers(exc, args)
+            lost = train_stops.lost_peers(exc, args)
             if lost is None:
                 raise
             print(f"vaekit train: error: {lost}", file=sys.stderr)
             return 1
         distributed.shutdown()
         return code
-
-
-def _stop_signal(exc: BaseException) -> int | None:
-    """The stop signal (SIGINT, SIGTERM, SIGHUP) that ended the command with ``exc``, or None.
-    Under torchrun, a rank whose peer stopped first may see the peer's departure (a RuntimeError
-    from a collective) before its own signal: that counts as the signal it received."""
-    from vaekit.training import distributed, interrupts
-
-    if isinstance(exc, KeyboardInterrupt):
-        return interrupts.exit_code(exc) - 128
-    received = interrupts.received_signal()
-    if received is not None and isinstance(exc, RuntimeError) and distributed.launched_by_torchrun():
-        return received
-    return None
-
-
-def _lost_peers(exc: BaseException, args: argparse.Namespace) -> str | None:
-    """Under torchrun, the one-line reason when a collective failed because another rank stalled
-    (no answer within --dist-timeout) or went away; None for any other error."""
-    from vaekit.training import distributed
-
-    if not (isinstance(exc, RuntimeError) and distributed.launched_by_torchrun()):
-        return None
-    text = str(exc).lower()
-    if "timed out" in text or "timeout" in text:            # gloo: "Timed out waiting", "Application timeout"
-        timeout = getattr(args, "dist_timeout_s", None)
-        within = f" within --dist-timeout {timeout:g} s" if timeout is not None else ""
-        return (f"rank {distributed.env_rank()}: no answer from the other ranks{within} (a rank stalled or its "
-                "machine failed); torchrun stops the run, or restarts it with --max-restarts and --auto-resume")
-    if "closed by peer" in text or "reset by peer" in text or "connection closed" in text:
-        return (f"rank {distributed.env_rank()}: lost the connection to another rank (it stopped or its machine "
-                "failed); torchrun stops the run, or restarts it with --max-restarts and --auto-resume")
-    return None
-
-
-def _report_stop(args: argparse.Namespace, signum: int) -> None:
-    """One line on stderr: what stopped training and, when there is a run, how to resume it."""
-    from vaekit.training.interrupts import signal_name
-
-    what = "interrupted" if signum == 2 else f"stopped by {signal_name(signum)}"
-    run_dir = getattr(args, "run_dir", None)
-    if run_dir is not None and RunLayout.of(run_dir).config.is_file():
-        what += (f"; resume with: vaekit train --out {shlex.quote(str(run_dir))} --resume"
-                 + (" --trust-code" if args.trust_code else ""))
-    print(f"vaekit train: {what}", file=sys.stderr)
-
-
-def _refuse_locked(layout: RunLayout) -> None:
-    from vaekit.training import distributed
-
-    if distributed.env_rank() == 0:                   # under torchrun, rank 0 is the one writer
-        refuse_if_locked(layout.root, option="--out ")
-
-
-def _refuse_existing(layout: RunLayout) -> None:
-    if layout.config.exists() or layout.checkpoint.parent.exists():
-        raise ConfigError(f"--out {layout.root}: already holds a run; pass --resume to continue it or choose "
-                          "another directory")
-
-
-def _check_free_bits(model_config: Any, values: dict[str, Any]) -> None:
-    """Free bits need KL(q_x(z_i) || p(z_i)) per latent dimension, which a flow posterior and a model of
-    several stochastic layers have none of."""
-    from vaekit.models.posteriors import POSTERIORS
-
-    if values["free_bits"] > 0 and not POSTERIORS[model_config.posterior].per_dimension_kl:
-        raise ConfigError(f"--free-bits {options.show(values['free_bits'])}: needs a KL per latent dimension, which "
-                          f"the {model_config.posterior} posterior has none of (its z_i are dependent under q); "
-                          "use --free-bits 0 or another --posterior")
-    if values["free_bits"] > 0 and model_config.layers > 1:
-        raise ConfigError(f"--free-bits {options.show(values['free_bits'])}: needs a KL per latent dimension, which "
-                          f"a model of {model_config.layers} stochastic layers has none of (its prior p(z) is a "
-                          "chain, p(z1|z2) p(z2)); use --free-bits 0 or --layers 1")
 
 
 def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
@@ -277,7 +194,7 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
         if values["out"] is None:
             raise ConfigError("--resume: needs --out RUN_DIR, the run to continue")
         layout = RunLayout.of(values["out"])
-        _refuse_locked(layout)
+        train_checks.refuse_locked(layout)
         if not layout.config.is_file():
             raise ConfigError(f"--resume: {layout.root} holds no run to resume (no {layout.config.name})")
         values, model_config, extra = merge_for_resume(layout.root, values, explicit)
@@ -286,12 +203,12 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
         preprocessing = Preprocessing.from_dict(extra["preprocessing"])
     else:
         layout = RunLayout.of(values["out"] if values["out"] is not None else _default_out(values["data"]))
-        _refuse_locked(layout)
-        _refuse_existing(layout)
+        train_checks.refuse_locked(layout)
+        train_checks.refuse_existing(layout)
         options.refuse_untrusted(values["arch"], args.trust_code)
         probe = options.model_config(values, explicit, (1, 1, 1),   # option errors before the data load (any
                                      2 if values["conditional"] else 0)   # arch takes 1×1×1; any C > 0)
-        _check_free_bits(probe, values)
+        train_checks.check_free_bits(probe, values)
         label_options.check_label_options(values)
         options.check_test_data(values, explicit)
         data_spec = options.data_spec(values)
@@ -340,14 +257,14 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     if main:                                          # the run's one writer from its first write to the end
         hold.enter_context(run_lock(run_dir, option="--out "))
         if not args.resume:
-            _refuse_existing(layout)                  # again, under the lock: no other process creates it now
+            train_checks.refuse_existing(layout)    # again, under the lock: no other process creates it now
     distributed.barrier()                             # every rank has checked --out before rank 0 writes there
     if not args.resume and main:
         save_model(model, run_dir, extra=extra)       # config.json first: the run can be resumed from now on
 
     say = _say(progress)
     if main:
-        _warn_long_warmup(values)
+        train_checks.warn_long_warmup(values)
         if args.resume:
             say(_resume_point(layout, train_config.epochs))
     callbacks = [_epoch_printer(train_config.epochs, say)] if main else []

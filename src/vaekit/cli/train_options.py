@@ -55,7 +55,7 @@ MIRRORED: dict[str, tuple[str, ...]] = {
     "vaekit.models.priors:PRIORS": ("standard", "mixture", "vamp"),
     "vaekit.models.networks:ACTIVATIONS": ("tanh", "relu", "elu", "gelu", "silu", "softplus", "leaky_relu"),
     "vaekit.inference.objectives:OBJECTIVES": ("elbo", "iwae"),
-    "vaekit.training.config:PRECISIONS": ("fp32", "bf16", "fp16"),
+    "vaekit.training.config:PRECISIONS": ("auto", "fp32", "bf16", "fp16"),
     "vaekit.data.preprocessing:STANDARDIZE": ("columns", "none"),
 }
 LIKELIHOODS = MIRRORED["vaekit.models.likelihoods:LIKELIHOODS"]
@@ -166,8 +166,9 @@ OPTIONS = (
     Opt("seed", "train", integer(0), 0, "seed of the data split, the initialisation and training", "S"),
     Opt("device", "train", device_name, "auto", "torch device: auto (cuda when available), cpu, cuda, cuda:N",
         "D"),
-    Opt("precision", "train", choice(*PRECISIONS), "fp32", "fp32, or autocast the forward pass to bf16 or fp16 "
-        "(fp16 with dynamic loss scaling)", "{fp32,bf16,fp16}"),
+    Opt("precision", "train", choice(*PRECISIONS), "auto", "fp32; bf16 (matrix products in bfloat16 with float32 "
+        "accumulation); fp16 (autocast, dynamic loss scaling); auto: bf16 on a CPU with native bf16 "
+        "products (AVX512-BF16, AMX), else fp32", "{auto,fp32,bf16,fp16}"),
     Opt("val_importance_samples", "train", integer(0), 0,
         "also estimate the validation log-likelihood each epoch with K importance samples (0: off)", "K"),
     Opt("importance_samples", "run", integer(1), 100, "importance samples for the final test log-likelihood", "K"),

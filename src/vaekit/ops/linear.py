@@ -2,8 +2,8 @@
 
 PyTorch sends a float32 CPU matmul to MKL's sgemm. On CPUs where MKL does not take its AVX-512 path
 (AMD's, for one) that runs at about half the speed of oneDNN, the library PyTorch bundles as
-``mkldnn``: 94–105 GFLOP/s against 200–228 GFLOP/s at one thread on this project's machine at the
-shapes of a VAE (``python benchmarks/cpu_matmul.py``). Both compute IEEE float32 products; only the
+``mkldnn``: 103–110 GFLOP/s against 185–231 GFLOP/s at one thread on this project's machine at the
+shapes of a VAE (``python benchmarks/cpu_kernels.py``). Both compute IEEE float32 products; only the
 summation order differs, so results agree to float32 rounding, not bit for bit.
 
 :class:`Linear` is ``nn.Linear`` (same parameters, same state dict) whose forward calls
@@ -116,45 +116,34 @@ def _mm(a: Tensor, b_rows: Tensor, bias: Tensor | None = None, activation: str =
 
 
 class _OneDNNLinear(torch.autograd.Function):
-    """y = σ(x Wᵀ + b) for 2-D x, the products computed in ``dtype``: float32 on oneDNN's float32
-    kernels, or bfloat16 (operands rounded, float32 accumulation, y and the gradients returned in
-    the inputs' dtypes). σ = ``activation`` ("tanh", "relu") fused into the forward kernel, or None.
+    """y = σ(x Wᵀ + b) for 2-D float32 x on oneDNN's float32 kernels, forward and backward; σ =
+    ``activation`` ("tanh", "relu") fused into the forward kernel, or None.
 
-    The weight gradient gᵀx reads both operands transposed; oneDNN's float32 kernel runs it about
-    1.4× faster on contiguous copies of gᵀ and xᵀ than on the transposed views."""
+    The weight gradient gᵀx reads both operands transposed; oneDNN runs it faster on contiguous
+    copies of gᵀ and xᵀ than on the transposed views (the copies are small: batch × width)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, dtype: torch.dtype,
-                activation: str | None) -> Tensor:
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | None) -> Tensor:
         with torch.autocast("cpu", enabled=False):
-            xc, wc = x.to(dtype), weight.to(dtype)
-            y = _mm(xc, wc, None if bias is None else bias.to(dtype), activation or "none").to(x.dtype)
-        ctx.save_for_backward(xc, wc, y if activation else None)
+            y = _mm(x, weight, bias, activation or "none")
+        ctx.save_for_backward(x, weight, y if activation else None)
         ctx.has_bias = bias is not None
-        ctx.dtypes = (x.dtype, weight.dtype, dtype)
         ctx.activation = activation
         return y
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:
-        xc, wc, y = ctx.saved_tensors
-        x_dtype, w_dtype, dtype = ctx.dtypes
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        x, weight, y = ctx.saved_tensors
         with torch.autocast("cpu", enabled=False):
             if ctx.activation == "tanh":
                 grad = torch.ops.aten.tanh_backward(grad, y)
             elif ctx.activation == "relu":
                 grad = torch.ops.aten.threshold_backward(grad, y, 0)
-            g = grad.to(dtype).contiguous()
-            gx = gw = gb = None
-            if ctx.needs_input_grad[0]:
-                gx = _mm(g, wc.t()).to(x_dtype)                                    # g W
-            if ctx.needs_input_grad[1] and dtype == torch.float32:
-                gw = _mm(g.t().contiguous(), xc.t().contiguous()).to(w_dtype)      # gᵀ x
-            elif ctx.needs_input_grad[1]:
-                gw = torch.mm(g.t(), xc).to(w_dtype)
-            if ctx.has_bias and ctx.needs_input_grad[2]:
-                gb = grad.sum(0).to(w_dtype)
-        return gx, gw, gb, None, None
+            g = grad.contiguous()
+            gx = _mm(g, weight.t()) if ctx.needs_input_grad[0] else None                       # g W
+            gw = _mm(g.t().contiguous(), x.t().contiguous()) if ctx.needs_input_grad[1] else None  # gᵀ x
+            gb = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb, None
 
 
 def _compute_dtype(x: Tensor, weight: Tensor) -> torch.dtype | None:
@@ -189,7 +178,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: st
         y = F.linear(x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)).to(x.dtype)
         return y if activation is None else _ACTIVATION_FUNCTIONS[activation](y)
     lead = x.shape[:-1]
-    y = _OneDNNLinear.apply(x.reshape(-1, x.shape[-1]).contiguous(), weight.contiguous(), bias, dtype, activation)
+    y = _OneDNNLinear.apply(x.reshape(-1, x.shape[-1]).contiguous(), weight.contiguous(), bias, activation)
     return y.reshape(*lead, weight.shape[0])
 
 

@@ -63,7 +63,7 @@ from vaekit.store.lock import run_lock
 from vaekit.store.metrics import append_metrics, rewrite_metrics
 from vaekit.training import distributed, step
 from vaekit.training.batches import BatchPlan
-from vaekit.training.config import TrainConfig, check_resumable, kl_beta, lr_factor
+from vaekit.training.config import TrainConfig, check_resumable, kl_beta, lr_factor, resolve_precision
 from vaekit.training.guards import (
     ABSURD_NATS_PER_DIM,
     MAX_BAD_STEPS,
@@ -277,7 +277,8 @@ class _Run:
             ddp = DistributedDataParallel(ObjectiveModule(model, objective),
                                           device_ids=[device.index] if device.type == "cuda" else None)
             loss_fn = ddp
-        stepper = Stepper(loss_fn, model, optimizer, scheduler, fused, device, config.precision, config.grad_clip,
+        precision = resolve_precision(config.precision, device)
+        stepper = Stepper(loss_fn, model, optimizer, scheduler, fused, device, precision, config.grad_clip,
                           world, InterruptGate())
         writes = layout is not None and rank == 0
         run = cls(model, config, device, plan, noise, val_eval, distributed.shard(val_x.shape[0], world, rank),

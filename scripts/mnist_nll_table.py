@@ -1,0 +1,92 @@
+"""The time-to-quality table of BENCHMARKS.md (issue 12, part A), read from the committed run directories.
+
+    python scripts/mnist_nll_table.py [--root benchmarks/results/mnist-nll]
+
+Each row is a vaekit run directory under ROOT (config.json, model.safetensors, metrics.jsonl, run.json,
+evaluation-test.json) trained by the command in its run.json. For each it prints the test NLL
+(−log p̂(x) with the K of its evaluation, ± the standard error over the 10,000 test images), the
+training wall time (the sum of the epochs' seconds, validation included), the whole command's time
+(training, evaluation and figures, from run.json) and the published row it is compared with. It also
+draws ROOT/curves.png: −(validation ELBO) against training minutes for every row, the final test NLL as
+a point at the end, and each published value as a dashed line. Re-evaluate a row with
+
+    vaekit evaluate ROOT/ROW --data mnist --data-dir ../shared/data/mnist --importance-samples 5000 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+#: row directory -> (what it is, published NLL, goal minutes of training)
+ROWS = {
+    "vae": ("VAE, one stochastic layer, 784-200-200-50 (Burda et al. 2016)", 86.76, 60),
+    "iwae5": ("IWAE k = 5, one layer (Burda et al. 2016)", 85.54, 90),
+    "vamp": ("VampPrior, one layer (Tomczak & Welling 2018)", 85.57, 90),
+    "best": ("best vaekit model, any family (the paper's best: two layers, IWAE k = 50)", 82.90, 90),
+}
+
+
+def read_row(run: Path) -> dict:
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    evaluation = json.loads((run / "evaluation-test.json").read_text())
+    info = json.loads((run / "run.json").read_text())
+    minutes, curve = 0.0, []
+    for m in metrics:
+        minutes += m["seconds"] / 60
+        curve.append((minutes, -m["val_elbo"]))
+    return {"epochs": len(metrics), "train_minutes": minutes,
+            "command_minutes": info["sessions"][-1]["duration_s"] / 60,
+            "nll": -evaluation["log_likelihood"], "se": evaluation["log_likelihood_se"],
+            "k": evaluation["importance_samples"], "n": evaluation["n"], "curve": curve,
+            "command": " ".join(info["sessions"][0]["command"])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--root", default=str(REPO / "benchmarks" / "results" / "mnist-nll"))
+    args = p.parse_args(argv)
+    root = Path(args.root)
+    rows = {name: read_row(root / name) for name in ROWS if (root / name / "evaluation-test.json").is_file()}
+    if not rows:
+        p.error(f"--root {root}: no finished row (a ROW/evaluation-test.json) under it")
+    print("| row | published | NLL here (K, images) | training | whole command | epochs | goal |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        what, published, goal = ROWS[name]
+        met = r["nll"] <= published and r["train_minutes"] <= goal
+        print(f"| {what} | {published:.2f} | {r['nll']:.2f} ± {r['se']:.2f} (K = {r['k']}, {r['n']}) | "
+              f"{r['train_minutes']:.1f} min | {r['command_minutes']:.1f} min | {r['epochs']} | "
+              f"≤ {published:.2f} in {goal} min: {'met' if met else 'not met'} |")
+    for name, r in rows.items():
+        print(f"\n{name}: {r['command']}")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, (name, r) in enumerate(rows.items()):
+        color = f"C{i}"
+        xs, ys = zip(*r["curve"], strict=True)
+        ax.plot(xs, ys, color=color, lw=1, label=f"{name}: −validation ELBO")
+        ax.plot([xs[-1]], [r["nll"]], "o", color=color, label=f"{name}: test NLL {r['nll']:.2f} (K = {r['k']})")
+        ax.axhline(ROWS[name][1], color=color, ls="--", lw=0.8, label=f"{name}: published {ROWS[name][1]:.2f}")
+    ax.set_xlabel("training wall time (minutes, 2 threads)")
+    ax.set_ylabel("nats per image")
+    low = min(min(r["nll"], ROWS[n][1]) for n, r in rows.items())
+    ax.set_ylim(low - 2, low + 20)
+    ax.legend(fontsize=7)
+    ax.set_title("MNIST (dynamically binarised): quality against training time")
+    fig.tight_layout()
+    out = root / "curves.png"
+    fig.savefig(out, dpi=110)
+    print(f"\ncurves: {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
