@@ -128,7 +128,7 @@ class TrainConfig:
 
 def native_bfloat16() -> bool:
     """Whether this CPU computes bfloat16 products natively (AVX512-BF16 or AMX), where oneDNN's bf16
-    GEMMs outrun its float32 ones (1.6–1.7× at a training step's shapes here,
+    GEMMs outrun its float32 ones (about 1.6× at a training step's shapes here,
     ``benchmarks/bf16_training.py``); elsewhere they are emulated."""
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(check is not None and bool(check()) for check in checks)

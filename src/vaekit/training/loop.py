@@ -63,7 +63,7 @@ from vaekit.store.lock import run_lock
 from vaekit.store.metrics import append_metrics, rewrite_metrics
 from vaekit.training import distributed, step
 from vaekit.training.batches import BatchPlan
-from vaekit.training.config import TrainConfig, check_resumable, kl_beta, lr_factor, resolve_precision
+from vaekit.training.config import TrainConfig, check_resumable, kl_beta, lr_factor
 from vaekit.training.guards import (
     ABSURD_NATS_PER_DIM,
     MAX_BAD_STEPS,
@@ -277,8 +277,7 @@ class _Run:
             ddp = DistributedDataParallel(ObjectiveModule(model, objective),
                                           device_ids=[device.index] if device.type == "cuda" else None)
             loss_fn = ddp
-        precision = resolve_precision(config.precision, device)
-        stepper = Stepper(loss_fn, model, optimizer, scheduler, fused, device, precision, config.grad_clip,
+        stepper = Stepper(loss_fn, model, optimizer, scheduler, fused, device, config.precision, config.grad_clip,
                           world, InterruptGate())
         writes = layout is not None and rank == 0
         run = cls(model, config, device, plan, noise, val_eval, distributed.shard(val_x.shape[0], world, rank),
@@ -379,14 +378,7 @@ def _end_epoch(run: _Run, epoch: int, t0: float, totals: EpochTotals, beta: floa
     metrics = EpochMetrics(epoch, state.step, loss_m, elbo_m, kl_m, rec_m, val[0], val[1], val[2],
                            beta, lr_used, time.perf_counter() - t0, val[3], int(totals.skipped))
     check_absurd(metrics, run.model, config)
-    state.epoch = epoch
-    state.bad_run = int(totals.bad_run)
-    state.history.append(metrics)
-    improved = math.isfinite(metrics.val_elbo) and metrics.val_elbo > state.best_val_elbo
-    if improved:
-        state.best_val_elbo, state.best_epoch, state.since_best = metrics.val_elbo, epoch, 0
-    else:
-        state.since_best += 1
+    improved = state.record(metrics, int(totals.bad_run))
     stop = bool(config.early_stopping_patience and state.since_best >= config.early_stopping_patience)
     for callback in run.callbacks:
         stop = bool(callback(metrics)) or stop

@@ -86,6 +86,18 @@ class TrainState:
     def result(self) -> FitResult:
         return FitResult(self.history, self.best_epoch, self.best_val_elbo, self.stopped_early)
 
+    def record(self, metrics: EpochMetrics, bad_run: int) -> bool:
+        """Count the finished epoch ``metrics.epoch``: its metrics, the run of bad steps it ended with, and
+        the epochs since the best validation ELBO; returns whether this epoch's is the best so far."""
+        self.epoch, self.bad_run = metrics.epoch, bad_run
+        self.history.append(metrics)
+        improved = math.isfinite(metrics.val_elbo) and metrics.val_elbo > self.best_val_elbo
+        if improved:
+            self.best_val_elbo, self.best_epoch, self.since_best = metrics.val_elbo, metrics.epoch, 0
+        else:
+            self.since_best += 1
+        return improved
+
     @classmethod
     def from_checkpoint(cls, epoch: int, step: int, extra: dict[str, Any]) -> TrainState:
         return cls(epoch, step, extra["best_val_elbo"], extra["best_epoch"], extra["since_best"],

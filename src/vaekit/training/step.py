@@ -25,6 +25,7 @@ from vaekit.ops.linear import bfloat16_products
 from vaekit.prob.distributions import Reduction
 from vaekit.training import distributed
 from vaekit.training.batches import LocalBatch
+from vaekit.training.config import resolve_precision
 from vaekit.training.interrupts import InterruptGate
 from vaekit.training.state import EpochTotals
 
@@ -109,6 +110,7 @@ class Stepper:
     gate: InterruptGate = field(default_factory=InterruptGate)
 
     def __post_init__(self) -> None:
+        self.precision = resolve_precision(self.precision, self.device)      # "auto" -> what this device runs
         self.autocast, self.scaler = precision_context(self.precision, self.device)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.buffers = list(self.model.buffers())
