@@ -48,6 +48,22 @@ def test_bf16_training_smoke(tmp_path):
 
 @pytest.mark.slow
 @needs_mnist
+def test_mixture_prior_smoke(tmp_path):
+    """Both paths run and agree with float64 to float32 rounding; one model evaluated on both paths."""
+    out = tmp_path / "mixture.json"
+    proc = _run(BENCH / "mixture_prior.py", "--threads", "1", "--rounds", "1", "--kernel-seconds", "0.01",
+                "--steps", "2", "--images", "4", "--samples", "3", "--families", "vamp", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert _finite(doc)
+    for measured in doc["summary"]["kernel"].values():
+        assert set(measured["ms"]) == {"elementwise", "products"}
+        assert max(measured["max_abs_error_vs_float64"].values()) < 1e-3
+    assert doc["summary"]["families"]["vamp"]["largest_log_likelihood_difference"] < 1e-3
+
+
+@pytest.mark.slow
+@needs_mnist
 def test_evaluation_paths_smoke(tmp_path):
     """Both arms draw the same z: their estimates agree to float32 rounding."""
     out = tmp_path / "paths.json"

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file
 from scipy import integrate, stats
 from scipy.special import logsumexp
+from torch import Tensor
 
 import vaekit
 import vaekit.prob.mixtures as mixtures
@@ -70,6 +71,55 @@ def test_mixture_log_prob_matches_scipy_and_chunks_agree(monkeypatch):
     torch.testing.assert_close(prior.log_prob(z), got, rtol=0, atol=0)
     with pytest.raises(ShapeError, match="latent size 3"):
         prior.log_prob(torch.zeros(2, 4, dtype=torch.float64))
+
+
+def _float32_mixture(g: torch.Generator, c: int = 7, k: int = 5) -> tuple[Tensor, Tensor, Tensor]:
+    """Logits, means and scales of a float32 mixture with scales from 0.01 to 3 and means up to ±6 (large
+    terms for the expanded square to cancel)."""
+    logits = torch.randn(c, generator=g)
+    loc = 6 * (2 * torch.rand(c, k, generator=g) - 1)
+    scale = torch.exp(torch.empty(c, k).uniform_(math.log(0.01), math.log(3.0), generator=g))
+    return logits, loc, scale
+
+
+def test_float32_cpu_mixture_products_match_float64_values_and_gradients(monkeypatch):
+    g = torch.Generator().manual_seed(4)
+    logits, loc, scale = _float32_mixture(g)
+    z = loc[torch.randint(0, 7, (40,), generator=g)] + 0.02 * torch.randn(40, 5, generator=g)   # near components
+    z = torch.cat([z, 3 * torch.randn(40, 5, generator=g)]).reshape(4, 20, 5)
+    log_w = torch.log_softmax(logits.double(), 0).numpy()
+    zn = z.double().numpy().reshape(-1, 5)
+    per = np.stack([stats.norm.logpdf(zn, loc[i].double().numpy(), scale[i].double().numpy()).sum(-1) + log_w[i]
+                    for i in range(7)], -1)
+    want = logsumexp(per, -1).reshape(4, 20)
+
+    def value_and_grads(mix_dtype, direct=False):
+        with monkeypatch.context() as m:
+            m.setattr(mixtures, "PRODUCTS_MIN_COMPONENTS", 1 if not direct else 10**9)
+            args = [t.detach().to(mix_dtype).clone().requires_grad_() for t in (z, loc, scale)]
+            mix = Mixture(logits.to(mix_dtype), DiagonalNormal(args[1], args[2]))
+            assert mix._uses_products(args[0]) == (mix_dtype == torch.float32 and not direct)
+            out = mix.log_prob(args[0])
+            out.sum().backward()
+            return out.detach(), [a.grad for a in args]
+
+    got, grads = value_and_grads(torch.float32)
+    assert got.dtype == torch.float32 and all(gr.dtype == torch.float32 for gr in grads)
+    scale_of = np.maximum(np.abs(want), 1.0)
+    err_products = np.max(np.abs(got.double().numpy() - want) / scale_of)
+    err_direct = np.max(np.abs(value_and_grads(torch.float32, direct=True)[0].double().numpy() - want) / scale_of)
+    assert err_products < 1e-6 and err_products <= err_direct + 1e-7     # a few float32 roundings, as the direct form
+    _, grads64 = value_and_grads(torch.float64)
+    for got_grad, want_grad in zip(grads, grads64, strict=True):
+        torch.testing.assert_close(got_grad.double(), want_grad, rtol=2e-5, atol=2e-5 * float(want_grad.abs().max()))
+    mix = Mixture(logits, DiagonalNormal(loc, scale))
+    with torch.no_grad():                                # 7 components: the products without gradients only
+        assert mix._uses_products(z.clone().requires_grad_())
+        assert not Mixture(logits.double(), DiagonalNormal(loc.double(), scale.double()))._uses_products(z.double())
+        torch.testing.assert_close(mix.log_prob(z), got, rtol=0, atol=0)
+        monkeypatch.setattr(mixtures, "CHUNK_BUDGET", 2 * (7 + 10))      # chunks of 2 rows
+        torch.testing.assert_close(mix.log_prob(z), got, rtol=0, atol=0)
+    assert not mix._uses_products(z.clone().requires_grad_()) and mix._uses_products(z)
 
 
 def test_full_covariance_components_match_scipy_and_sample_with_their_law():

@@ -69,20 +69,24 @@ def test_image_grid_is_padded_and_enlarged_by_a_whole_factor():
 def tb_run(tmp_path_factory):
     """Two epochs of three steps (48 examples, batches of 16) with TensorBoard, read back."""
     _require("tensorboard")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     run_dir = tmp_path_factory.mktemp("tb") / "run"
     g = torch.Generator().manual_seed(0)
     x = torch.rand(64, *SHAPE, generator=g)
     torch.manual_seed(0)
     model = build_vae(VAEConfig(SHAPE, latent_dim=2, arch_args={"hidden": (16,)}))
     config = TrainConfig(epochs=2, batch_size=16, seed=SEED, lr=2e-3)
-    result = fit(model, x[:48], x[48:], config, run_dir=run_dir, tensorboard_images=1)
+    result = fit(model, x[:48], x[48:], config, run_dir=run_dir, tensorboard_images=1, tensorboard_steps=1)
+    return {"events": _events(run_dir), "model": model, "val_x": x[48:], "history": read_history(RunLayout.of(run_dir)),
+            "result": result, "config": config, "x": x}
+
+
+def _events(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     events = EventAccumulator(str(RunLayout.of(run_dir).tensorboard),
                               size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     events.Reload()
-    return {"events": events, "model": model, "val_x": x[48:], "history": read_history(RunLayout.of(run_dir)),
-            "result": result, "config": config}
+    return events
 
 
 def _scalars(events, tag: str) -> dict[int, float]:
@@ -103,6 +107,26 @@ def test_step_scalars_average_to_the_epoch_metrics(tb_run):
         assert elbo[t] == pytest.approx(rec[t] - kl[t], rel=1e-4, abs=1e-4)
     np.testing.assert_allclose(list(_scalars(events, "step/lr").values()), 2e-3, rtol=1e-6)
     assert list(_scalars(events, "step/beta").values()) == [1.0] * 6
+
+
+def test_step_points_every_n_steps_are_the_means_of_their_steps(tb_run, tmp_path):
+    # the same training with a point every 2 steps: epochs are steps 1-3 and 4-6, so the points are
+    # t = 2 (steps 1, 2), 3 (the epoch's end: step 3), 4 (the new epoch's first step) and 6 (steps 5, 6)
+    torch.manual_seed(0)
+    model = build_vae(VAEConfig(SHAPE, latent_dim=2, arch_args={"hidden": (16,)}))
+    x = tb_run["x"]
+    fit(model, x[:48], x[48:], tb_run["config"], run_dir=tmp_path / "run", tensorboard_images=0, tensorboard_steps=2)
+    events, every = _events(tmp_path / "run"), tb_run["events"]
+    for tag in ("step/loss", "step/kl"):
+        one, two = _scalars(every, tag), _scalars(events, tag)
+        assert sorted(two) == [2, 3, 4, 6]
+        for t, steps in {2: (1, 2), 3: (3,), 4: (4,), 6: (5, 6)}.items():
+            assert two[t] == pytest.approx(np.mean([one[s] for s in steps]), rel=1e-5)
+    assert sorted(_scalars(events, "step/lr")) == [2, 3, 4, 6]
+    assert events.Tags()["images"] == []
+    model_small = build_vae(VAEConfig(SHAPE, latent_dim=2, arch_args={"hidden": (4,)}))
+    with pytest.raises(ConfigError, match="tensorboard_steps: must be an integer >= 1, got 0"):
+        fit(model_small, x, x, TrainConfig(epochs=1), tensorboard_steps=0)
 
 
 def test_epoch_scalars_equal_metrics_jsonl(tb_run):

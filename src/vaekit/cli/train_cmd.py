@@ -273,7 +273,8 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
         callbacks.append(tracker.log_epoch)
     result = fit(model, train_x, val_x, train_config, preprocessing=preprocessing, run_dir=run_dir,
                  resume=args.resume, progress=progress, callbacks=callbacks, model_extra=extra,
-                 tensorboard_images=values["tensorboard_images"], train_y=train_y, val_y=val_y)
+                 tensorboard_images=values["tensorboard_images"], tensorboard_steps=values["tensorboard_steps"],
+                 train_y=train_y, val_y=val_y)
     distributed.shutdown()                            # leave the group: the end's work is rank 0's alone
     if not main:
         return 0                                      # rank 0 evaluates and writes the figures

@@ -178,6 +178,8 @@ OPTIONS = (
     Opt("no_figures", "run", None, False, "skip the figures and report.html"),
     Opt("tensorboard_images", "run", integer(0), 1, "epochs between the sample and reconstruction images written to "
         "TensorBoard (RUN_DIR/tensorboard, when tensorboard is installed; 0: none)", "N"),
+    Opt("tensorboard_steps", "run", integer(1), 20, "steps per point of TensorBoard's step/ scalars, each point the "
+        "mean over its steps (1: every step; a long run writes hundreds of thousands of steps)", "N"),
     Opt("mlflow", "run", text, None, "also log the run to MLflow (pip install 'vaekit[mlflow]'): params, metrics "
         "per epoch, the evaluation, figures and report. A directory is a local store (DIR/mlflow.db and "
         "DIR/artifacts, offline); a value with a scheme (sqlite:///x.db, http://host:5000) is a tracking URI",

@@ -5,7 +5,10 @@ distribution with batch shape (C,) and event shape (K,) (a :class:`~vaekit.prob.
 or ``MultivariateNormal`` for the built-in encoders, or another family with ``log_prob``):
 
 * ``log_prob(z) = logsumexp_c [log π_c + log p_c(z)]`` for z (*lead, K) → (*lead,), computed in
-  chunks of z so that the (rows, C, K) temporaries stay below :data:`CHUNK_BUDGET` numbers;
+  chunks of z so that the temporaries stay below :data:`CHUNK_BUDGET` numbers. For diagonal
+  Gaussian components in float32 on the CPU, the squared distances are matrix products in float64
+  (:func:`_squared_distances`) in place of a (rows, C, K) elementwise pass (except when gradients
+  are recorded for fewer than :data:`PRODUCTS_MIN_COMPONENTS` components);
 * ``sample_with(n, generator)``: n draws (n, K) taken from ``generator`` only (component c ~ π by
   ``torch.multinomial``, then z = μ_c + L_c ε for Gaussian components);
 * ``marginal_kl(q)``: KL(q_i || p_i) of each latent dimension's marginal, Gaussian q and Gaussian
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import torch
@@ -28,10 +32,14 @@ from torch.distributions import Categorical, Distribution, MixtureSameFamily, Mu
 from vaekit.errors import ShapeError
 from vaekit.prob.distributions import DiagonalNormal, marginal_moments
 
-__all__ = ["Mixture", "CHUNK_BUDGET", "HERMITE_NODES"]
+__all__ = ["Mixture", "CHUNK_BUDGET", "HERMITE_NODES", "PRODUCTS_MIN_COMPONENTS"]
 
 #: Numbers one chunk's (rows, C, K) temporaries hold at most in ``log_prob`` and ``marginal_kl``.
 CHUNK_BUDGET = 1 << 22
+#: Components from which ``log_prob`` takes the matrix products also when gradients are recorded; below, the
+#: products' fixed cost (the float64 casts) exceeds the elementwise pass at a training batch's size
+#: (``benchmarks/mixture_prior.py``: 128 rows, 10 components, forward and backward).
+PRODUCTS_MIN_COMPONENTS = 32
 #: Gauss–Hermite nodes of the per-dimension KL's quadrature (exact for polynomials of degree < 2·nodes).
 HERMITE_NODES = 48
 
@@ -42,6 +50,26 @@ def _hermite(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
     nodes, weights = np.polynomial.hermite.hermgauss(HERMITE_NODES)
     return (torch.as_tensor(nodes, dtype=dtype, device=device),
             torch.as_tensor(weights / math.sqrt(math.pi), dtype=dtype, device=device))
+
+
+def _squared_distances(loc: Tensor, scale: Tensor) -> Callable[[Tensor], Tensor]:
+    """z (R, K) ↦ d (R, C), d_rc = Σ_i (z_ri - μ_ci)² / σ_ci², as matrix products in float64:
+
+        d = [z², z] @ [1/σ², -2 μ/σ²]ᵀ + Σ_i μ_ci² / σ_ci²
+
+    (one (R, 2K) × (2K, C) product; autograd's gradients are products of the same shapes). Expanding
+    the square cancels terms as large as (|z| + |μ|)² / σ², which float64 holds to ~1e-16 of their size,
+    so d is as accurate as the float32 elementwise pass (and more) while reading O((R + C) K) numbers
+    instead of streaming R·C·K through memory several times."""
+    loc64 = loc.double()
+    precision = scale.double().square().reciprocal()                                      # (C, K)
+    weights = torch.cat([precision, -2.0 * loc64 * precision], dim=-1).T                  # (2K, C)
+    offset = (loc64.square() * precision).sum(-1)                                         # (C,)
+
+    def distances(z: Tensor) -> Tensor:
+        z64 = z.double()
+        return torch.addmm(offset, torch.cat([z64.square(), z64], dim=-1), weights)       # (R, C)
+    return distances
 
 
 class Mixture(MixtureSameFamily):
@@ -68,6 +96,21 @@ class Mixture(MixtureSameFamily):
     def _rows_per_chunk(self, extra: int = 1) -> int:
         return max(1, CHUNK_BUDGET // (self.n_components * self.latent_dim * extra))
 
+    def _products_apply(self) -> bool:
+        """Whether the matrix-product form applies: diagonal Gaussian float32 components on the CPU."""
+        comp = self.component_distribution
+        return (isinstance(comp, DiagonalNormal) and len(comp.event_shape) == 1
+                and comp.loc.dtype == torch.float32 and comp.loc.device.type == "cpu")
+
+    def _uses_products(self, value: Tensor) -> bool:
+        """Whether ``log_prob(value)`` takes the matrix-product form: where it applies, unless gradients are
+        recorded for fewer than :data:`PRODUCTS_MIN_COMPONENTS` components."""
+        if not self._products_apply():
+            return False
+        comp = cast(DiagonalNormal, self.component_distribution)          # what _products_apply checked
+        recorded = torch.is_grad_enabled() and any(t.requires_grad for t in (value, comp.loc, comp.scale))
+        return self.n_components >= PRODUCTS_MIN_COMPONENTS or not recorded
+
     def log_prob(self, value: Tensor) -> Tensor:
         """log p(z) = logsumexp_c [log π_c + log p_c(z)] for z (*lead, K), shape ``lead``."""
         k = self.latent_dim
@@ -75,19 +118,28 @@ class Mixture(MixtureSameFamily):
             raise ShapeError(f"Mixture.log_prob: z of shape {tuple(value.shape)} does not end in the latent size {k}")
         log_weights = self.mixture_distribution.logits                       # (C,), normalised
         rows = value.reshape(-1, k)                                          # (N, K)
-        component_log_prob = self._component_log_prob()
+        products = self._uses_products(value)
+        component_log_prob = self._component_log_prob(products)
+        rows_per_chunk = max(1, CHUNK_BUDGET // (self.n_components + 2 * k)) if products else self._rows_per_chunk()
         parts = [torch.logsumexp(component_log_prob(chunk) + log_weights, -1)  # (R, C) -> (R,)
-                 for chunk in rows.split(self._rows_per_chunk())]
+                 for chunk in rows.split(rows_per_chunk)]
         return torch.cat(parts).reshape(value.shape[:-1])
 
-    def _component_log_prob(self) -> Callable[[Tensor], Tensor]:
-        """z (R, K) ↦ log p_c(z) (R, C). Diagonal Gaussian components in one fused expression,
-        log p_c(z) = -½ Σ_i ((z_i - μ_ci) / σ_ci)² - Σ_i log σ_ci - (K/2) log 2π (the (R, C, K) temporaries
-        of ``Normal.log_prob`` halved); any other family through its own ``log_prob`` on z expanded to (R, C, K)."""
+    def _component_log_prob(self, products: bool = False) -> Callable[[Tensor], Tensor]:
+        """z (R, K) ↦ log p_c(z) (R, C). Diagonal Gaussian components:
+        log p_c(z) = -½ Σ_i ((z_i - μ_ci) / σ_ci)² - Σ_i log σ_ci - (K/2) log 2π, the squared distances
+        by :func:`_squared_distances` with ``products`` (see ``_uses_products``) and in one fused (R, C, K)
+        expression otherwise
+        (the temporaries of ``Normal.log_prob`` halved); any other family through its own ``log_prob`` on z
+        expanded to (R, C, K)."""
         comp, c, k = self.component_distribution, self.n_components, self.latent_dim
         if isinstance(comp, DiagonalNormal) and len(comp.event_shape) == 1:
-            loc, inv_scale = comp.loc, comp.scale.reciprocal()                           # (C, K)
-            const = comp.scale.log().sum(-1) + 0.5 * k * math.log(2 * math.pi)           # (C,)
+            loc, scale = comp.loc, comp.scale                                            # (C, K)
+            const = scale.log().sum(-1) + 0.5 * k * math.log(2 * math.pi)                # (C,)
+            if products:
+                distances = _squared_distances(loc, scale)
+                return lambda z: -0.5 * distances(z).to(z.dtype) - const
+            inv_scale = scale.reciprocal()
             return lambda z: -0.5 * ((z.unsqueeze(-2) - loc) * inv_scale).square().sum(-1) - const
         return lambda z: comp.log_prob(z.unsqueeze(-2).expand(-1, c, k))
 

@@ -108,7 +108,7 @@ def fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, *,
         run_dir: str | Path | None = None, resume: bool = False, progress: bool = False,
         callbacks: Sequence[Callable[[EpochMetrics], Any]] | None = None,
         model_extra: dict[str, Any] | None = None, tensorboard_images: int = 1, train_y: Any = None,
-        val_y: Any = None) -> FitResult:
+        val_y: Any = None, tensorboard_steps: int = 20) -> FitResult:
     """Train ``model`` (a :class:`~vaekit.models.protocol.LatentModel`) on ``train_x``, validating on ``val_x``.
 
     ``train_x`` and ``val_x``: prepared examples (N, *data_shape) as a tensor, a numpy array, a
@@ -125,7 +125,8 @@ def fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, *,
     with :func:`vaekit.store.model_files.save_model` (``extra=model_extra``, which gets
     "preprocessing" and "train" entries if missing), a row is appended to the metrics files and
     the full state is saved to the checkpoint (:class:`vaekit.store.layout.RunLayout`); when
-    tensorboard is installed, per-step and per-epoch scalars, sample and reconstruction images every
+    tensorboard is installed, per-step scalars every ``tensorboard_steps`` steps (each point the mean
+    over its steps), per-epoch scalars, sample and reconstruction images every
     ``tensorboard_images`` epochs (0: none) and the hparams with the final metrics are written
     (:mod:`vaekit.training.tensorboard`). ``resume=True`` continues from the
     checkpoint (a finished run returns at once; no checkpoint yet means a fresh start). A
@@ -147,15 +148,15 @@ def fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, *,
     writer = run_dir is not None and distributed.rank() == 0
     with run_lock(run_dir) if writer and run_dir is not None else contextlib.nullcontext():
         return _fit(model, train_x, val_x, config, preprocessing, objective, run_dir, resume, progress,
-                    list(callbacks or ()), model_extra, tensorboard_images, (train_y, val_y))
+                    list(callbacks or ()), model_extra, (tensorboard_images, tensorboard_steps), (train_y, val_y))
 
 
 def _fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, preprocessing: Preprocessing | None,
          objective: Objective | None, run_dir: str | Path | None, resume: bool, progress: bool,
          callbacks: list[Callable[[EpochMetrics], Any]], model_extra: dict[str, Any] | None,
-         tensorboard_images: int = 1, labels: tuple[Any, Any] = (None, None)) -> FitResult:
+         tensorboard: tuple[int, int] = (1, 1), labels: tuple[Any, Any] = (None, None)) -> FitResult:
     run = _Run.start(model, train_x, val_x, config, preprocessing, objective, run_dir, resume, progress,
-                     callbacks, model_extra, tensorboard_images, labels)
+                     callbacks, model_extra, tensorboard, labels)
     if run.state.stopped_early or run.state.epoch >= config.epochs:
         return run.state.result()
     validate_args = torch.distributions.Distribution._validate_args
@@ -207,14 +208,13 @@ class _Run:
     def start(cls, model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig,
               preprocessing: Preprocessing | None, objective: Objective | None, run_dir: str | Path | None,
               resume: bool, progress: bool, callbacks: list[Callable[[EpochMetrics], Any]],
-              model_extra: dict[str, Any] | None, tensorboard_images: int = 1,
+              model_extra: dict[str, Any] | None, tensorboard: tuple[int, int] = (1, 1),
               labels: tuple[Any, Any] = (None, None)) -> _Run:
         """Check the arguments, read the data, build the optimizer and the step, and load the
-        checkpoint when resuming."""
+        checkpoint when resuming. ``tensorboard``: (images every N epochs, step scalars every N steps)."""
         if not isinstance(config, TrainConfig):
             raise ConfigError(f"config: expected a TrainConfig, got {type(config).__name__}")
-        if isinstance(tensorboard_images, bool) or not isinstance(tensorboard_images, int) or tensorboard_images < 0:
-            raise ConfigError(f"tensorboard_images: must be an integer >= 0, got {tensorboard_images!r}")
+        tensorboard_images, tensorboard_steps = TensorBoardLog.check_counts(*tensorboard)
         objective = config.build_objective() if objective is None else objective
         if not isinstance(objective, Objective):
             raise ConfigError(f"objective: expected a vaekit Objective (e.g. vaekit.ELBO()), "
@@ -285,7 +285,8 @@ class _Run:
                   val_y=val_y)
         if not (state.stopped_early or state.epoch >= config.epochs):
             run.writer = TensorBoardLog.open(layout if writes else None, model=model, config=config,
-                                             val_x=val_eval, val_y=val_y, images_every=tensorboard_images)
+                                             val_x=val_eval, val_y=val_y, images_every=tensorboard_images,
+                                             steps_every=tensorboard_steps)
             if progress and rank == 0:
                 from tqdm.auto import tqdm
 
@@ -348,7 +349,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, EpochTotals, float, floa
             beta = kl_beta(config, state.step, steps)
             run.stepper.step(local, beta, totals, functools.partial(committed, b))
             if run.writer is not None:
-                run.writer.after_step(state.step, beta, lr_used, totals)
+                run.writer.after_step(state.step, beta, lr_used, totals, last=b + 1 == steps)
             if run.bar is not None:
                 run.bar.update(1)
             if (b + 1) % _SYNC_EVERY == 0 or b + 1 == steps:

@@ -3,12 +3,16 @@ installed; rank 0 only).
 
 Tags (the x axis is the global step t = 1..T for ``step/``, the epoch for the others):
 
-* ``step/loss``, ``step/elbo``, ``step/kl``, ``step/reconstruction``: the means over one step's
-  examples, Σ_b v_b / B for that step's batch (its part on rank 0 under torchrun); a skipped step
-  (non-finite loss or gradient) writes nothing. The mean of an epoch's ``step/loss`` weighted by
-  the batch sizes is that epoch's ``epoch/train_loss``. ``step/beta`` and ``step/lr``: the step's
-  KL weight and learning rate. Values are collected on the device and written at the loop's
-  host synchronisations (every 20 steps), so they cost no extra synchronisation.
+* ``step/loss``, ``step/elbo``, ``step/kl``, ``step/reconstruction``: one point every ``steps_every``
+  global steps t (t = N, 2N, …; and at each epoch's last step), the mean over the examples of the
+  steps since the epoch's previous point, Σ v / (examples counted) (rank 0's part of each batch under
+  torchrun); with N = 1, the mean over each step's batch. Skipped steps (non-finite loss or gradient)
+  count nothing, and a point whose steps were all skipped writes none of these four. The mean of an
+  epoch's ``step/loss`` weighted by the examples each point covers is that epoch's
+  ``epoch/train_loss``. ``step/beta`` and ``step/lr``: the KL weight and learning rate of the point's
+  last step. Values are collected on the device and written at the loop's host synchronisations
+  (every 20 steps), so they cost no extra synchronisation; N > 1 keeps the event file small (a
+  long run at N = 1 writes six scalars for each of its hundreds of thousands of steps).
 * ``epoch/<field>``: every numeric field of :class:`~vaekit.training.state.EpochMetrics`.
 * ``images/samples``: E[x|z] for :data:`N_SAMPLES` draws z ~ p(z), the same draws every time (the
   first draws of ``torch.manual_seed(seed)``, ``seed`` the training seed), so that the images show
@@ -37,6 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vaekit.errors import ConfigError
 from vaekit.store.layout import RunLayout
 from vaekit.training.state import EpochMetrics, EpochTotals, FitResult
 
@@ -100,8 +105,9 @@ class TensorBoardLog:
     tensorboard; then ``fit`` writes nothing there."""
 
     def __init__(self, writer: Any, *, val_x: Tensor, seed: int, images_every: int, hparams: dict[str, Any],
-                 val_y: Tensor | None = None):
+                 val_y: Tensor | None = None, steps_every: int = 1):
         self.writer = writer
+        self.steps_every = steps_every
         self.val_x = val_x[:N_RECONSTRUCTIONS]
         self.val_y = None if val_y is None else val_y[:N_RECONSTRUCTIONS]
         self.seed = seed
@@ -110,12 +116,20 @@ class TensorBoardLog:
         self._baseline: Tensor | None = None
         self._pending: list[tuple[int, float, float, Tensor]] = []
 
+    @staticmethod
+    def check_counts(images_every: Any, steps_every: Any) -> tuple[int, int]:
+        """``fit``'s ``tensorboard_images`` (an integer >= 0) and ``tensorboard_steps`` (>= 1), checked."""
+        for name, value, least in (("tensorboard_images", images_every, 0), ("tensorboard_steps", steps_every, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"{name}: must be an integer >= {least}, got {value!r}")
+        return images_every, steps_every
+
     @classmethod
     def open(cls, layout: RunLayout | None, *, model: nn.Module, config: Any, val_x: Tensor,
-             images_every: int, val_y: Tensor | None = None) -> TensorBoardLog | None:
+             images_every: int, val_y: Tensor | None = None, steps_every: int = 1) -> TensorBoardLog | None:
         """The log of a run written to ``layout`` (None: no run directory, or not rank 0), or None.
         ``config`` is the :class:`~vaekit.training.TrainConfig`; ``images_every`` the epochs between
-        image summaries (0: none)."""
+        image summaries (0: none); ``steps_every`` the global steps between points of the per-step scalars."""
         writer = _summary_writer(layout) if layout is not None else None
         if writer is None:
             return None
@@ -123,7 +137,8 @@ class TensorBoardLog:
         to_dict = getattr(getattr(model, "config", None), "to_dict", None)   # a VAEConfig, when the model has one
         if callable(to_dict):
             hparams.update(flat_params(to_dict(), "model."))
-        return cls(writer, val_x=val_x, seed=config.seed, images_every=images_every, hparams=hparams, val_y=val_y)
+        return cls(writer, val_x=val_x, seed=config.seed, images_every=images_every, hparams=hparams, val_y=val_y,
+                   steps_every=steps_every)
 
     # ----------------------------------------------------------------- per step
 
@@ -136,19 +151,21 @@ class TensorBoardLog:
         self.flush_steps()
         self._baseline = self._snapshot(totals)
 
-    def after_step(self, step: int, beta: float, lr: float, totals: EpochTotals) -> None:
-        """Record global step ``step`` (counted from 1) from the totals it left; nothing is copied to the host."""
-        self._pending.append((step, beta, lr, self._snapshot(totals)))
+    def after_step(self, step: int, beta: float, lr: float, totals: EpochTotals, *, last: bool = False) -> None:
+        """Note global step ``step`` (counted from 1) with the totals it left, a point when ``step`` is a multiple
+        of ``steps_every`` or the epoch's ``last`` step; nothing is copied to the host."""
+        if last or step % self.steps_every == 0:
+            self._pending.append((step, beta, lr, self._snapshot(totals)))
 
     def flush_steps(self) -> None:
-        """Write the recorded steps (one host copy for all of them)."""
+        """Write the recorded points (one host copy for all of them)."""
         if not self._pending or self._baseline is None:
             self._pending.clear()
             return
         snaps = torch.stack([self._baseline, *(s for *_, s in self._pending)]).cpu().double()
-        diffs = snaps[1:] - snaps[:-1]                                       # (n, 5): one step's sums, count
+        diffs = snaps[1:] - snaps[:-1]                                       # (n, 5): one point's sums, count
         for (step, beta, lr, _), d in zip(self._pending, diffs.tolist(), strict=True):
-            if d[4] > 0:                                                     # a skipped step counted nothing
+            if d[4] > 0:                                                     # skipped steps counted nothing
                 for tag, total in zip(STEP_TAGS, d[:4], strict=True):
                     self.writer.add_scalar(tag, total / d[4], step)
             self.writer.add_scalar("step/beta", beta, step)
