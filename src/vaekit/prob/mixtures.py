@@ -128,10 +128,9 @@ class Mixture(MixtureSameFamily):
     def _component_log_prob(self, products: bool = False) -> Callable[[Tensor], Tensor]:
         """z (R, K) ↦ log p_c(z) (R, C). Diagonal Gaussian components:
         log p_c(z) = -½ Σ_i ((z_i - μ_ci) / σ_ci)² - Σ_i log σ_ci - (K/2) log 2π, the squared distances
-        by :func:`_squared_distances` with ``products`` (see ``_uses_products``) and in one fused (R, C, K)
-        expression otherwise
-        (the temporaries of ``Normal.log_prob`` halved); any other family through its own ``log_prob`` on z
-        expanded to (R, C, K)."""
+        by :func:`_squared_distances` with ``products`` (see ``_uses_products``), otherwise in one fused
+        (R, C, K) expression (the temporaries of ``Normal.log_prob`` halved); any other family through its
+        own ``log_prob`` on z expanded to (R, C, K)."""
         comp, c, k = self.component_distribution, self.n_components, self.latent_dim
         if isinstance(comp, DiagonalNormal) and len(comp.event_shape) == 1:
             loc, scale = comp.loc, comp.scale                                            # (C, K)
