@@ -151,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                                 *(argv if argv is not None else sys.argv[1:])]),
            "arms": ARMS, "images": args.images, "samples": args.samples, "threads": args.threads,
            "model": args.model or "fresh", "rounds": rounds, "summary": summary}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2, allow_nan=False) + "\n")
-    print(f"raw results: {args.out}")
+    from bench_common import write_results
+
+    print(f"raw results: {write_results(args.out, out)}")
     return 0
 
 
