@@ -12,17 +12,15 @@ summation order differs, so results agree to float32 rounding, not bit for bit.
 * float32 inputs: the product in float32 on oneDNN, forward and backward;
 * float32 inputs inside :func:`bfloat16_products` (how ``--precision bf16`` trains on the CPU) or
   ``torch.autocast("cpu", dtype=torch.bfloat16)``: x and W rounded to bfloat16, the product
-  computed by oneDNN's bf16 kernels (float32 accumulation, the result rounded to bfloat16), y
-  returned in float32 (the master weights and every other operation stay float32); the backward
-  rounds the incoming gradient to bfloat16 the same way and returns float32 gradients. Unlike
-  autocast, :func:`bfloat16_products` changes nothing but these products, so the rest of the step
-  pays no casts;
+  accumulated in float32 by oneDNN's bf16 kernels, y returned in float32 (the master weights and
+  every other operation stay float32); the backward rounds the incoming gradient to bfloat16 the
+  same way. Unlike autocast, :func:`bfloat16_products` changes nothing but these products, so the
+  rest of the step pays no casts;
 * bfloat16 inputs: the product in bfloat16 on oneDNN.
 
-``activation="tanh"`` or ``"relu"`` applies the activation inside oneDNN's kernel (on oneDNN's
-paths for float32 inputs; after the product for bfloat16 inputs and on PyTorch's path): y = σ(x Wᵀ + b)
-in one pass over the output, the backward using σ'(·) from y (1 - y², or y > 0).
-:class:`vaekit.models.networks.MLP` fuses its layers so.
+``activation="tanh"`` or ``"relu"`` applies the activation inside oneDNN's kernel (a float32
+product only; otherwise after it): y = σ(x Wᵀ + b) in one pass over the output, the backward
+using σ'(·) from y (1 - y², or y > 0). :class:`vaekit.models.networks.MLP` fuses its layers so.
 
 Everything else (float64, float16, other devices, empty tensors, PyTorch builds without oneDNN)
 goes to ``torch.nn.functional.linear`` unchanged. ``VAEKIT_CPU_MATMUL=torch`` in the environment,
@@ -148,44 +146,6 @@ class _OneDNNLinear(torch.autograd.Function):
         return gx, gw, gb, None
 
 
-class _OneDNNBFloat16Linear(torch.autograd.Function):
-    """y = σ(x Wᵀ + b) for 2-D float32 x and W with bfloat16 products on oneDNN: x, W and b rounded
-    to bfloat16 once (contiguous casts, which run at memory speed), σ fused into the product's
-    kernel, y returned in float32. Backward: the incoming gradient g (float32) through σ' in float32,
-    then rounded to bfloat16; input gradient g W and weight gradient gᵀ x as bf16 products of the
-    saved bf16 operands, each returned in float32; bias gradient Σ g in float32.
-
-    ``F.linear`` on bf16 casts of the operands computes the same products, but its autograd copies
-    the transposed weight and weight gradient between dtypes, strided copies that cost more than the
-    products at a VAE's sizes."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | None) -> Tensor:
-        with torch.autocast("cpu", enabled=False):
-            xb = x.to(torch.bfloat16)
-            wb = weight.contiguous().to(torch.bfloat16)
-            bb = None if bias is None else bias.to(torch.bfloat16)
-            y = _mm(xb, wb, bb, activation or "none").float()
-        ctx.save_for_backward(xb, wb, y if activation else None)
-        ctx.has_bias = bias is not None
-        ctx.activation = activation
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
-        xb, wb, y = ctx.saved_tensors
-        with torch.autocast("cpu", enabled=False):
-            if ctx.activation == "tanh":
-                grad = torch.ops.aten.tanh_backward(grad, y)
-            elif ctx.activation == "relu":
-                grad = torch.ops.aten.threshold_backward(grad, y, 0)
-            gb = grad.to(torch.bfloat16)
-            gx = torch.mm(gb, wb).float() if ctx.needs_input_grad[0] else None          # g W
-            gw = torch.mm(gb.t(), xb).float() if ctx.needs_input_grad[1] else None      # gᵀ x
-            gbias = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return gx, gw, gbias, None
-
-
 def _compute_dtype(x: Tensor, weight: Tensor) -> torch.dtype | None:
     """The dtype oneDNN should compute x Wᵀ in, or None to leave the product to PyTorch."""
     if (_choice != "onednn" or _OP is None or x.device.type != "cpu" or weight.device.type != "cpu"
@@ -211,15 +171,14 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: st
                           f"choose one of {sorted(FUSED_ACTIVATIONS)}")
     dtype = _compute_dtype(x, weight)
     if dtype is None or x.shape[-1] != weight.shape[-1]:
-        y = F.linear(x, weight, None if bias is None else bias.to(x.dtype))
-        return y if activation is None else _ACTIVATION_FUNCTIONS[activation](y)
-    if dtype == torch.bfloat16 and x.dtype == torch.bfloat16:
-        # aten's bfloat16 products already run on oneDNN, backward included (no custom function)
         y = F.linear(x, weight, bias)
         return y if activation is None else _ACTIVATION_FUNCTIONS[activation](y)
-    function = _OneDNNBFloat16Linear if dtype == torch.bfloat16 else _OneDNNLinear
+    if dtype == torch.bfloat16:
+        # aten's bfloat16 products already run on oneDNN, backward included (no custom function)
+        y = F.linear(x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)).to(x.dtype)
+        return y if activation is None else _ACTIVATION_FUNCTIONS[activation](y)
     lead = x.shape[:-1]
-    y = function.apply(x.reshape(-1, x.shape[-1]).contiguous(), weight.contiguous(), bias, activation)
+    y = _OneDNNLinear.apply(x.reshape(-1, x.shape[-1]).contiguous(), weight.contiguous(), bias, activation)
     return y.reshape(*lead, weight.shape[0])
 
 
