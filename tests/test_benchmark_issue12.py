@@ -48,6 +48,24 @@ def test_bf16_training_smoke(tmp_path):
 
 @pytest.mark.slow
 @needs_mnist
+def test_step_phases_smoke(tmp_path):
+    """The phases are measured and add up: forward, backward, the check, Adam and the rest make the step."""
+    out = tmp_path / "phases.json"
+    proc = _run(BENCH / "step_phases.py", "--threads", "1", "--epochs", "1", "--models", "examples", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert _finite(doc)
+    ms = doc["models"]["examples"]["ms_per_step"]
+    assert all(ms[k] > 0 for k in ("batch", "forward", "forward_linear", "forward_log_px", "backward", "finite_check",
+                                   "adam", "step_total"))
+    assert ms["forward_linear"] + ms["forward_log_px"] < ms["forward"] < ms["step_total"]
+    parts = ms["forward"] + ms["backward"] + ms["finite_check"] + ms["adam"] + ms["step_other"]
+    assert abs(parts - ms["step_total"]) < 1e-9 and ms["step_other"] > 0
+    assert doc["models"]["examples"]["steps"] == 200
+
+
+@pytest.mark.slow
+@needs_mnist
 def test_mixture_prior_smoke(tmp_path):
     """Both paths run and agree with float64 to float32 rounding; one model evaluated on both paths."""
     out = tmp_path / "mixture.json"
