@@ -154,7 +154,7 @@ def fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, *,
 def _fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, preprocessing: Preprocessing | None,
          objective: Objective | None, run_dir: str | Path | None, resume: bool, progress: bool,
          callbacks: list[Callable[[EpochMetrics], Any]], model_extra: dict[str, Any] | None,
-         tensorboard: tuple[int, int] = (1, 1), labels: tuple[Any, Any] = (None, None)) -> FitResult:
+         tensorboard: tuple[int, int] = (1, 20), labels: tuple[Any, Any] = (None, None)) -> FitResult:
     run = _Run.start(model, train_x, val_x, config, preprocessing, objective, run_dir, resume, progress,
                      callbacks, model_extra, tensorboard, labels)
     if run.state.stopped_early or run.state.epoch >= config.epochs:
@@ -208,7 +208,7 @@ class _Run:
     def start(cls, model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig,
               preprocessing: Preprocessing | None, objective: Objective | None, run_dir: str | Path | None,
               resume: bool, progress: bool, callbacks: list[Callable[[EpochMetrics], Any]],
-              model_extra: dict[str, Any] | None, tensorboard: tuple[int, int] = (1, 1),
+              model_extra: dict[str, Any] | None, tensorboard: tuple[int, int] = (1, 20),
               labels: tuple[Any, Any] = (None, None)) -> _Run:
         """Check the arguments, read the data, build the optimizer and the step, and load the
         checkpoint when resuming. ``tensorboard``: (images every N epochs, step scalars every N steps)."""
