@@ -1,7 +1,6 @@
 """Where a training step's time goes: wall-clock milliseconds per step of each phase of ``vaekit.fit``.
 
     python benchmarks/step_phases.py [--threads 2] [--epochs 4] [--precision bf16] [--models examples,iwae]
-                                     [--batches both]
 
 A diagnosis, not a speed figure: the models of ``benchmarks/bf16_training.py`` (``examples``: 784-400-20
 ReLU, ``iwae``: 784-200-200-50 tanh; Bernoulli decoders, batch 128, Adam 1e-3) train ``--epochs`` epochs on
@@ -10,10 +9,7 @@ the first 25,600 MNIST training images (200 steps per epoch) with ``vaekit.fit``
 accumulates the seconds spent in
 
 * ``batch``: ``BatchPlan.batch`` -- gathering the rows, the binarisation's uniforms, the reparameterisation's
-  normal draws (in the worker thread of :class:`vaekit.training.batches.Prefetcher` when batches are drawn
-  in the background, overlapping the step);
-* ``batch_wait``: what the training loop waits for its next batch (``Prefetcher.steps``): the whole
-  ``batch`` when drawn in the foreground, only what the step did not hide in the background;
+  normal draws;
 * ``forward``: ``vaekit.training.step.batch_loss`` -- model and objective, of which
   ``forward_linear`` is every linear layer's forward (``vaekit.ops.linear.linear``, bf16 products inside
   ``bfloat16_products``) and ``forward_log_px`` the decoder's log-density ``log p(x|z)``;
@@ -24,11 +20,8 @@ accumulates the seconds spent in
 
 Every phase is per training step, averaged over all epochs' steps (the first epoch included), next to the
 GEMM time the same step would take at ``torch.mm``'s speed on its shapes in the step's precision
-(``bench_common.training_gemms``; bf16 operands for ``--precision bf16``); ``step_and_batch`` =
-``step_total`` + ``batch_wait``. ``--batches both`` (the default) measures every model twice, one after the
-other, with its batches drawn in the ``foreground`` (``VAEKIT_BACKGROUND_BATCHES=0``) and in the
-``background`` (fit's default on the CPU), and reports each one's examples/s over its epochs after the
-first. Raw JSON: ``benchmarks/results/step_phases.json``.
+(``bench_common.training_gemms``; bf16 operands for ``--precision bf16``). Raw JSON:
+``benchmarks/results/step_phases.json``.
 """
 
 from __future__ import annotations
@@ -36,7 +29,6 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
-import os
 import sys
 import time
 from pathlib import Path
@@ -58,8 +50,6 @@ from vaekit.training import TrainConfig, batches, fit, step  # noqa: E402
 
 BATCH = 128
 SUBSET = 25_600
-BACKGROUND_ENV = "VAEKIT_BACKGROUND_BATCHES"
-MODES = {"foreground": False, "background": True}
 
 
 class PhaseClock:
@@ -83,39 +73,17 @@ class PhaseClock:
         self._undo.append((owner, name, owner.__dict__[name] if isinstance(owner, type) else original))
         setattr(owner, name, timed)
 
-    def wrap_iterator(self, owner: type, name: str, phase: str) -> None:
-        """Like :meth:`wrap` for a method that returns an iterator: times each of its items' production."""
-        original = getattr(owner, name)
-
-        @functools.wraps(original)
-        def timed(*args, **kwargs):
-            items = original(*args, **kwargs)
-            while True:
-                start = time.perf_counter()
-                try:
-                    item = next(items)
-                except StopIteration:
-                    return
-                finally:
-                    self.seconds[phase] += time.perf_counter() - start
-                yield item
-
-        self._undo.append((owner, name, owner.__dict__[name]))
-        setattr(owner, name, timed)
-
     def close(self) -> None:
         for owner, name, original in reversed(self._undo):
             setattr(owner, name, original)
         self._undo.clear()
 
 
-def phases_of(name: str, x: torch.Tensor, x_val: torch.Tensor, prep, epochs: int, precision: str,
-              background: bool) -> dict:
+def phases_of(name: str, x: torch.Tensor, x_val: torch.Tensor, prep, epochs: int, precision: str) -> dict:
     torch.manual_seed(0)
     model = build_vae(config_of(MODELS[name]))
     clock = PhaseClock()
     clock.wrap(batches.BatchPlan, "batch", "batch")
-    clock.wrap_iterator(batches.Prefetcher, "steps", "batch_wait")
     clock.wrap(step.Stepper, "step", "step_total")
     clock.wrap(step.Stepper, "_finite", "finite_check")
     clock.wrap(step, "batch_loss", "forward")
@@ -124,25 +92,16 @@ def phases_of(name: str, x: torch.Tensor, x_val: torch.Tensor, prep, epochs: int
     clock.wrap(torch.Tensor, "backward", "backward")
     clock.wrap(torch.optim.Adam, "step", "adam")
     clock.wrap(torch.distributions.Bernoulli, "log_prob", "forward_log_px")
-    previous = os.environ.get(BACKGROUND_ENV)
-    os.environ[BACKGROUND_ENV] = "1" if background else "0"
     try:
         config = TrainConfig(epochs=epochs, batch_size=BATCH, lr=1e-3, seed=0, device="cpu", precision=precision)
         result = fit(model, x, x_val, config, preprocessing=prep)
     finally:
         clock.close()
-        if previous is None:
-            del os.environ[BACKGROUND_ENV]
-        else:
-            os.environ[BACKGROUND_ENV] = previous
     steps = epochs * (x.shape[0] // BATCH)
     ms = {k: 1e3 * v / steps for k, v in clock.seconds.items()}
     ms["step_other"] = ms["step_total"] - ms["forward"] - ms["backward"] - ms["finite_check"] - ms["adam"]
-    ms["step_and_batch"] = ms["step_total"] + ms["batch_wait"]
-    seconds = [m.seconds for m in result.history]
-    timed = seconds[1:] or seconds
-    return {"ms_per_step": ms, "epoch_seconds": seconds, "steps": steps,
-            "examples_per_second": x.shape[0] * len(timed) / sum(timed)}
+    ms["step_and_batch"] = ms["step_total"] + ms["batch"]
+    return {"ms_per_step": ms, "epoch_seconds": [m.seconds for m in result.history], "steps": steps}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,8 +110,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     p.add_argument("--models", default="examples,iwae", help="comma-separated: examples, iwae")
-    p.add_argument("--batches", default="both", choices=["both", *MODES],
-                   help="draw the batches in the foreground, in the background, or both in turn (default)")
     p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "mnist"))
     p.add_argument("--out", default=str(HERE / "results" / "step_phases.json"))
     args = p.parse_args(argv)
@@ -172,20 +129,17 @@ def main(argv: list[str] | None = None) -> int:
         gemms = training_gemms(layers_of(MODELS[name]), BATCH)
         kind = "torch_bf16" if args.precision == "bf16" else "onednn_fp32"
         gemm_ms = 1e3 * gemm_flops(gemms) / roofline(gemms, kind)
-        modes = list(MODES) if args.batches == "both" else [args.batches]
-        runs = {mode: phases_of(name, x, x_val, prep, args.epochs, args.precision, MODES[mode]) for mode in modes}
-        results[name] = {"gemm_ms_at_roofline": gemm_ms, "roofline_kind": kind, **runs}
-        print(f"\n[{name}] ms per step ({runs[modes[0]]['steps']} steps); the step's GEMMs at the {kind} "
-              f"roofline: {gemm_ms:.3f} ms", flush=True)
-        print(f"  {'batches':16s} " + " ".join(f"{mode:>11s}" for mode in modes), flush=True)
-        for phase in runs[modes[0]]["ms_per_step"]:
-            print(f"  {phase:16s} " + " ".join(f"{runs[m]['ms_per_step'][phase]:11.3f}" for m in modes), flush=True)
-        print(f"  {'examples/s':16s} " + " ".join(f"{runs[m]['examples_per_second']:11.0f}" for m in modes),
-              flush=True)
+        r = phases_of(name, x, x_val, prep, args.epochs, args.precision)
+        r["gemm_ms_at_roofline"] = gemm_ms
+        r["roofline_kind"] = kind
+        results[name] = r
+        print(f"\n[{name}] ms per step ({r['steps']} steps); the step's GEMMs at the {kind} roofline: "
+              f"{gemm_ms:.3f} ms", flush=True)
+        for phase, value in r["ms_per_step"].items():
+            print(f"  {phase:16s} {value:7.3f}", flush=True)
     out = {**machine_info(), "command": " ".join(["python", "benchmarks/step_phases.py",
                                                    *(argv if argv is not None else sys.argv[1:])]),
-           "precision": args.precision, "epochs": args.epochs, "batch_size": BATCH, "batches": args.batches,
-           "models": results}
+           "precision": args.precision, "epochs": args.epochs, "batch_size": BATCH, "models": results}
     print(f"raw results: {write_results(args.out, out)}")
     return 0
 

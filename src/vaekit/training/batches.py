@@ -20,28 +20,20 @@ keeps DDP's collective calls in step.
 
 A conditional model's labels (N,) are held on the device beside the examples and gathered by the same
 positions, so that every example keeps its label on any number of ranks.
-
-:class:`Prefetcher` draws step b+1's batch in a worker thread while step b runs (on the CPU): the same
-draws from the same generator in the same order, so training is the same bit for bit; only the batch's
-time is hidden behind the step's.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from vaekit.data import Preprocessing
-from vaekit.errors import ConfigError
 from vaekit.training.distributed import shard
 
-__all__ = ["LocalBatch", "BatchPlan", "Prefetcher", "background_batches"]
+__all__ = ["LocalBatch", "BatchPlan"]
 
 
 @dataclass(frozen=True)
@@ -115,72 +107,3 @@ class BatchPlan:
             samples, shape, dtype = self.latent
             eps = torch.randn((samples, size, *shape), generator=generator, device=self.device, dtype=dtype)[:, lo:hi]
         return LocalBatch(x, eps, weight, size, y)
-
-
-def background_batches(device: torch.device) -> bool:
-    """Whether :class:`Prefetcher` draws batches in a worker thread: on the CPU, unless the environment
-    sets ``VAEKIT_BACKGROUND_BATCHES=0`` (``1``, the default, or ``0``). On a GPU the step's kernels run
-    asynchronously already, and a batch is drawn as its step begins."""
-    value = os.environ.get("VAEKIT_BACKGROUND_BATCHES", "1").strip() or "1"
-    if value not in ("0", "1"):
-        raise ConfigError(f"VAEKIT_BACKGROUND_BATCHES: expected 0 or 1, got {value!r}")
-    return value == "1" and device.type == "cpu"
-
-
-class Prefetcher:
-    """The batches of steps ``first`` .. ``last - 1`` of one epoch of ``plan``, drawn from ``generator``.
-
-    ``background=True``: a worker thread draws batch b+1 (gathers its rows, draws the augmentation's
-    uniforms and the ε) while the caller runs step b. The generator serves the same batches in the same
-    order as when every batch is drawn as its step begins, and nothing else uses it meanwhile (a step's own
-    draws come from torch's global RNG), so the batches are identical; on the CPU this hides the batch's
-    time (the uniforms come from a serial generator) behind the step's, which leaves a core idle in
-    its smaller operations. ``background=False`` draws each batch when it is asked for.
-
-    :meth:`steps` yields (b, batch, state): ``state`` (with ``states=True``, else None) is the generator's
-    state after batch b's draws, i.e. where batch b+1's begin: what a checkpoint taken after step b
-    must hold. It is taken before batch b+1 is drawn, so it is never read while the worker draws.
-    An error in the worker (a streamed file that fails to read) is raised where its batch is asked for.
-    Use as a context manager: leaving it waits for the worker's draw in flight and stops the thread.
-    """
-
-    def __init__(self, plan: BatchPlan, generator: torch.Generator, *, background: bool, states: bool = False):
-        self.plan, self.generator, self.states = plan, generator, states
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="vaekit-batches") if background else None
-        self._pending: Future[LocalBatch] | None = None
-
-    def __enter__(self) -> Prefetcher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _draw(self, step: int) -> Future[LocalBatch]:
-        assert self._pool is not None
-        return self._pool.submit(self.plan.batch, step, self.generator)
-
-    def steps(self, first: int, last: int) -> Iterator[tuple[int, LocalBatch, Tensor | None]]:
-        """(b, batch b, the generator's state after its draws) for b = first .. last - 1."""
-        if first >= last:
-            return
-        if self._pool is not None:
-            self._pending = self._draw(first)
-        for b in range(first, last):
-            if self._pending is not None:
-                pending, self._pending = self._pending, None
-                local = pending.result()
-            else:
-                local = self.plan.batch(b, self.generator)
-            state = self.generator.get_state() if self.states else None
-            if self._pool is not None and b + 1 < last:
-                self._pending = self._draw(b + 1)
-            yield b, local, state
-
-    def close(self) -> None:
-        """Wait for the draw in flight (its batch unused, its error dropped) and stop the worker."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.exception()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None

@@ -62,7 +62,7 @@ from vaekit.store.layout import RunLayout
 from vaekit.store.lock import run_lock
 from vaekit.store.metrics import append_metrics, rewrite_metrics
 from vaekit.training import distributed, step
-from vaekit.training.batches import BatchPlan, Prefetcher, background_batches
+from vaekit.training.batches import BatchPlan
 from vaekit.training.config import TrainConfig, check_resumable, kl_beta, lr_factor
 from vaekit.training.guards import (
     ABSURD_NATS_PER_DIM,
@@ -336,30 +336,30 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, EpochTotals, float, floa
     if run.writer is not None:
         run.writer.begin_epoch(totals)
 
-    def committed(b: int, augment_state: Tensor | None, lr: float) -> None:
+    def committed(b: int, lr: float) -> None:
         nonlocal done, snap, lr_used
         state.step += 1
         done, lr_used = b + 1, lr
         if snap:
-            snap = rng_snapshot(aug_gen, device, augment_state)
+            snap = rng_snapshot(aug_gen, device)
 
     try:
-        with Prefetcher(run.plan, aug_gen, background=background_batches(device), states=bool(snap)) as prefetch:
-            for b, local, augment_state in prefetch.steps(done, steps):
-                beta = kl_beta(config, state.step, steps)
-                run.stepper.step(local, beta, totals, functools.partial(committed, b, augment_state))
+        for b in range(done, steps):
+            local = run.plan.batch(b, aug_gen)
+            beta = kl_beta(config, state.step, steps)
+            run.stepper.step(local, beta, totals, functools.partial(committed, b))
+            if run.writer is not None:
+                run.writer.after_step(state.step, beta, lr_used, totals, last=b + 1 == steps)
+            if run.bar is not None:
+                run.bar.update(1)
+            if (b + 1) % _SYNC_EVERY == 0 or b + 1 == steps:
+                check_divergence(totals, epoch, config)
                 if run.writer is not None:
-                    run.writer.after_step(state.step, beta, lr_used, totals, last=b + 1 == steps)
+                    run.writer.flush_steps()
                 if run.bar is not None:
-                    run.bar.update(1)
-                if (b + 1) % _SYNC_EVERY == 0 or b + 1 == steps:
-                    check_divergence(totals, epoch, config)
-                    if run.writer is not None:
-                        run.writer.flush_steps()
-                    if run.bar is not None:
-                        loss_m, elbo_m, kl_m, _ = (totals.sums / totals.counted.clamp_min(1)).tolist()
-                        run.bar.set_postfix(epoch=epoch, loss=f"{loss_m:.4g}", elbo=f"{elbo_m:.4g}",
-                                            kl=f"{kl_m:.4g}", refresh=False)
+                    loss_m, elbo_m, kl_m, _ = (totals.sums / totals.counted.clamp_min(1)).tolist()
+                    run.bar.set_postfix(epoch=epoch, loss=f"{loss_m:.4g}", elbo=f"{elbo_m:.4g}", kl=f"{kl_m:.4g}",
+                                        refresh=False)
     except KeyboardInterrupt:               # Ctrl-C, SIGTERM, SIGHUP (TrainingInterrupted)
         if run.writes and run.world == 1:
             with deferred_interrupt():

@@ -161,12 +161,9 @@ def seed_global(device: torch.device, seed: int) -> None:
             torch.cuda.manual_seed(seed)
 
 
-def rng_snapshot(aug_gen: torch.Generator, device: torch.device,
-                 augment_state: Tensor | None = None) -> dict[str, Tensor]:
-    """The states of the augmentation generator (``augment_state`` if given: taken earlier, while the
-    generator was idle) and of torch's global RNG (CPU, and the CUDA device)."""
-    snap = {"augment_rng": aug_gen.get_state() if augment_state is None else augment_state,
-            "torch_rng": torch.get_rng_state()}
+def rng_snapshot(aug_gen: torch.Generator, device: torch.device) -> dict[str, Tensor]:
+    """The states of the augmentation generator and of torch's global RNG (CPU, and the CUDA device)."""
+    snap = {"augment_rng": aug_gen.get_state(), "torch_rng": torch.get_rng_state()}
     if device.type == "cuda":
         snap["cuda_rng"] = torch.cuda.get_rng_state(device)
     return snap
