@@ -11,11 +11,12 @@ summation order differs, so results agree to float32 rounding, not bit for bit.
 
 * float32 inputs: the product in float32 on oneDNN, forward and backward;
 * float32 inputs inside :func:`bfloat16_products` (how ``--precision bf16`` trains on the CPU) or
-  ``torch.autocast("cpu", dtype=torch.bfloat16)``: x and W rounded to bfloat16, the product
-  accumulated in float32 by oneDNN's bf16 kernels, y returned in float32 (the master weights and
-  every other operation stay float32); the backward rounds the incoming gradient to bfloat16 the
-  same way. Unlike autocast, :func:`bfloat16_products` changes nothing but these products, so the
-  rest of the step pays no casts;
+  ``torch.autocast("cpu", dtype=torch.bfloat16)``: x, W and b rounded to bfloat16, the product
+  accumulated in float32 by oneDNN's bf16 kernels and rounded once to bfloat16, y returned in
+  float32 (the master weights and every other operation stay float32); the backward rounds the
+  incoming gradient to bfloat16 the same way and returns float32 gradients. Unlike autocast,
+  :func:`bfloat16_products` changes nothing but these products, so the rest of the step pays no
+  casts;
 * bfloat16 inputs: the product in bfloat16 on oneDNN.
 
 ``activation="tanh"`` or ``"relu"`` applies the activation inside oneDNN's kernel (a float32
