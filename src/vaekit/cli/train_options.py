@@ -356,7 +356,8 @@ def model_config(values: dict[str, Any], explicit: set[str], data_shape: tuple[i
     from vaekit.models.config import VAEConfig
 
     objective = values["objective"]
-    if objective in IMPORTANCE_WEIGHTED and values["decoder_variance"] == "optimal" and values["likelihood"] == "gaussian":
+    profiled = values["decoder_variance"] == "optimal" and values["likelihood"] == "gaussian"
+    if objective in IMPORTANCE_WEIGHTED and profiled:
         raise ConfigError(f"--decoder-variance optimal: c* = the mean squared error maximises the ELBO, not the "
                           f"{objective} bound; with --objective {objective} use learned, learned-per-dim or a number")
     try:
