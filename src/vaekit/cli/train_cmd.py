@@ -312,6 +312,14 @@ def _record_run(args: argparse.Namespace, layout: RunLayout, dataset: Any) -> No
                    sizes)
 
 
+def _objective_line(config: Any) -> str:
+    """What was trained, and whether it bounds log p(x) (the ELBO and log p(x) are reported either way)."""
+    bound = config.build_objective().bounds_log_likelihood(config.beta)
+    what = "a lower bound on log p(x)" if bound else "not a lower bound on log p(x)"
+    return (f"objective: {config.objective} (gradient {config.gradient}), {what}; the ELBO and log p(x) reported "
+            "are the model's own")
+
+
 def _finish(args: argparse.Namespace, values: dict[str, Any], layout: RunLayout, result: Any, dataset: Any,
             data_spec: Any, preprocessing: Any, train_config: Any, progress: bool,
             say: Callable[[str], None]) -> list[str]:
@@ -328,7 +336,7 @@ def _finish(args: argparse.Namespace, values: dict[str, Any], layout: RunLayout,
     stopped = ", stopped early" if result.stopped_early else ""
     units = " of the standardised data" if preprocessing.standardized else ""     # training metrics: model units
     summary = [f"best validation ELBO: {result.best_val_elbo:.4f} nats{units} (epoch {result.best_epoch} of "
-               f"{len(result.history)}{stopped})"]
+               f"{len(result.history)}{stopped})", _objective_line(train_config)]
     split, x_raw, labels = "test", dataset.test, dataset.test_labels
     if x_raw is None or len(x_raw) < 2:
         split, x_raw, labels = "val", dataset.val, dataset.val_labels

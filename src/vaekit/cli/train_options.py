@@ -386,7 +386,10 @@ def train_config(values: dict[str, Any]) -> TrainConfig:
 
     fields = {TRAIN_FIELD.get(o.name, o.name): values[o.name] for o in OPTIONS if o.group == "train"}
     fields["device"] = train_device(values["device"])
-    return TrainConfig(**fields)
+    try:
+        return TrainConfig(**fields)
+    except ConfigError as exc:
+        raise option_error(exc) from None
 
 
 def refuse_untrusted(arch: str, trust_code: bool) -> None:

@@ -252,6 +252,11 @@ class Objective:
         """The value to maximise per example, shape (B,): ``terms(model, x, beta=beta).objective``."""
         return self.terms(model, x, beta=beta).objective
 
+    def bounds_log_likelihood(self, beta: float = 1.0) -> bool:
+        """Whether the value maximised (at KL weight ``beta``) is a lower bound on log p(x) in expectation;
+        :attr:`ELBOTerms.lower_bound` of its terms."""
+        return True
+
 
 def weighted_draws(model: Any, x: Tensor, n_samples: int, *, gradient: str = "reparam", groups: int = 1,
                    eps: Tensor | None = None, reduce: Reduction | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -305,6 +310,10 @@ class ELBO(Objective):
         _options(cls.name, options, ())
         return cls(samples=samples, free_bits=free_bits, gradient=gradient)
 
+    def bounds_log_likelihood(self, beta: float = 1.0) -> bool:
+        """β >= 1 without free bits: E_q[log p(x|z)] - β KL <= ELBO <= log p(x)."""
+        return beta >= 1 and self.free_bits <= 0
+
     def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
               reduce: Reduction | None = None) -> ELBOTerms:
         if self.gradient == "reparam":
@@ -314,7 +323,7 @@ class ELBO(Objective):
         log_px, log_pz, log_q = weighted_draws(model, x, self.samples, gradient="stl", eps=eps, reduce=reduce)
         reconstruction, kl = log_px.mean(0), (log_q - log_pz).mean(0)
         return ELBOTerms(reconstruction - beta * kl, reconstruction - kl, reconstruction, kl, kl,
-                         lower_bound=beta >= 1)
+                         lower_bound=self.bounds_log_likelihood(beta))
 
 
 def _iw_terms(log_px: Tensor, log_pz: Tensor, log_q: Tensor, objective: Tensor, **kw: Any) -> ELBOTerms:
@@ -489,7 +498,11 @@ class VR(Objective):
         log_px, log_pz, log_q = weighted_draws(model, x, self.samples, eps=eps,
                                                reduce=_no_profiled_variance(self.name))
         return _iw_terms(log_px, log_pz, log_q, renyi_value(log_px + log_pz - log_q, self.alpha),
-                         lower_bound=self.alpha >= 0)
+                         lower_bound=self.bounds_log_likelihood(beta))
+
+    def bounds_log_likelihood(self, beta: float = 1.0) -> bool:
+        """α >= 0."""
+        return self.alpha >= 0
 
 
 @dataclass(frozen=True)
@@ -518,7 +531,7 @@ class BTCVAE(Objective):
         if self.estimator == "mss" and (self.dataset_size is None or isinstance(self.dataset_size, bool)
                                         or not isinstance(self.dataset_size, int) or self.dataset_size < 2):
             raise ConfigError(f"dataset_size: estimator mss needs the number of training examples (an integer "
-                              f">= 2), got {self.dataset_size!r}")
+                              f">= 2, in objective_args), got {self.dataset_size!r}")
         if self.samples != 1:
             raise ConfigError(f"samples: objective btcvae uses one draw per example, got {self.samples!r}")
 
@@ -541,9 +554,12 @@ class BTCVAE(Objective):
         kl = parts.log_q_given_x - parts.log_p                                # = MI + TC + DKL, (B,)
         penalty = (self.alpha * parts.mutual_information + self.beta * parts.total_correlation
                    + self.gamma * parts.dimension_kl)
-        exact = self.alpha == self.beta == self.gamma == 1.0
         return ELBOTerms(reconstruction - penalty, reconstruction - kl, reconstruction, kl, penalty,
-                         lower_bound=exact)
+                         lower_bound=self.bounds_log_likelihood(beta))
+
+    def bounds_log_likelihood(self, beta: float = 1.0) -> bool:
+        """Only with unit weights (then it is the ELBO)."""
+        return self.alpha == self.beta == self.gamma == 1.0
 
 
 #: Objective names (the configuration's ``objective``) and their classes.
@@ -559,4 +575,10 @@ def make_objective(name: str, *, samples: int = 1, free_bits: float = 0.0, gradi
         raise ConfigError(f"objective: unknown {name!r}; choose one of {list(OBJECTIVES)}")
     if options is not None and not isinstance(options, Mapping):
         raise ConfigError(f"objective_args: expected a JSON object, got {type(options).__name__}")
-    return OBJECTIVES[name].from_options(samples=samples, free_bits=free_bits, gradient=gradient, options=options)
+    try:
+        return OBJECTIVES[name].from_options(samples=samples, free_bits=free_bits, gradient=gradient, options=options)
+    except ConfigError as exc:              # an error in one of ``options``: named as objective_args.KEY
+        key, sep, rest = str(exc).partition(": ")
+        if sep and options and key in options:
+            raise ConfigError(f"objective_args.{key}: {rest}") from None
+        raise
