@@ -14,6 +14,13 @@ The functions use only the model protocol (:class:`~vaekit.models.protocol.Laten
 objectives as objects with their options, which is what the trainer is handed
 (:data:`OBJECTIVES` maps the configuration's names to them). Only the training loop reduces over
 the batch.
+
+Beyond them (values from :mod:`vaekit.inference.bounds` and :mod:`vaekit.inference.total_correlation`):
+:class:`MIWAE` (M, K), :class:`PIWAE` (IWAE for the generative network, MIWAE for the inference network),
+:class:`CIWAE` (β), :class:`VR` (Rényi α) and :class:`BTCVAE` (β-TC-VAE). ``gradient`` chooses the
+encoder's gradient estimator: "reparam"; "stl" for the ELBO (Roeder et al. 2017); "dreg" for IWAE,
+MIWAE and PIWAE (Tucker et al. 2019). Each objective's terms say whether it bounds log p(x)
+(:attr:`ELBOTerms.lower_bound`) and carry the ELBO estimate beside it.
 """
 
 from __future__ import annotations
