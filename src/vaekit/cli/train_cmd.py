@@ -209,6 +209,7 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
         probe = options.model_config(values, explicit, (1, 1, 1),   # option errors before the data load (any
                                      2 if values["conditional"] else 0)   # arch takes 1×1×1; any C > 0)
         train_checks.check_free_bits(probe, values)
+        train_checks.check_objective_model(probe, values)
         label_options.check_label_options(values)
         options.check_test_data(values, explicit)
         data_spec = options.data_spec(values)
