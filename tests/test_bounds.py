@@ -138,3 +138,13 @@ def test_bad_combinations_are_refused(name, kwargs, message):
     with pytest.raises(ConfigError, match=None) as info:
         make_objective(name, **kwargs)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_piwae_is_refused_under_data_parallelism(monkeypatch):
+    from vaekit.training import TrainConfig, distributed, fit
+
+    _, model, x = near_posterior_problem(5)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    config = TrainConfig(epochs=1, batch_size=4, objective="piwae", samples=2, objective_args={"groups": 2})
+    with pytest.raises(ConfigError, match="objective piwae: trains its two parameter groups by two backward"):
+        fit(model, x, x, config, progress=False)
