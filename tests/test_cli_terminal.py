@@ -303,7 +303,9 @@ def test_a_runs_config_json_gives_its_options():
     assert values["precision"] == "fp32"                   # stored before "auto" became the default: kept
     config = options.model_config(values, explicit, tuple(stored["model"]["data_shape"]))
     assert config.to_dict() == VAEConfig.from_dict(stored["model"]).to_dict()
-    assert options.train_config(values).to_dict() == stored["extra"]["train"]
+    # (stored before --gradient and --objective-args existed: their defaults)
+    assert options.train_config(values).to_dict() == {"gradient": "reparam", "objective_args": None,
+                                                      **stored["extra"]["train"]}
     assert options.data_spec(values) == DataSpec.from_dict(stored["extra"]["data"])
     values, _ = _resolve("--config", str(source), "--epochs", "7", "--hidden", "8")    # the command line wins
     assert values["epochs"] == 7 and values["hidden"] == (8,)

@@ -7,7 +7,9 @@ The seed's model, symbol for symbol:
                                                   (c: :mod:`vaekit.models.variance`)
 * encoder        q_x(z) = N(g(x), h(x))           :class:`GaussianEncoder`
 * objective      ELBO = E_q[log p(x|z)] - KL(q_x(z) || p(z)) = log p(x) - KL(q_x(z) || p(z|x))
-                                                  :func:`elbo`, :func:`iwae_bound`, :class:`ELBO`, :class:`IWAE`
+                                                  :func:`elbo`, :func:`iwae_bound`, :class:`ELBO`, :class:`IWAE`,
+                                                  :class:`MIWAE`, :class:`PIWAE`, :class:`CIWAE`, :class:`VR`,
+                                                  :class:`BTCVAE` (gradient="stl"/"dreg": Roeder, Tucker)
 * estimators     log p(x), KL(q_x(z) || p(z|x))   :func:`estimate_log_likelihood`
 * exact case     affine f, Gaussian decoder       :class:`LinearGaussian`, :func:`ppca_mle`
 * families       learned priors, flow posteriors, L layers, conditioning, 8-bit likelihoods
@@ -43,8 +45,13 @@ if TYPE_CHECKING:
     )
     from vaekit.inference.evaluate import Evaluation, evaluate
     from vaekit.inference.objectives import (
+        BTCVAE,
+        CIWAE,
         ELBO,
         IWAE,
+        MIWAE,
+        PIWAE,
+        VR,
         ELBOTerms,
         Objective,
         elbo,
@@ -87,6 +94,7 @@ _LAZY: dict[str, tuple[str, ...]] = {
     "vaekit.inference.evaluate": ("Evaluation", "evaluate"),
     "vaekit.inference.objectives": (
         "ELBO", "IWAE", "ELBOTerms", "Objective", "elbo", "elbo_terms", "iwae_bound", "log_importance_weights",
+        "MIWAE", "PIWAE", "CIWAE", "VR", "BTCVAE",
     ),
     "vaekit.models.conditional": ("ConditionalVAE",),
     "vaekit.models.config": ("VAEConfig",),
@@ -138,6 +146,7 @@ __all__ = [
     "FixedVariance", "LearnedVariance", "OptimalVariance",
     "DiagonalNormal", "ProfiledNormal", "standard_normal", "kl_divergence",
     "Objective", "ELBO", "IWAE", "ELBOTerms", "elbo", "elbo_terms", "iwae_bound", "log_importance_weights",
+    "MIWAE", "PIWAE", "CIWAE", "VR", "BTCVAE",
     "LikelihoodEstimate", "estimate_log_likelihood", "log_likelihood", "posterior_gap", "kl_per_dimension",
     "ActiveUnits", "active_units", "bits_per_dim", "Evaluation", "evaluate",
     "fit", "TrainConfig", "EpochMetrics", "FitResult",

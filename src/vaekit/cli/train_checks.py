@@ -12,7 +12,7 @@ from vaekit.errors import ConfigError
 from vaekit.store.layout import RunLayout
 from vaekit.store.lock import refuse_if_locked
 
-__all__ = ["warn_long_warmup", "refuse_locked", "refuse_existing", "check_free_bits"]
+__all__ = ["warn_long_warmup", "refuse_locked", "refuse_existing", "check_free_bits", "check_objective_model"]
 
 
 def warn_long_warmup(values: dict[str, Any]) -> None:
@@ -50,3 +50,20 @@ def check_free_bits(model_config: Any, values: dict[str, Any]) -> None:
         raise ConfigError(f"--free-bits {options.show(values['free_bits'])}: needs a KL per latent dimension, which "
                           f"a model of {model_config.layers} stochastic layers has none of (its prior p(z) is a "
                           "chain, p(z1|z2) p(z2)); use --free-bits 0 or --layers 1")
+
+
+def check_objective_model(model_config: Any, values: dict[str, Any]) -> None:
+    """--gradient stl/dreg stop q's parameters in log q, which needs a Gaussian posterior (diagonal or full)
+    of one stochastic layer; --objective btcvae needs a diagonal posterior and the standard normal prior
+    (its dimension-wise terms), of one layer."""
+    gradient, objective = values["gradient"], values["objective"]
+    one_gaussian = model_config.posterior in ("diagonal", "full") and model_config.layers == 1
+    if gradient != "reparam" and not one_gaussian:
+        raise ConfigError(f"--gradient {gradient}: needs a Gaussian posterior (--posterior diagonal or full) of one "
+                          f"stochastic layer, got --posterior {model_config.posterior} with --layers "
+                          f"{model_config.layers}; use --gradient reparam")
+    if objective == "btcvae" and not (model_config.posterior == "diagonal" and model_config.prior == "standard"
+                                      and model_config.layers == 1):
+        raise ConfigError(f"--objective btcvae: needs --posterior diagonal, --prior standard and --layers 1 (the "
+                          f"per-dimension densities of q and p), got --posterior {model_config.posterior}, --prior "
+                          f"{model_config.prior}, --layers {model_config.layers}")

@@ -209,6 +209,7 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
         probe = options.model_config(values, explicit, (1, 1, 1),   # option errors before the data load (any
                                      2 if values["conditional"] else 0)   # arch takes 1×1×1; any C > 0)
         train_checks.check_free_bits(probe, values)
+        train_checks.check_objective_model(probe, values)
         label_options.check_label_options(values)
         options.check_test_data(values, explicit)
         data_spec = options.data_spec(values)
@@ -312,6 +313,14 @@ def _record_run(args: argparse.Namespace, layout: RunLayout, dataset: Any) -> No
                    sizes)
 
 
+def _objective_line(config: Any) -> str:
+    """What was trained, and whether it bounds log p(x) (the ELBO and log p(x) are reported either way)."""
+    bound = config.build_objective().bounds_log_likelihood(config.beta)
+    what = "a lower bound on log p(x)" if bound else "not a lower bound on log p(x)"
+    return (f"objective: {config.objective} (gradient {config.gradient}), {what}; the ELBO and log p(x) reported "
+            "are the model's own")
+
+
 def _finish(args: argparse.Namespace, values: dict[str, Any], layout: RunLayout, result: Any, dataset: Any,
             data_spec: Any, preprocessing: Any, train_config: Any, progress: bool,
             say: Callable[[str], None]) -> list[str]:
@@ -328,7 +337,7 @@ def _finish(args: argparse.Namespace, values: dict[str, Any], layout: RunLayout,
     stopped = ", stopped early" if result.stopped_early else ""
     units = " of the standardised data" if preprocessing.standardized else ""     # training metrics: model units
     summary = [f"best validation ELBO: {result.best_val_elbo:.4f} nats{units} (epoch {result.best_epoch} of "
-               f"{len(result.history)}{stopped})"]
+               f"{len(result.history)}{stopped})", _objective_line(train_config)]
     split, x_raw, labels = "test", dataset.test, dataset.test_labels
     if x_raw is None or len(x_raw) < 2:
         split, x_raw, labels = "val", dataset.val, dataset.val_labels

@@ -54,7 +54,8 @@ MIRRORED: dict[str, tuple[str, ...]] = {
     "vaekit.models.posteriors:POSTERIORS": ("diagonal", "full", "iaf"),
     "vaekit.models.priors:PRIORS": ("standard", "mixture", "vamp"),
     "vaekit.models.networks:ACTIVATIONS": ("tanh", "relu", "elu", "gelu", "silu", "softplus", "leaky_relu"),
-    "vaekit.inference.objectives:OBJECTIVES": ("elbo", "iwae"),
+    "vaekit.inference.objectives:OBJECTIVES": ("elbo", "iwae", "miwae", "piwae", "ciwae", "vr", "btcvae"),
+    "vaekit.inference.objectives:GRADIENTS": ("reparam", "stl", "dreg"),
     "vaekit.training.config:PRECISIONS": ("auto", "fp32", "bf16", "fp16"),
     "vaekit.data.preprocessing:STANDARDIZE": ("columns", "none"),
 }
@@ -64,6 +65,9 @@ PRIORS = MIRRORED["vaekit.models.priors:PRIORS"]
 ACTIVATIONS = MIRRORED["vaekit.models.networks:ACTIVATIONS"]
 OBJECTIVES = MIRRORED["vaekit.inference.objectives:OBJECTIVES"]
 PRECISIONS = MIRRORED["vaekit.training.config:PRECISIONS"]
+GRADIENTS = MIRRORED["vaekit.inference.objectives:GRADIENTS"]
+#: Objectives bounded by importance weights, whose optimum decoder variance is not c* = the mean squared error.
+IMPORTANCE_WEIGHTED = ("iwae", "miwae", "piwae", "ciwae", "vr")
 STANDARDIZE = MIRRORED["vaekit.data.preprocessing:STANDARDIZE"]
 #: Constants of the same modules, mirrored the same way (MODULE:NAME -> value).
 MIRRORED_VALUES: dict[str, Any] = {"vaekit.models.hierarchical:MAX_LAYERS": 8,
@@ -148,9 +152,16 @@ OPTIONS = (
         "take the data's class labels y, q(z|x,y) and p(x|z,y); the prior p(z) stays --prior (N(0, I) by default). "
         "Labels: digits, mnist, fashion-mnist, an IDX images file with its labels file beside it, .npz y, a folder "
         "of class sub-folders, or a .csv --label-column. Then 'vaekit sample RUN --label Y'"),
-    Opt("objective", "train", choice(*OBJECTIVES), "elbo", f"training objective: {' or '.join(OBJECTIVES)}",
-        "{" + ",".join(OBJECTIVES) + "}"),
-    Opt("samples", "train", integer(1), 1, "draws of z per example (S for elbo, K for iwae)", "K"),
+    Opt("objective", "train", choice(*OBJECTIVES), "elbo", f"training objective: {', '.join(OBJECTIVES)} "
+        "(the training metrics report the ELBO beside it)", "{" + ",".join(OBJECTIVES) + "}"),
+    Opt("samples", "train", integer(1), 1, "draws of z per example (S for elbo, K for iwae, ciwae, vr; K per group "
+        "for miwae, piwae)", "K"),
+    Opt("objective_args", "train", json_object, None, "the objective's own options, a JSON object (miwae, piwae: "
+        "groups M, default 8; ciwae: beta, default 0.5; vr: alpha, default 0.5; btcvae: alpha, beta, gamma, "
+        "default 1, 6, 1, estimator mws|mss, dataset_size for mss)", "JSON"),
+    Opt("gradient", "train", choice(*GRADIENTS), "reparam", "the encoder's gradient estimator: reparam, stl "
+        "(sticking the landing; elbo) or dreg (doubly reparameterised; iwae, miwae, piwae)",
+        "{" + ",".join(GRADIENTS) + "}"),
     Opt("beta", "train", number(0.0), 1.0, "weight β of the KL term", "B"),
     Opt("kl_warmup", "train", number(0.0), 0.0, "epochs over which β ramps up linearly from 0", "EPOCHS"),
     Opt("free_bits", "train", number(0.0), 0.0, "free bits λ per latent dimension (nats)", "L"),
@@ -198,7 +209,7 @@ RESUMABLE = ("epochs", "patience", "device", "val_importance_samples", "data_dir
 #: The mlp's own options, which fill its arch_args.
 MLP_OPTIONS = ("hidden", "activation")
 #: Options whose value is a JSON object.
-JSON_OPTIONS = ("arch_args", "likelihood_args", "posterior_args", "prior_args", "layer_args")
+JSON_OPTIONS = ("arch_args", "likelihood_args", "posterior_args", "prior_args", "layer_args", "objective_args")
 #: Model options that are VAEConfig fields of the same name, set as given.
 MODEL_FIELDS = ("latent_dim", "likelihood", "decoder_variance", "posterior", "prior", "layers",
                 "likelihood_args", "posterior_args", "prior_args", "layer_args")
@@ -288,7 +299,7 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], set[str]]:
     explicit: dict[str, Any] = _from_file(args.config) if args.config is not None else {}
     explicit.update({o.name: getattr(args, o.name) for o in OPTIONS if getattr(args, o.name) is not None})
     values.update(explicit)
-    if values["objective"] == "iwae" and "decoder_variance" not in explicit:
+    if values["objective"] in IMPORTANCE_WEIGHTED and "decoder_variance" not in explicit:
         values["decoder_variance"] = "learned"      # c* = MSE maximises the ELBO, not the IWAE bound
     return values, set(explicit)
 
@@ -344,9 +355,11 @@ def model_config(values: dict[str, Any], explicit: set[str], data_shape: tuple[i
     ConfigError naming its option."""
     from vaekit.models.config import VAEConfig
 
-    if values["objective"] == "iwae" and values["decoder_variance"] == "optimal" and values["likelihood"] == "gaussian":
-        raise ConfigError("--decoder-variance optimal: c* = the mean squared error maximises the ELBO, not the IWAE "
-                          "bound; with --objective iwae use learned, learned-per-dim or a number")
+    objective = values["objective"]
+    profiled = values["decoder_variance"] == "optimal" and values["likelihood"] == "gaussian"
+    if objective in IMPORTANCE_WEIGHTED and profiled:
+        raise ConfigError(f"--decoder-variance optimal: c* = the mean squared error maximises the ELBO, not the "
+                          f"{objective} bound; with --objective {objective} use learned, learned-per-dim or a number")
     try:
         return VAEConfig(data_shape=data_shape, arch=values["arch"], arch_args=arch_args(values, explicit),
                          num_classes=num_classes, class_names=class_names,
@@ -373,7 +386,10 @@ def train_config(values: dict[str, Any]) -> TrainConfig:
 
     fields = {TRAIN_FIELD.get(o.name, o.name): values[o.name] for o in OPTIONS if o.group == "train"}
     fields["device"] = train_device(values["device"])
-    return TrainConfig(**fields)
+    try:
+        return TrainConfig(**fields)
+    except ConfigError as exc:
+        raise option_error(exc) from None
 
 
 def refuse_untrusted(arch: str, trust_code: bool) -> None:

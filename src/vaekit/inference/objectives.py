@@ -14,14 +14,21 @@ The functions use only the model protocol (:class:`~vaekit.models.protocol.Laten
 objectives as objects with their options, which is what the trainer is handed
 (:data:`OBJECTIVES` maps the configuration's names to them). Only the training loop reduces over
 the batch.
+
+Beyond them (values from :mod:`vaekit.inference.bounds` and :mod:`vaekit.inference.total_correlation`):
+:class:`MIWAE` (M, K), :class:`PIWAE` (IWAE for the generative network, MIWAE for the inference network),
+:class:`CIWAE` (β), :class:`VR` (Rényi α) and :class:`BTCVAE` (β-TC-VAE). ``gradient`` chooses the
+encoder's gradient estimator: "reparam"; "stl" for the ELBO (Roeder et al. 2017); "dreg" for IWAE,
+MIWAE and PIWAE (Tucker et al. 2019). Each objective's terms say whether it bounds log p(x)
+(:attr:`ELBOTerms.lower_bound`) and carry the ELBO estimate beside it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -29,11 +36,20 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from vaekit.errors import ConfigError, ShapeError
+from vaekit.inference.bounds import ciwae_value, iwae_value, miwae_value, renyi_value, reweight_path_gradient
+from vaekit.inference.total_correlation import ESTIMATORS, tc_decomposition
 from vaekit.models.protocol import with_labels
-from vaekit.prob.distributions import Reduction, kl_divergence, kl_per_dimension, rsample_with_log_prob
+from vaekit.prob.distributions import (
+    Reduction,
+    kl_divergence,
+    kl_per_dimension,
+    rsample_with_log_prob,
+    stop_gradient,
+)
 
 __all__ = ["ELBOTerms", "elbo_terms", "elbo", "iwae_bound", "log_importance_weights", "importance_terms",
-           "check_batch", "evaluation_mode", "Objective", "ELBO", "IWAE", "OBJECTIVES", "make_objective"]
+           "check_batch", "evaluation_mode", "Objective", "ELBO", "IWAE", "OBJECTIVES", "make_objective",
+           "GRADIENTS", "weighted_draws", "MIWAE", "PIWAE", "CIWAE", "VR", "BTCVAE"]
 
 
 def check_batch(model: Any, x: Tensor) -> None:
@@ -63,6 +79,12 @@ class ELBOTerms:
     reconstruction: Tensor
     kl: Tensor
     kl_penalty: Tensor
+    #: Whether ``objective`` is (an estimate of) a lower bound on log p(x): False for β < 1, free bits,
+    #: β-TC weights other than 1, a Rényi bound with α < 0.
+    lower_bound: bool = True
+    #: The value whose gradient trains the inference network (the model's ``encoder``) where it differs
+    #: from ``objective``, which then trains the other parameters (PIWAE); None: ``objective`` trains all.
+    inference_objective: Tensor | None = None
 
 
 @contextlib.contextmanager
@@ -122,7 +144,8 @@ def elbo_terms(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, 
         active = batch_mean > free_bits                          # (K,): batch-mean KL above λ
         kl_penalty = torch.where(active, per_dim, torch.full_like(per_dim, free_bits)).sum(-1)
     elbo_value = reconstruction - kl
-    return ELBOTerms(reconstruction - beta * kl_penalty, elbo_value, reconstruction, kl, kl_penalty)
+    return ELBOTerms(reconstruction - beta * kl_penalty, elbo_value, reconstruction, kl, kl_penalty,
+                     lower_bound=beta >= 1 and free_bits <= 0)
 
 
 def elbo(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analytic_kl: bool = True,
@@ -172,14 +195,61 @@ def iwae_bound(model: Any, x: Tensor, *, n_samples: int, y: Any = None) -> Tenso
     return torch.logsumexp(log_w, 0) - math.log(n_samples)
 
 
+#: Gradient estimators of an objective's encoder gradient: the plain reparameterised gradient, "sticking
+#: the landing" (Roeder et al. 2017) and doubly reparameterised (Tucker et al. 2019).
+GRADIENTS = ("reparam", "stl", "dreg")
+_WHY_NOT = {"stl": "STL is biased for importance-weighted bounds (Tucker et al. 2019); use dreg",
+            "dreg": "DReG reweights importance-weighted bounds; for the ELBO use stl"}
+
+
+def _check_gradient(name: str, gradient: str, allowed: tuple[str, ...]) -> None:
+    if gradient not in GRADIENTS:
+        raise ConfigError(f"gradient: unknown {gradient!r}; choose one of {list(GRADIENTS)}")
+    if gradient not in allowed:
+        why = _WHY_NOT.get(gradient, "it has no such estimator") if name in ("elbo", "iwae", "miwae", "piwae") \
+            else "only the reparameterised gradient is implemented for it"
+        raise ConfigError(f"gradient: {gradient} does not apply to objective {name} ({why}); it takes "
+                          f"{' or '.join(allowed)}")
+
+
+def _number(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None) -> float:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not ok or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = " ".join(filter(None, [f">= {minimum:g}" if minimum is not None else "",
+                                        f"<= {maximum:g}" if maximum is not None else ""]))
+        raise ConfigError(f"{name}: must be a finite number {bounds}".rstrip() + f", got {value!r}")
+    return float(value)
+
+
+def _options(name: str, options: Mapping[str, Any] | None, known: tuple[str, ...]) -> dict[str, Any]:
+    """The objective's own options (``objective_args``), unknown keys refused."""
+    given = dict(options or {})
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        takes = f"it takes {list(known)}" if known else "it takes none"
+        raise ConfigError(f"objective_args: unknown {unknown} for objective {name}; {takes}")
+    return given
+
+
 class Objective:
     """A training objective: :meth:`terms` gives, per example, the value to maximise and the ELBO,
     KL and reconstruction to report. ``samples`` draws per example; ``uses_beta``: whether the KL
-    weight β (and its warm-up) applies."""
+    weight β (and its warm-up) applies; ``gradients``: the gradient estimators it takes."""
 
     name: ClassVar[str]
     uses_beta: ClassVar[bool] = False
+    gradients: ClassVar[tuple[str, ...]] = ("reparam",)
+    #: Whether its terms carry an ``inference_objective`` that trains the encoder (the trainer then
+    #: routes two gradients, :class:`PIWAE`).
+    routes_gradients: ClassVar[bool] = False
     samples: int
+
+    @classmethod
+    def from_options(cls, *, samples: int, free_bits: float = 0.0, gradient: str = "reparam",
+                     options: Mapping[str, Any] | None = None) -> Objective:
+        """The objective from the configuration's ``samples``, ``free_bits``, ``gradient`` and its own
+        ``options`` (``objective_args``)."""
+        raise NotImplementedError
 
     def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
               reduce: Reduction | None = None) -> ELBOTerms:
@@ -189,71 +259,333 @@ class Objective:
         """The value to maximise per example, shape (B,): ``terms(model, x, beta=beta).objective``."""
         return self.terms(model, x, beta=beta).objective
 
+    def bounds_log_likelihood(self, beta: float = 1.0) -> bool:
+        """Whether the value maximised (at KL weight ``beta``) is a lower bound on log p(x) in expectation;
+        :attr:`ELBOTerms.lower_bound` of its terms."""
+        return True
+
+
+def weighted_draws(model: Any, x: Tensor, n_samples: int, *, gradient: str = "reparam", groups: int = 1,
+                   eps: Tensor | None = None, reduce: Reduction | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """log p(x|z_k), log p(z_k) and log q_x(z_k), each (K, B), like :func:`importance_terms`, with the
+    encoder's gradient of ``gradient``: "reparam" as they are; "stl" and "dreg" with q's parameters
+    stopped in log q (:func:`~vaekit.prob.distributions.stop_gradient`, same values); "dreg" also
+    reweights the gradient reaching the draws for L_{M,K} with ``groups`` M
+    (:func:`vaekit.inference.bounds.reweight_path_gradient`)."""
+    check_batch(model, x)
+    _check_samples(n_samples, "n_samples")
+    q = model.encode(x)
+    z, log_q = rsample_with_log_prob(q, n_samples, eps)                 # (K, B, latent), (K, B)
+    if gradient != "reparam":
+        try:
+            log_q = stop_gradient(q).log_prob(z)
+        except NotImplementedError as exc:
+            raise ConfigError(f"gradient: {gradient} {exc}") from None
+    log_px, log_pz = model.log_px(x, z, reduce=reduce), model.log_pz(z)
+    if gradient == "dreg":
+        reweight_path_gradient(z, log_px + log_pz - log_q, groups)
+    return log_px, log_pz, log_q
+
 
 @dataclass(frozen=True)
 class ELBO(Objective):
-    """E_q[log p(x|z)] - β KL(q_x(z) || p(z)) with ``samples`` draws and ``free_bits`` λ (:func:`elbo_terms`)."""
+    """E_q[log p(x|z)] - β KL(q_x(z) || p(z)) with ``samples`` draws and ``free_bits`` λ (:func:`elbo_terms`).
+
+    ``gradient="stl"`` (Roeder et al. 2017): the Monte Carlo form mean_s [log p(x|z_s) - β (log q(z_s) -
+    log p(z_s))] with q's parameters stopped in log q, which removes the score term E[∂ log q/∂φ] = 0
+    from the encoder's gradient (unbiased; zero variance where q is the exact posterior)."""
 
     name: ClassVar[str] = "elbo"
     uses_beta: ClassVar[bool] = True
+    gradients: ClassVar[tuple[str, ...]] = ("reparam", "stl")
     samples: int = 1
     free_bits: float = 0.0
+    gradient: str = "reparam"
 
     def __post_init__(self) -> None:
         _check_samples(self.samples, "samples")
         if not math.isfinite(self.free_bits) or self.free_bits < 0:
             raise ConfigError(f"free_bits: must be a finite number >= 0, got {self.free_bits!r}")
+        _check_gradient(self.name, self.gradient, self.gradients)
+        if self.gradient == "stl" and self.free_bits > 0:
+            raise ConfigError("gradient: stl uses the Monte Carlo KL, and free bits need the KL per dimension; "
+                              "use one of them")
 
     @classmethod
-    def from_options(cls, *, samples: int, free_bits: float = 0.0) -> ELBO:
-        return cls(samples=samples, free_bits=free_bits)
+    def from_options(cls, *, samples: int, free_bits: float = 0.0, gradient: str = "reparam",
+                     options: Mapping[str, Any] | None = None) -> ELBO:
+        _options(cls.name, options, ())
+        return cls(samples=samples, free_bits=free_bits, gradient=gradient)
+
+    def bounds_log_likelihood(self, beta: float = 1.0) -> bool:
+        """β >= 1 without free bits: E_q[log p(x|z)] - β KL <= ELBO <= log p(x)."""
+        return beta >= 1 and self.free_bits <= 0
 
     def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
               reduce: Reduction | None = None) -> ELBOTerms:
-        return elbo_terms(model, x, beta=beta, n_samples=self.samples, free_bits=self.free_bits, eps=eps,
-                          reduce=reduce)
+        if self.gradient == "reparam":
+            return elbo_terms(model, x, beta=beta, n_samples=self.samples, free_bits=self.free_bits, eps=eps,
+                              reduce=reduce)
+        _number("beta", beta, minimum=0.0)
+        log_px, log_pz, log_q = weighted_draws(model, x, self.samples, gradient="stl", eps=eps, reduce=reduce)
+        reconstruction, kl = log_px.mean(0), (log_q - log_pz).mean(0)
+        return ELBOTerms(reconstruction - beta * kl, reconstruction - kl, reconstruction, kl, kl,
+                         lower_bound=self.bounds_log_likelihood(beta))
+
+
+def _iw_terms(log_px: Tensor, log_pz: Tensor, log_q: Tensor, objective: Tensor, **kw: Any) -> ELBOTerms:
+    """ELBOTerms of an importance-weighted objective: the ELBO estimate mean_k log w_k, the KL estimate
+    mean_k [log q(z_k) - log p(z_k)] and the reconstruction mean_k log p(x|z_k), from the same draws."""
+    reconstruction, kl = log_px.mean(0), (log_q - log_pz).mean(0)
+    return ELBOTerms(objective, reconstruction - kl, reconstruction, kl, kl, **kw)
 
 
 @dataclass(frozen=True)
 class IWAE(Objective):
     """L_K(x) = log (1/K) Σ_k w_k with K = ``samples``; from the same draws, the ELBO estimate
     mean_k log w_k, the KL estimate mean_k [log q(z_k) - log p(z_k)] and the reconstruction
-    mean_k log p(x|z_k)."""
+    mean_k log p(x|z_k). ``gradient="dreg"``: the doubly reparameterised encoder gradient
+    Σ_k w̃_k² ∂ log w_k/∂z_k ∂z_k/∂φ (Tucker et al. 2019), unbiased for ∇_φ L_K."""
 
     name: ClassVar[str] = "iwae"
+    gradients: ClassVar[tuple[str, ...]] = ("reparam", "dreg")
     samples: int = 5
+    gradient: str = "reparam"
 
     def __post_init__(self) -> None:
         _check_samples(self.samples, "samples")
+        _check_gradient(self.name, self.gradient, self.gradients)
 
     @classmethod
-    def from_options(cls, *, samples: int, free_bits: float = 0.0) -> IWAE:
+    def from_options(cls, *, samples: int, free_bits: float = 0.0, gradient: str = "reparam",
+                     options: Mapping[str, Any] | None = None) -> IWAE:
         if free_bits > 0:
-            raise ConfigError("free_bits: applies to objective elbo only, not 'iwae'")
-        return cls(samples=samples)
+            raise ConfigError(f"free_bits: applies to objective elbo only, not {cls.name!r}")
+        _options(cls.name, options, ())
+        return cls(samples=samples, gradient=gradient)
 
     def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
               reduce: Reduction | None = None) -> ELBOTerms:
         """The bound and its parts. A decoder variance profiled out in training (c* = the mean squared
         error, the maximiser of the ELBO) is refused: the maximiser of L_K is a different, importance-
         weighted mean, so training L_K with c* would not train L_K."""
-        log_px, log_pz, log_qz = importance_terms(model, x, self.samples, eps=eps, reduce=_no_profiled_variance)
-        bound = torch.logsumexp(log_px + log_pz - log_qz, 0) - math.log(self.samples)
-        reconstruction, kl = log_px.mean(0), (log_qz - log_pz).mean(0)
-        return ELBOTerms(bound, reconstruction - kl, reconstruction, kl, kl)
+        log_px, log_pz, log_q = weighted_draws(model, x, self.samples, gradient=self.gradient, eps=eps,
+                                               reduce=_no_profiled_variance(self.name))
+        return _iw_terms(log_px, log_pz, log_q, iwae_value(log_px + log_pz - log_q))
 
 
-def _no_profiled_variance(values: Tensor) -> Tensor:
-    raise ConfigError("objective iwae: the optimal decoder variance (c* = mean squared error) maximises the ELBO, "
-                      "not the IWAE bound; use a fixed or learned c (decoder_variance), or objective elbo")
+def _no_profiled_variance(name: str) -> Reduction:
+    def refuse(values: Tensor) -> Tensor:
+        raise ConfigError(f"objective {name}: the optimal decoder variance (c* = mean squared error) maximises the "
+                          "ELBO, not an importance-weighted bound; use a fixed or learned c (decoder_variance), or "
+                          "objective elbo")
+    return refuse
+
+
+def _check_iw_free_bits(name: str, free_bits: float) -> None:
+    if free_bits > 0:
+        raise ConfigError(f"free_bits: applies to objective elbo only, not {name!r}")
+
+
+@dataclass(frozen=True)
+class MIWAE(Objective):
+    """L_{M,K}(x) = (1/M) Σ_m log (1/K) Σ_k w_{m,k} (Rainforth et al. 2018): the mean of M independent
+    K-sample IWAE bounds, M = ``groups``, K = ``group_size``, M·K draws per example (``samples``).
+    MIWAE(1, K) is IWAE(K); MIWAE(M, 1) the M-draw ELBO estimate. A lower bound on log p(x), looser
+    than L_{MK}, whose encoder gradient has a better signal-to-noise ratio. ``gradient="dreg"``: DReG
+    within each group."""
+
+    name: ClassVar[str] = "miwae"
+    gradients: ClassVar[tuple[str, ...]] = ("reparam", "dreg")
+    groups: int = 8
+    group_size: int = 8
+    gradient: str = "reparam"
+    samples: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        _check_samples(self.groups, "groups")
+        _check_samples(self.group_size, "group_size")
+        _check_gradient(self.name, self.gradient, self.gradients)
+        object.__setattr__(self, "samples", self.groups * self.group_size)
+
+    @classmethod
+    def from_options(cls, *, samples: int, free_bits: float = 0.0, gradient: str = "reparam",
+                     options: Mapping[str, Any] | None = None) -> Objective:
+        """``samples`` is K (per group); ``options``: ``groups`` M (default 8)."""
+        _check_iw_free_bits(cls.name, free_bits)
+        given = _options(cls.name, options, ("groups",))
+        return cls(groups=given.get("groups", 8), group_size=samples, gradient=gradient)
+
+    def _log_weights(self, model: Any, x: Tensor, eps: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        return weighted_draws(model, x, self.samples, gradient=self.gradient, groups=self.groups, eps=eps,
+                              reduce=_no_profiled_variance(self.name))
+
+    def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
+              reduce: Reduction | None = None) -> ELBOTerms:
+        log_px, log_pz, log_q = self._log_weights(model, x, eps)
+        return _iw_terms(log_px, log_pz, log_q, miwae_value(log_px + log_pz - log_q, self.groups))
+
+
+@dataclass(frozen=True)
+class PIWAE(MIWAE):
+    """Partially importance-weighted (Rainforth et al. 2018): from the same M·K draws, the generative
+    network (decoder, prior) is trained by L_{MK} = log (1/(MK)) Σ_{m,k} w_{m,k} (``objective``) and the
+    inference network (the model's ``encoder``) by L_{M,K} (``inference_objective``, MIWAE; with
+    ``gradient="dreg"`` its DReG estimator). The trainer routes each gradient to its parameters
+    (:func:`vaekit.training.step.batch_loss`); summed and differentiated as one value, ``objective``
+    would train every parameter by L_{MK}. ``objective`` is a lower bound on log p(x)."""
+
+    name: ClassVar[str] = "piwae"
+    routes_gradients: ClassVar[bool] = True
+
+    def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
+              reduce: Reduction | None = None) -> ELBOTerms:
+        log_px, log_pz, log_q = self._log_weights(model, x, eps)
+        log_w = log_px + log_pz - log_q                                   # (M·K, B)
+        return _iw_terms(log_px, log_pz, log_q, iwae_value(log_w),
+                         inference_objective=miwae_value(log_w, self.groups))
+
+
+@dataclass(frozen=True)
+class CIWAE(Objective):
+    """L(x) = β · (1/K) Σ_k log w_k + (1 - β) · log (1/K) Σ_k w_k (Rainforth et al. 2018): a convex
+    combination of the ELBO and IWAE estimates from the same K = ``samples`` draws, β in [0, 1]
+    (CIWAE(1) is the ELBO, CIWAE(0) IWAE). A lower bound on log p(x). (This β mixes the bounds; it is
+    not the KL weight β of the ELBO.)"""
+
+    name: ClassVar[str] = "ciwae"
+    beta: float = 0.5
+    samples: int = 5
+
+    def __post_init__(self) -> None:
+        _number("beta", self.beta, minimum=0.0, maximum=1.0)
+        _check_samples(self.samples, "samples")
+
+    @classmethod
+    def from_options(cls, *, samples: int, free_bits: float = 0.0, gradient: str = "reparam",
+                     options: Mapping[str, Any] | None = None) -> Objective:
+        """``options``: ``beta`` (default 0.5)."""
+        _check_iw_free_bits(cls.name, free_bits)
+        _check_gradient(cls.name, gradient, cls.gradients)
+        given = _options(cls.name, options, ("beta",))
+        return cls(beta=given.get("beta", 0.5), samples=samples)
+
+    def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
+              reduce: Reduction | None = None) -> ELBOTerms:
+        log_px, log_pz, log_q = weighted_draws(model, x, self.samples, eps=eps,
+                                               reduce=_no_profiled_variance(self.name))
+        return _iw_terms(log_px, log_pz, log_q, ciwae_value(log_px + log_pz - log_q, self.beta))
+
+
+@dataclass(frozen=True)
+class VR(Objective):
+    """The Rényi (VR-α) bound (Li & Turner 2016) with K = ``samples`` draws:
+    L_{α,K}(x) = 1/(1-α) · log (1/K) Σ_k w_k^{1-α}, and (1/K) Σ_k log w_k at α = 1 (its limit). α = 0
+    is IWAE(K), α → 1 the ELBO; a lower bound on log p(x) for α >= 0 (for α < 0 it can exceed it)."""
+
+    name: ClassVar[str] = "vr"
+    alpha: float = 0.5
+    samples: int = 5
+
+    def __post_init__(self) -> None:
+        _number("alpha", self.alpha)
+        _check_samples(self.samples, "samples")
+
+    @classmethod
+    def from_options(cls, *, samples: int, free_bits: float = 0.0, gradient: str = "reparam",
+                     options: Mapping[str, Any] | None = None) -> Objective:
+        """``options``: ``alpha`` (default 0.5)."""
+        _check_iw_free_bits(cls.name, free_bits)
+        _check_gradient(cls.name, gradient, cls.gradients)
+        given = _options(cls.name, options, ("alpha",))
+        return cls(alpha=given.get("alpha", 0.5), samples=samples)
+
+    def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
+              reduce: Reduction | None = None) -> ELBOTerms:
+        log_px, log_pz, log_q = weighted_draws(model, x, self.samples, eps=eps,
+                                               reduce=_no_profiled_variance(self.name))
+        return _iw_terms(log_px, log_pz, log_q, renyi_value(log_px + log_pz - log_q, self.alpha),
+                         lower_bound=self.bounds_log_likelihood(beta))
+
+    def bounds_log_likelihood(self, beta: float = 1.0) -> bool:
+        """α >= 0."""
+        return self.alpha >= 0
+
+
+@dataclass(frozen=True)
+class BTCVAE(Objective):
+    """β-TC-VAE (Chen et al. 2018): log p(x|z) - α MI - β TC - γ DKL per example, one draw z ~ q_x(z),
+    with the KL's three terms (index-code mutual information, total correlation, dimension-wise KL)
+    estimated on the minibatch by ``estimator`` "mws" or "mss" (:mod:`vaekit.inference.total_correlation`;
+    "mss" needs ``dataset_size``, the number of training examples). With α = β = γ = 1 the value is the
+    one-draw ELBO estimate exactly (the terms sum to log q(z|x) - log p(z)); other weights give no
+    lower bound on log p(x). Each example's value depends on the rest of its batch. Needs a diagonal
+    Gaussian posterior and a factorised Gaussian prior."""
+
+    name: ClassVar[str] = "btcvae"
+    alpha: float = 1.0
+    beta: float = 6.0
+    gamma: float = 1.0
+    estimator: str = "mws"
+    dataset_size: int | None = None
+    samples: int = 1
+
+    def __post_init__(self) -> None:
+        for key in ("alpha", "beta", "gamma"):
+            _number(key, getattr(self, key), minimum=0.0)
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(f"estimator: unknown {self.estimator!r}; choose one of {list(ESTIMATORS)}")
+        if self.estimator == "mss" and (self.dataset_size is None or isinstance(self.dataset_size, bool)
+                                        or not isinstance(self.dataset_size, int) or self.dataset_size < 2):
+            raise ConfigError(f"dataset_size: estimator mss needs the number of training examples (an integer "
+                              f">= 2, in objective_args), got {self.dataset_size!r}")
+        if self.samples != 1:
+            raise ConfigError(f"samples: objective btcvae uses one draw per example, got {self.samples!r}")
+
+    @classmethod
+    def from_options(cls, *, samples: int, free_bits: float = 0.0, gradient: str = "reparam",
+                     options: Mapping[str, Any] | None = None) -> Objective:
+        """``options``: ``alpha``, ``beta``, ``gamma`` (defaults 1, 6, 1), ``estimator``, ``dataset_size``."""
+        _check_iw_free_bits(cls.name, free_bits)
+        _check_gradient(cls.name, gradient, cls.gradients)
+        given = _options(cls.name, options, ("alpha", "beta", "gamma", "estimator", "dataset_size"))
+        return cls(samples=samples, **given)
+
+    def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
+              reduce: Reduction | None = None) -> ELBOTerms:
+        check_batch(model, x)
+        q = model.encode(x)
+        z, _ = rsample_with_log_prob(q, 1, eps)                              # (1, B, latent)
+        reconstruction = model.log_px(x, z, reduce=reduce)[0]                 # (B,)
+        parts = tc_decomposition(q, z[0], model.prior(), estimator=self.estimator, dataset_size=self.dataset_size)
+        kl = parts.log_q_given_x - parts.log_p                                # = MI + TC + DKL, (B,)
+        penalty = (self.alpha * parts.mutual_information + self.beta * parts.total_correlation
+                   + self.gamma * parts.dimension_kl)
+        return ELBOTerms(reconstruction - penalty, reconstruction - kl, reconstruction, kl, penalty,
+                         lower_bound=self.bounds_log_likelihood(beta))
+
+    def bounds_log_likelihood(self, beta: float = 1.0) -> bool:
+        """Only with unit weights (then it is the ELBO)."""
+        return self.alpha == self.beta == self.gamma == 1.0
 
 
 #: Objective names (the configuration's ``objective``) and their classes.
-OBJECTIVES: dict[str, type[ELBO] | type[IWAE]] = {"elbo": ELBO, "iwae": IWAE}
+OBJECTIVES: dict[str, type[Objective]] = {"elbo": ELBO, "iwae": IWAE, "miwae": MIWAE, "piwae": PIWAE,
+                                          "ciwae": CIWAE, "vr": VR, "btcvae": BTCVAE}
 
 
-def make_objective(name: str, *, samples: int = 1, free_bits: float = 0.0) -> Objective:
-    """The objective ``name`` with its options (free bits apply to the ELBO only)."""
+def make_objective(name: str, *, samples: int = 1, free_bits: float = 0.0, gradient: str = "reparam",
+                   options: Mapping[str, Any] | None = None) -> Objective:
+    """The objective ``name`` with its options (free bits apply to the ELBO only; ``options``: the
+    objective's own, e.g. ``{"groups": 8}`` for MIWAE)."""
     if name not in OBJECTIVES:
         raise ConfigError(f"objective: unknown {name!r}; choose one of {list(OBJECTIVES)}")
-    return OBJECTIVES[name].from_options(samples=samples, free_bits=free_bits)
+    if options is not None and not isinstance(options, Mapping):
+        raise ConfigError(f"objective_args: expected a JSON object, got {type(options).__name__}")
+    try:
+        return OBJECTIVES[name].from_options(samples=samples, free_bits=free_bits, gradient=gradient, options=options)
+    except ConfigError as exc:              # an error in one of ``options``: named as objective_args.KEY
+        key, sep, rest = str(exc).partition(": ")
+        if sep and options and key in options:
+            raise ConfigError(f"objective_args.{key}: {rest}") from None
+        raise

@@ -40,6 +40,7 @@ __all__ = [
     "marginal_moments",
     "noise_shape",
     "Reduction",
+    "stop_gradient",
 ]
 
 
@@ -231,6 +232,22 @@ def rsample_with_log_prob(q: Distribution, n: int, eps: Tensor | None = None) ->
     k = loc.shape[-1]
     log_q = -0.5 * (eps**2).sum(-1) - log_det - 0.5 * k * math.log(2 * math.pi)
     return z, log_q
+
+
+def stop_gradient(q: Distribution) -> Distribution:
+    """q with its parameters detached: ``stop_gradient(q).log_prob(z)`` has the value of ``q.log_prob(z)``
+    and its gradient only through z (the path derivative, ∂ log q(z)/∂z · ∂z/∂φ), not through q's
+    parameters (the score ∂ log q(z; φ)/∂φ). This is what the STL and DReG gradient estimators need
+    (Roeder et al. 2017; Tucker et al. 2019). Gaussians over vectors (diagonal or full covariance), or a
+    distribution with a ``stop_gradient()`` method of its own; others raise NotImplementedError."""
+    own = getattr(q, "stop_gradient", None)
+    if callable(own):
+        return own()
+    if isinstance(q, DiagonalNormal) and len(q.event_shape) == 1:
+        return DiagonalNormal(q.loc.detach(), q.scale.detach())
+    if isinstance(q, MultivariateNormal):
+        return MultivariateNormal(q.loc.detach(), scale_tril=q.scale_tril.detach())
+    raise NotImplementedError(f"needs a Gaussian posterior over vectors (diagonal or full), got {type(q).__name__}")
 
 
 def kl_divergence(q: Distribution, p: Distribution, z: Tensor | None = None, log_q: Tensor | None = None) -> Tensor:

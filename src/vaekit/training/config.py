@@ -52,7 +52,9 @@ class TrainConfig:
     steps count as skipped; parameters, gradients and the optimizer stay float32. "auto" (the default)
     is "bf16" on a CPU with native bf16 products and "fp32" everywhere else (:func:`resolve_precision`):
     on MNIST, bf16 training reaches the fp32 test ELBO to within 0.1 nats after 10 epochs
-    (``benchmarks/bf16_training.py``).
+    (``benchmarks/bf16_training.py``). ``gradient``: the encoder's gradient estimator (reparam, stl for
+    the ELBO, dreg for iwae, miwae, piwae); ``objective_args``: the objective's own options (miwae,
+    piwae: groups; ciwae: beta; vr: alpha; btcvae: alpha, beta, gamma, estimator, dataset_size).
     """
 
     epochs: int = 50
@@ -72,6 +74,8 @@ class TrainConfig:
     device: str = "cpu"
     val_importance_samples: int = 0
     precision: str = "auto"
+    gradient: str = "reparam"
+    objective_args: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -105,10 +109,13 @@ class TrainConfig:
         _check_int("val_importance_samples", self.val_importance_samples, 0)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision: unknown {self.precision!r}; choose one of {list(PRECISIONS)}")
+        self.build_objective()          # the objective's own checks: its gradient estimator and objective_args
 
     def build_objective(self) -> Objective:
-        """The objective these options name, with its ``samples`` and ``free_bits``."""
-        return make_objective(self.objective, samples=self.samples, free_bits=self.free_bits)
+        """The objective these options name, with its ``samples``, ``free_bits``, ``gradient`` and
+        ``objective_args``."""
+        return make_objective(self.objective, samples=self.samples, free_bits=self.free_bits, gradient=self.gradient,
+                              options=self.objective_args)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; :meth:`from_dict` inverts it."""

@@ -268,8 +268,12 @@ class _Run:
             if rank == 0:
                 rewrite_metrics(layout, [m.to_dict() for m in state.history], METRIC_FIELDS)
 
-        loss_fn: Callable[..., tuple[Tensor, Tensor]] = functools.partial(step.batch_loss, model, objective)
+        loss_fn: Callable[..., tuple[Tensor | step.RoutedLoss, Tensor]] = functools.partial(step.batch_loss, model,
+                                                                                             objective)
         ddp = None
+        if world > 1 and objective.routes_gradients:
+            raise ConfigError(f"objective {objective.name}: trains its two parameter groups by two backward passes, "
+                              "which data parallelism (torchrun) does not support; train it in one process")
         if world > 1 and not (state.stopped_early or state.epoch >= config.epochs):
             from torch.nn.parallel import DistributedDataParallel
 

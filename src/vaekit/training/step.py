@@ -29,18 +29,56 @@ from vaekit.training.config import resolve_precision
 from vaekit.training.interrupts import InterruptGate
 from vaekit.training.state import EpochTotals
 
-__all__ = ["batch_loss", "ObjectiveModule", "Stepper", "make_optimizer", "precision_context"]
+__all__ = ["batch_loss", "RoutedLoss", "routed_backward", "inference_parameters",
+           "ObjectiveModule", "Stepper", "make_optimizer", "precision_context"]
+
+
+@dataclass(frozen=True)
+class RoutedLoss:
+    """Two scalar losses for two parameter groups: ``inference`` trains the inference network (the
+    model's ``encoder``), ``generative`` every other parameter (PIWAE's L_{M,K} and L_{MK})."""
+
+    generative: Tensor
+    inference: Tensor
+
+    def total(self) -> Tensor:
+        return self.generative.detach() + self.inference.detach()
 
 
 def batch_loss(model: nn.Module, objective: Objective, x: Tensor, beta: float, eps: Tensor | None, scale: float,
-               reduce: Reduction | None = None, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+               reduce: Reduction | None = None, y: Tensor | None = None) -> tuple[Tensor | RoutedLoss, Tensor]:
     """The scalar loss ``scale · Σ_b -objective_b`` and the batch sums of (loss, elbo, kl,
     reconstruction) in float64; the caller weights the sums. ``y``: the batch's labels, for a
-    conditional model (the objective then sees the model given y)."""
+    conditional model (the objective then sees the model given y). An objective with an
+    ``inference_objective`` gives a :class:`RoutedLoss` (the second loss of the same form)."""
     t = objective.terms(with_labels(model, y), x, beta=beta, eps=eps, reduce=reduce)
     per_example = -t.objective
     stats = torch.stack([per_example.sum(), t.elbo.sum(), t.kl.sum(), t.reconstruction.sum()]).detach().double()
+    if t.inference_objective is not None:
+        return RoutedLoss(per_example.sum() * scale, -t.inference_objective.sum() * scale), stats
     return per_example.sum() * scale, stats
+
+
+def inference_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of the model's inference network, ``model.encoder`` (a ConfigError without one)."""
+    encoder = getattr(model, "encoder", None)
+    if not isinstance(encoder, nn.Module):
+        raise ConfigError(f"objective: routes its gradients to the inference network, and {type(model).__name__} "
+                          "has no encoder module")
+    return list(encoder.parameters())
+
+
+def routed_backward(loss: RoutedLoss, params: list[Tensor], model: nn.Module,
+                    scale: Callable[[Tensor], Tensor] = lambda t: t) -> None:
+    """Accumulate the gradient of ``loss.inference`` into the inference network's parameters among
+    ``params`` and that of ``loss.generative`` into the others (two backward passes over one graph)."""
+    ids = {id(p) for p in inference_parameters(model)}
+    inference = [p for p in params if id(p) in ids]
+    generative = [p for p in params if id(p) not in ids]
+    if inference:
+        torch.autograd.backward(scale(loss.inference), inputs=inference, retain_graph=bool(generative))
+    if generative:
+        torch.autograd.backward(scale(loss.generative), inputs=generative)
 
 
 class ObjectiveModule(nn.Module):
@@ -53,7 +91,7 @@ class ObjectiveModule(nn.Module):
         self.objective = objective
 
     def forward(self, x: Tensor, beta: float, eps: Tensor | None, scale: float,
-                reduce: Reduction | None = None, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                reduce: Reduction | None = None, y: Tensor | None = None) -> tuple[Tensor | RoutedLoss, Tensor]:
         return batch_loss(self.model, self.objective, x, beta, eps, scale, reduce, y)
 
 
@@ -98,7 +136,7 @@ class Stepper:
     (x, beta, eps, scale, reduce): :func:`batch_loss` bound to the model, or the DDP-wrapped
     :class:`ObjectiveModule`; ``world`` ranks; ``gate`` holds Ctrl-C back while a step commits."""
 
-    loss: Callable[..., tuple[Tensor, Tensor]]
+    loss: Callable[..., tuple[Tensor | RoutedLoss, Tensor]]
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
@@ -129,12 +167,14 @@ class Stepper:
                 loss, stats = self.loss(local.x, beta, local.eps, local.weight * self.world / local.global_size,
                                         reduce, y=local.y)
             self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.unscale_(self.optimizer)
+            scale = self.scaler.scale if self.scaler is not None else (lambda t: t)
+            if isinstance(loss, RoutedLoss):
+                routed_backward(loss, self.params, self.model, scale)
             else:
-                loss.backward()
-            ok = self._finite(loss)
+                scale(loss).backward()
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            ok = self._finite(loss.total() if isinstance(loss, RoutedLoss) else loss)
         except BaseException:
             self._restore(saved)
             raise
