@@ -52,6 +52,7 @@ if TYPE_CHECKING:
         iwae_bound,
         log_importance_weights,
     )
+    from vaekit.inference.scores import Scores, score
     from vaekit.models.conditional import ConditionalVAE
     from vaekit.models.config import VAEConfig
     from vaekit.models.decoders import BernoulliDecoder, Decoder, GaussianDecoder
@@ -85,6 +86,7 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "kl_per_dimension", "log_likelihood", "posterior_gap",
     ),
     "vaekit.inference.evaluate": ("Evaluation", "evaluate"),
+    "vaekit.inference.scores": ("Scores", "score"),
     "vaekit.inference.objectives": (
         "ELBO", "IWAE", "ELBOTerms", "Objective", "elbo", "elbo_terms", "iwae_bound", "log_importance_weights",
     ),
@@ -140,6 +142,7 @@ __all__ = [
     "Objective", "ELBO", "IWAE", "ELBOTerms", "elbo", "elbo_terms", "iwae_bound", "log_importance_weights",
     "LikelihoodEstimate", "estimate_log_likelihood", "log_likelihood", "posterior_gap", "kl_per_dimension",
     "ActiveUnits", "active_units", "bits_per_dim", "Evaluation", "evaluate",
+    "Scores", "score",
     "fit", "TrainConfig", "EpochMetrics", "FitResult",
     "LinearGaussian", "ppca_mle", "save_model", "load_model",
     "VaekitError", "ConfigError", "ShapeError", "DataError", "CheckpointError", "UntrustedCodeError",
