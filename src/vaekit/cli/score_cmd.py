@@ -98,16 +98,18 @@ def _reference_cutoff(run: Any, args: argparse.Namespace, device: Any, options: 
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
+    from vaekit.cli.score_output import ScoreTable, check_format
+
+    _check_options(args)                              # the options' errors come before torch is imported
+    path = ra.out_path(args, _EXTS, None)
+    check_format(path)
+
     import torch
     from tqdm.auto import tqdm
 
-    from vaekit.cli.score_output import ScoreTable, check_format
     from vaekit.inference.scores import flags, iter_scores, score_batches
     from vaekit.store.lock import run_lock
 
-    _check_options(args)
-    path = ra.out_path(args, _EXTS, None)
-    check_format(path)
     run, device = ra.load(args)
     prep = run.preprocessing
     options = {"importance_samples": args.importance_samples, "levels": prep.levels if prep.dequantize else None,
