@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         posterior_gap,
     )
     from vaekit.inference.evaluate import Evaluation, evaluate
+    from vaekit.inference.latent_mixture import LatentGMM, fit_latent_gmm, sample_gmm
     from vaekit.inference.objectives import (
         ELBO,
         IWAE,
@@ -87,6 +88,7 @@ _LAZY: dict[str, tuple[str, ...]] = {
     ),
     "vaekit.inference.evaluate": ("Evaluation", "evaluate"),
     "vaekit.inference.scores": ("Scores", "score"),
+    "vaekit.inference.latent_mixture": ("LatentGMM", "fit_latent_gmm", "sample_gmm"),
     "vaekit.inference.objectives": (
         "ELBO", "IWAE", "ELBOTerms", "Objective", "elbo", "elbo_terms", "iwae_bound", "log_importance_weights",
     ),
@@ -142,7 +144,7 @@ __all__ = [
     "Objective", "ELBO", "IWAE", "ELBOTerms", "elbo", "elbo_terms", "iwae_bound", "log_importance_weights",
     "LikelihoodEstimate", "estimate_log_likelihood", "log_likelihood", "posterior_gap", "kl_per_dimension",
     "ActiveUnits", "active_units", "bits_per_dim", "Evaluation", "evaluate",
-    "Scores", "score",
+    "Scores", "score", "LatentGMM", "fit_latent_gmm", "sample_gmm",
     "fit", "TrainConfig", "EpochMetrics", "FitResult",
     "LinearGaussian", "ppca_mle", "save_model", "load_model",
     "VaekitError", "ConfigError", "ShapeError", "DataError", "CheckpointError", "UntrustedCodeError",
