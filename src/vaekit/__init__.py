@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         posterior_gap,
     )
     from vaekit.inference.evaluate import Evaluation, evaluate
+    from vaekit.inference.latent_mixture import LatentGMM, fit_latent_gmm, sample_gmm
     from vaekit.inference.objectives import (
         BTCVAE,
         CIWAE,
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
         iwae_bound,
         log_importance_weights,
     )
+    from vaekit.inference.scores import Scores, score
     from vaekit.models.conditional import ConditionalVAE
     from vaekit.models.config import VAEConfig
     from vaekit.models.decoders import BernoulliDecoder, Decoder, GaussianDecoder
@@ -92,6 +94,8 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "kl_per_dimension", "log_likelihood", "posterior_gap",
     ),
     "vaekit.inference.evaluate": ("Evaluation", "evaluate"),
+    "vaekit.inference.scores": ("Scores", "score"),
+    "vaekit.inference.latent_mixture": ("LatentGMM", "fit_latent_gmm", "sample_gmm"),
     "vaekit.inference.objectives": (
         "ELBO", "IWAE", "ELBOTerms", "Objective", "elbo", "elbo_terms", "iwae_bound", "log_importance_weights",
         "MIWAE", "PIWAE", "CIWAE", "VR", "BTCVAE",
@@ -149,6 +153,7 @@ __all__ = [
     "MIWAE", "PIWAE", "CIWAE", "VR", "BTCVAE",
     "LikelihoodEstimate", "estimate_log_likelihood", "log_likelihood", "posterior_gap", "kl_per_dimension",
     "ActiveUnits", "active_units", "bits_per_dim", "Evaluation", "evaluate",
+    "Scores", "score", "LatentGMM", "fit_latent_gmm", "sample_gmm",
     "fit", "TrainConfig", "EpochMetrics", "FitResult",
     "LinearGaussian", "ppca_mle", "save_model", "load_model",
     "VaekitError", "ConfigError", "ShapeError", "DataError", "CheckpointError", "UntrustedCodeError",

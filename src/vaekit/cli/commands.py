@@ -22,6 +22,7 @@ from vaekit.cli import evaluate_cmd, figures_cmd
 from vaekit.cli import labels as label_options
 from vaekit.cli import run_access as ra
 from vaekit.cli.evaluate_cmd import add_refine_options, refinement_of
+from vaekit.cli.gmm_sampler import add_sampler_options, gmm_samples
 from vaekit.errors import ConfigError
 
 __all__ = ["register"]
@@ -37,7 +38,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     run, device = ra.load(args)
     bounds = _value_range(run) if args.clip else None
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    samples, per_row, drawn = label_options.draw_samples(run.model, args.n, args.label, generator, not args.raw)
+    if args.sampler == "gmm":                                  # z from a mixture fitted on the aggregate posterior
+        (samples, drawn), per_row = gmm_samples(run, args, device), None
+    else:
+        samples, per_row, drawn = label_options.draw_samples(run.model, args.n, args.label, generator, not args.raw)
     what = "draws x ~ p(x|z)" if args.raw else "means E[x|z]"
     if bounds is not None:
         samples = samples.clamp(*bounds)
@@ -71,7 +75,9 @@ def _add_sample(sub) -> None:
                     "scaled to [0, 1] may get values below 0 or above 1; --clip clips them to the data's range "
                     "([0, 1] for images and binary data). A conditional run (trained with --conditional) decodes "
                     "E[x|z, y]: every sample of class --label Y, or by default the classes in turn, each row of C "
-                    "one z in every class.",
+                    "one z in every class. --sampler gmm draws z from a mixture of --components Gaussians fitted on "
+                    "the aggregate posterior (the posterior means of the run's training split) instead of the prior "
+                    "(Ghosh et al. 2020): vaekit sample runs/mnist --sampler gmm --components 10.",
                     "vaekit sample runs/digits --n 100 --out samples.png --seed 1")
     p.add_argument("--n", metavar="N", type=ra.positive_int, default=64, help="number of samples (default: 64)")
     p.add_argument("--label", metavar="Y", default=None,
@@ -84,6 +90,7 @@ def _add_sample(sub) -> None:
     p.add_argument("--clip", action="store_true",
                    help="clip the values to the data's range, [0, 1] for images and binary data (default: the "
                         "unclipped mean E[x|z], which a Gaussian decoder does not keep within [0, 1])")
+    add_sampler_options(p)
     p.set_defaults(func=_cmd_sample)
 
 
