@@ -521,8 +521,8 @@ class BTCVAE(Objective):
     estimated on the minibatch by ``estimator`` "mws" or "mss" (:mod:`vaekit.inference.total_correlation`;
     "mss" needs ``dataset_size``, the number of training examples). With α = β = γ = 1 the value is the
     one-draw ELBO estimate exactly (the terms sum to log q(z|x) - log p(z)); other weights give no
-    lower bound on log p(x). Each example's value depends on the rest of its batch. Needs a diagonal
-    Gaussian posterior and a factorised Gaussian prior."""
+    lower bound on log p(x). Each example's value depends on the rest of its batch. Needs a Gaussian
+    posterior (diagonal or full) and a factorised Gaussian prior."""
 
     name: ClassVar[str] = "btcvae"
     alpha: float = 1.0
