@@ -128,7 +128,7 @@ def test_piwae_routes_miwae_to_the_encoder_and_iwae_to_the_decoder():
     ("iwae", {"gradient": "stl"}, "STL is biased"),
     ("ciwae", {"gradient": "dreg"}, "does not apply to objective ciwae"),
     ("miwae", {"options": {"M": 2}}, "unknown ['M'] for objective miwae"),
-    ("ciwae", {"options": {"beta": 1.5}}, "beta: must be a finite number >= 0 <= 1"),
+    ("ciwae", {"options": {"beta": 1.5}}, "beta: must be a finite number in [0, 1]"),
     ("btcvae", {"options": {"estimator": "mss"}}, "dataset_size: estimator mss needs"),
     ("btcvae", {"samples": 3}, "one draw per example"),
     ("vr", {"free_bits": 0.5}, "free_bits: applies to objective elbo only"),

@@ -70,7 +70,7 @@ def test_objectives_in_a_subprocess(tmp_path, args, objective, gradient, bound):
     (["--objective", "miwae", "--decoder-variance", "optimal"], "not the miwae bound"),
     (["--posterior", "iaf", "--gradient", "stl"], "--gradient stl: needs a Gaussian posterior"),
     (["--objective", "iwae", "--layers", "2", "--gradient", "dreg"], "--gradient dreg: needs a Gaussian posterior"),
-    (["--objective", "btcvae", "--prior", "vamp"], "--objective btcvae: needs --posterior diagonal, --prior standard"),
+    (["--objective", "btcvae", "--prior", "vamp"], "btcvae: needs --posterior diagonal or full, --prior standard"),
 ])
 def test_bad_combinations_exit_2_with_one_line(tmp_path, capsys, args, message):
     assert main(["train", *FAST, "--out", str(tmp_path / "r"), *args]) == 2

@@ -75,11 +75,22 @@ def test_btcvae_with_unit_weights_is_the_one_draw_elbo():
     assert ELBO(1).terms(model, x).lower_bound and not heavy.lower_bound
 
 
-def test_needs_a_diagonal_posterior_and_enough_data():
-    q = DiagonalNormal(torch.zeros(4, 2), torch.ones(4, 2))
+def test_full_covariance_posteriors_and_refusals():
+    """A full-covariance q gives the same terms as the diagonal q with the same covariance; a prior without
+    Gaussian marginals (a mixture) and a dataset smaller than the batch are refused."""
+    g = torch.Generator().manual_seed(0)
+    loc, scale = torch.randn(6, 2, generator=g), 0.5 + torch.rand(6, 2, generator=g)
+    z = loc + scale * torch.randn(6, 2, generator=g)
+    diagonal = tc_decomposition(DiagonalNormal(loc, scale), z, standard_normal(2))
+    full = tc_decomposition(torch.distributions.MultivariateNormal(loc, scale_tril=torch.diag_embed(scale)), z,
+                            standard_normal(2))
+    for name in ("log_q_given_x", "log_q_aggregate", "log_q_marginals", "log_p"):
+        assert torch.allclose(getattr(full, name), getattr(diagonal, name), atol=1e-10), name
+    q = DiagonalNormal(loc, scale)
     with pytest.raises(ConfigError, match="dataset_size >= the batch"):
-        tc_decomposition(q, torch.zeros(4, 2), standard_normal(2), estimator="mss", dataset_size=3)
-    full = torch.distributions.MultivariateNormal(torch.zeros(4, 2), torch.eye(2))
-    with pytest.raises(ConfigError, match="diagonal Gaussian posterior"):
-        tc_decomposition(full, torch.zeros(4, 2), standard_normal(2))
+        tc_decomposition(q, z, standard_normal(2), estimator="mss", dataset_size=3)
+    mixture = torch.distributions.MixtureSameFamily(torch.distributions.Categorical(torch.ones(2)),
+                                                    DiagonalNormal(torch.randn(2, 2, generator=g), torch.ones(2, 2)))
+    with pytest.raises(ConfigError, match="needs a Gaussian posterior and prior"):
+        tc_decomposition(q, z, mixture)
     assert math.isfinite(_exact()[0])

@@ -54,16 +54,15 @@ def check_free_bits(model_config: Any, values: dict[str, Any]) -> None:
 
 def check_objective_model(model_config: Any, values: dict[str, Any]) -> None:
     """--gradient stl/dreg stop q's parameters in log q, which needs a Gaussian posterior (diagonal or full)
-    of one stochastic layer; --objective btcvae needs a diagonal posterior and the standard normal prior
-    (its dimension-wise terms), of one layer."""
+    of one stochastic layer; --objective btcvae needs one too, and the standard normal prior (its
+    dimension-wise terms)."""
     gradient, objective = values["gradient"], values["objective"]
     one_gaussian = model_config.posterior in ("diagonal", "full") and model_config.layers == 1
     if gradient != "reparam" and not one_gaussian:
         raise ConfigError(f"--gradient {gradient}: needs a Gaussian posterior (--posterior diagonal or full) of one "
                           f"stochastic layer, got --posterior {model_config.posterior} with --layers "
                           f"{model_config.layers}; use --gradient reparam")
-    if objective == "btcvae" and not (model_config.posterior == "diagonal" and model_config.prior == "standard"
-                                      and model_config.layers == 1):
-        raise ConfigError(f"--objective btcvae: needs --posterior diagonal, --prior standard and --layers 1 (the "
-                          f"per-dimension densities of q and p), got --posterior {model_config.posterior}, --prior "
-                          f"{model_config.prior}, --layers {model_config.layers}")
+    if objective == "btcvae" and not (one_gaussian and model_config.prior == "standard"):
+        raise ConfigError(f"--objective btcvae: needs --posterior diagonal or full, --prior standard and --layers 1 "
+                          f"(the per-dimension densities of q and p), got --posterior {model_config.posterior}, "
+                          f"--prior {model_config.prior}, --layers {model_config.layers}")

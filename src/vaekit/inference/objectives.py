@@ -198,26 +198,28 @@ def iwae_bound(model: Any, x: Tensor, *, n_samples: int, y: Any = None) -> Tenso
 #: Gradient estimators of an objective's encoder gradient: the plain reparameterised gradient, "sticking
 #: the landing" (Roeder et al. 2017) and doubly reparameterised (Tucker et al. 2019).
 GRADIENTS = ("reparam", "stl", "dreg")
-_WHY_NOT = {"stl": "STL is biased for importance-weighted bounds (Tucker et al. 2019); use dreg",
-            "dreg": "DReG reweights importance-weighted bounds; for the ELBO use stl"}
+#: Why a gradient estimator does not apply, by the kind of objective that refuses it.
+_NOT_FOR_ELBO = {"dreg": "DReG reweights importance-weighted bounds; for the ELBO use stl"}
+_NOT_FOR_IW = {"stl": "STL is biased for importance-weighted bounds (Tucker et al. 2019); use dreg"}
 
 
-def _check_gradient(name: str, gradient: str, allowed: tuple[str, ...]) -> None:
+def _check_gradient(name: str, gradient: str, allowed: tuple[str, ...], why: Mapping[str, str] | None = None) -> None:
     if gradient not in GRADIENTS:
         raise ConfigError(f"gradient: unknown {gradient!r}; choose one of {list(GRADIENTS)}")
     if gradient not in allowed:
-        why = _WHY_NOT.get(gradient, "it has no such estimator") if name in ("elbo", "iwae", "miwae", "piwae") \
-            else "only the reparameterised gradient is implemented for it"
-        raise ConfigError(f"gradient: {gradient} does not apply to objective {name} ({why}); it takes "
+        reason = (why or {}).get(gradient, "only the reparameterised gradient is implemented for it")
+        raise ConfigError(f"gradient: {gradient} does not apply to objective {name} ({reason}); it takes "
                           f"{' or '.join(allowed)}")
 
 
 def _number(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None) -> float:
     ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
     if not ok or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        bounds = " ".join(filter(None, [f">= {minimum:g}" if minimum is not None else "",
-                                        f"<= {maximum:g}" if maximum is not None else ""]))
-        raise ConfigError(f"{name}: must be a finite number {bounds}".rstrip() + f", got {value!r}")
+        if minimum is not None and maximum is not None:
+            expected = f"a finite number in [{minimum:g}, {maximum:g}]"
+        else:
+            expected = "a finite number" + (f" >= {minimum:g}" if minimum is not None else "")
+        raise ConfigError(f"{name}: must be {expected}, got {value!r}")
     return float(value)
 
 
@@ -306,7 +308,7 @@ class ELBO(Objective):
         _check_samples(self.samples, "samples")
         if not math.isfinite(self.free_bits) or self.free_bits < 0:
             raise ConfigError(f"free_bits: must be a finite number >= 0, got {self.free_bits!r}")
-        _check_gradient(self.name, self.gradient, self.gradients)
+        _check_gradient(self.name, self.gradient, self.gradients, _NOT_FOR_ELBO)
         if self.gradient == "stl" and self.free_bits > 0:
             raise ConfigError("gradient: stl uses the Monte Carlo KL, and free bits need the KL per dimension; "
                               "use one of them")
@@ -354,7 +356,7 @@ class IWAE(Objective):
 
     def __post_init__(self) -> None:
         _check_samples(self.samples, "samples")
-        _check_gradient(self.name, self.gradient, self.gradients)
+        _check_gradient(self.name, self.gradient, self.gradients, _NOT_FOR_IW)
 
     @classmethod
     def from_options(cls, *, samples: int, free_bits: float = 0.0, gradient: str = "reparam",
@@ -405,7 +407,7 @@ class MIWAE(Objective):
     def __post_init__(self) -> None:
         _check_samples(self.groups, "groups")
         _check_samples(self.group_size, "group_size")
-        _check_gradient(self.name, self.gradient, self.gradients)
+        _check_gradient(self.name, self.gradient, self.gradients, _NOT_FOR_IW)
         object.__setattr__(self, "samples", self.groups * self.group_size)
 
     @classmethod
@@ -519,8 +521,8 @@ class BTCVAE(Objective):
     estimated on the minibatch by ``estimator`` "mws" or "mss" (:mod:`vaekit.inference.total_correlation`;
     "mss" needs ``dataset_size``, the number of training examples). With α = β = γ = 1 the value is the
     one-draw ELBO estimate exactly (the terms sum to log q(z|x) - log p(z)); other weights give no
-    lower bound on log p(x). Each example's value depends on the rest of its batch. Needs a diagonal
-    Gaussian posterior and a factorised Gaussian prior."""
+    lower bound on log p(x). Each example's value depends on the rest of its batch. Needs a Gaussian
+    posterior (diagonal or full) and a factorised Gaussian prior."""
 
     name: ClassVar[str] = "btcvae"
     alpha: float = 1.0

@@ -33,10 +33,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, Normal
+from torch.distributions import Distribution
 
 from vaekit.errors import ConfigError
-from vaekit.prob.distributions import DiagonalNormal
+from vaekit.prob.distributions import marginal_moments
 
 __all__ = ["ESTIMATORS", "TCDecomposition", "tc_decomposition"]
 
@@ -83,22 +83,30 @@ def _log_mixture_weights(batch: int, estimator: str, dataset_size: int | None, l
     return weights
 
 
+def _log_marginals(moments: tuple[Tensor, Tensor], z: Tensor) -> Tensor:
+    """log N(z_d; m_d, v_d) per dimension, broadcast over the leading dimensions of z and the moments."""
+    mean, var = moments
+    return -0.5 * ((z - mean) ** 2 / var + torch.log(2 * math.pi * var))
+
+
 def tc_decomposition(q: Distribution, z: Tensor, prior: Distribution, *, estimator: str = "mws",
                      dataset_size: int | None = None) -> TCDecomposition:
-    """The decomposition for a diagonal Gaussian q (batch (B,), event (D,)), one draw per example
-    ``z`` (B, D) (z_i from q_{x_i}) and a factorised Gaussian ``prior``. ``dataset_size`` N: for ``mss``."""
+    """The decomposition for a Gaussian q over vectors (batch (B,), event (D,); diagonal or full covariance,
+    whose 1-D marginals q(z_d|x) are Gaussian), one draw per example ``z`` (B, D) (z_i from q_{x_i}) and a
+    Gaussian ``prior`` whose dimension-wise term uses its marginals p(z_d) (the decomposition assumes p
+    factorises, as N(0, I) does). ``dataset_size`` N: for ``mss``."""
     if estimator not in ESTIMATORS:
         raise ConfigError(f"estimator: unknown {estimator!r}; choose one of {list(ESTIMATORS)}")
-    if not (isinstance(q, DiagonalNormal) and len(q.event_shape) == 1):
-        raise ConfigError(f"objective btcvae: needs a diagonal Gaussian posterior (its marginals q(z_d|x)), got "
-                          f"{type(q).__name__}")
-    if not (isinstance(prior, DiagonalNormal) and len(prior.event_shape) == 1):
-        raise ConfigError(f"objective btcvae: needs a factorised Gaussian prior (the dimension-wise KL), got "
-                          f"{type(prior).__name__}")
+    try:
+        q_moments = tuple(m.unsqueeze(0) for m in marginal_moments(q))                  # (1, B_j, D) each
+        p_moments = marginal_moments(prior)
+    except NotImplementedError as exc:
+        raise ConfigError(f"objective btcvae: needs a Gaussian posterior and prior ({exc})") from None
     batch = z.shape[0]
-    per_dim = Normal(q.loc.unsqueeze(0), q.scale.unsqueeze(0)).log_prob(z.unsqueeze(1))   # (B_i, B_j, D)
-    log_a = _log_mixture_weights(batch, estimator, dataset_size, per_dim)                 # (B_i, B_j)
-    log_q_aggregate = torch.logsumexp(per_dim.sum(-1) + log_a, 1)                         # (B,)
-    log_q_marginals = torch.logsumexp(per_dim + log_a.unsqueeze(-1), 1).sum(-1)           # (B,)
-    log_q_given_x = torch.diagonal(per_dim, dim1=0, dim2=1).sum(0)                        # (B,)
-    return TCDecomposition(log_q_given_x, log_q_aggregate, log_q_marginals, prior.log_prob(z))
+    joint = q.log_prob(z.unsqueeze(1))                                                  # (B_i, B_j): log q(z_i|x_j)
+    per_dim = _log_marginals((q_moments[0], q_moments[1]), z.unsqueeze(1))              # (B_i, B_j, D)
+    log_a = _log_mixture_weights(batch, estimator, dataset_size, per_dim)               # (B_i, B_j)
+    log_q_aggregate = torch.logsumexp(joint + log_a, 1)                                 # (B,)
+    log_q_marginals = torch.logsumexp(per_dim + log_a.unsqueeze(-1), 1).sum(-1)         # (B,)
+    log_p = _log_marginals(p_moments, z).sum(-1)                                        # (B,)
+    return TCDecomposition(torch.diagonal(joint), log_q_aggregate, log_q_marginals, log_p)

@@ -13,6 +13,8 @@ A latent-variable model gives, for data x of shape (B, *data_shape) and latents 
                               ε for a whole global batch (common random numbers); None when the
                               posterior draws its own;
 * ``closed_form()``           the exact linear-Gaussian model where the model is one, else None;
+* ``inference_parameters()``  the parameters of q_x(z) (the encoder's), for objectives that train the
+                              inference network by a bound of its own (PIWAE);
 * ``density_on_dequantised``  whether log p(x|z) is a density on dequantised data (bits/dim apply);
 * ``probability_of_levels``   whether log p(x|z) is the exact probability of the data's integer levels
                               (bits/dim = -log p(x) / (D log 2), no dequantisation term);
@@ -88,6 +90,14 @@ class LatentModel(nn.Module, ABC):
     def noise_shape(self) -> tuple[int, ...] | None:
         """Shape of one example's standard-normal ε of the reparameterisation, or None."""
         return None
+
+    def inference_parameters(self) -> list[nn.Parameter]:
+        """The parameters of q_x(z), the inference network, for an objective that trains it by a bound of
+        its own (PIWAE): by default those of the model's ``encoder`` module; NotImplementedError without one."""
+        encoder = getattr(self, "encoder", None)
+        if not isinstance(encoder, nn.Module):
+            raise NotImplementedError(f"{type(self).__name__} has no encoder module")
+        return list(encoder.parameters())
 
     def closed_form(self) -> Any | None:
         """The exact :class:`~vaekit.models.linear_gaussian.LinearGaussian` this model is, or None."""

@@ -137,6 +137,10 @@ class StackedVAE(VAE):
                              f"(z_1..z_{len(self.dims)} of sizes {self.dims})")
         return super().decode(z[..., :self.dims[0]], reduce=reduce)
 
+    def inference_parameters(self) -> list[nn.Parameter]:
+        """q(z_1|x) q(z_2|z_1) ...: the first layer's encoder and the upper layers' conditionals."""
+        return list(self.encoder.parameters()) + list(self.up.parameters())
+
     def summary(self, x: Tensor) -> Tensor:
         """The chained means of q (:meth:`~vaekit.prob.chain.MarkovChain.chained_mean`): E[z_1|x], then the
         mean of q(z_l|z_{l-1}) at the previous layer's; E_q[z] for the linear architecture. (B, Σ_l d_l)."""

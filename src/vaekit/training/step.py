@@ -59,13 +59,13 @@ def batch_loss(model: nn.Module, objective: Objective, x: Tensor, beta: float, e
     return per_example.sum() * scale, stats
 
 
-def inference_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The parameters of the model's inference network, ``model.encoder`` (a ConfigError without one)."""
-    encoder = getattr(model, "encoder", None)
-    if not isinstance(encoder, nn.Module):
-        raise ConfigError(f"objective: routes its gradients to the inference network, and {type(model).__name__} "
-                          "has no encoder module")
-    return list(encoder.parameters())
+def inference_parameters(model: Any) -> list[Tensor]:
+    """The parameters of the model's inference network (``model.inference_parameters()`` of the protocol);
+    a ConfigError for a model without one."""
+    try:
+        return list(model.inference_parameters())
+    except NotImplementedError as exc:
+        raise ConfigError(f"objective: routes a gradient of its own to the inference network, and {exc}") from None
 
 
 def routed_backward(loss: RoutedLoss, params: list[Tensor], model: nn.Module,
