@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         active_units,
         bits_per_dim,
         estimate_log_likelihood,
+        iwae_bound,
         kl_per_dimension,
         log_likelihood,
         posterior_gap,
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
         Objective,
         elbo,
         elbo_terms,
-        iwae_bound,
         log_importance_weights,
     )
     from vaekit.models.conditional import ConditionalVAE
@@ -82,11 +82,11 @@ if TYPE_CHECKING:
 _LAZY: dict[str, tuple[str, ...]] = {
     "vaekit.inference.estimators": (
         "ActiveUnits", "LikelihoodEstimate", "active_units", "bits_per_dim", "estimate_log_likelihood",
-        "kl_per_dimension", "log_likelihood", "posterior_gap",
+        "iwae_bound", "kl_per_dimension", "log_likelihood", "posterior_gap",
     ),
     "vaekit.inference.evaluate": ("Evaluation", "evaluate"),
     "vaekit.inference.objectives": (
-        "ELBO", "IWAE", "ELBOTerms", "Objective", "elbo", "elbo_terms", "iwae_bound", "log_importance_weights",
+        "ELBO", "IWAE", "ELBOTerms", "Objective", "elbo", "elbo_terms", "log_importance_weights",
     ),
     "vaekit.models.conditional": ("ConditionalVAE",),
     "vaekit.models.config": ("VAEConfig",),
