@@ -39,6 +39,8 @@ K_HAT_THRESHOLD = 0.7
 #: Fewer tail draws than this give no k̂ (NaN): too few to fit two parameters.
 MIN_TAIL = 5
 _PRIOR_DRAWS, _PRIOR_K = 10, 0.5
+#: Numbers one fit's (rows, grid, M) temporaries hold at most (8 MiB of float64): columns are fitted in groups.
+_FIT_BUDGET = 1 << 20
 
 
 def tail_length(n_samples: int) -> int:
@@ -82,8 +84,9 @@ def pareto_k(top_log_weights: Tensor, n_samples: int) -> Tensor:
                          f"{top_log_weights.shape[0]}")
     top = top_log_weights.double().topk(m + 1, dim=0).values               # (M+1, B), descending
     scale = top[0]
-    exceedances = torch.exp(top[:m] - scale) - torch.exp(top[m] - scale)   # (M, B), >= 0
-    return gpd_fit(exceedances.T)[0]
+    exceedances = (torch.exp(top[:m] - scale) - torch.exp(top[m] - scale)).T   # (B, M), >= 0
+    rows = max(1, _FIT_BUDGET // (m * (30 + int(math.sqrt(m)))))              # the fit holds (rows, grid, M)
+    return torch.cat([gpd_fit(part)[0] for part in exceedances.split(rows)])
 
 
 def effective_sample_size(log_sum: Tensor, log_sum_sq: Tensor) -> Tensor:
