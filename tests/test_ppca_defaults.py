@@ -83,3 +83,29 @@ def test_the_defaults_reach_the_ppca_optimum_held_out(tmp_path, seed):
                                                                       fp32["log_likelihood_se"])
     assert abs(auto["exact_log_likelihood"] - fp32["exact_log_likelihood"]) < auto["log_likelihood_se"]
     assert abs(auto["elbo"] - fp32["elbo"]) < auto["log_likelihood_se"]
+
+
+@pytest.mark.parametrize(("posterior", "variance"), [("diagonal", "optimal"), ("full", "learned"), ("full", 0.7)])
+def test_init_ppca_sets_the_exact_model(float64, posterior, variance):
+    """The decoder is the pPCA MLE (for a fixed c: the best W for that c, no better than the MLE), the encoder the
+    best posterior of its family: KL(q || p(z|x)) = 0 (full) or the diagonal family's closed-form gap."""
+    from vaekit import LinearGaussian, VAEConfig, build_vae
+    from vaekit.errors import ConfigError
+    from vaekit.models.ppca_init import init_ppca
+
+    x = torch.as_tensor(ppca_table(400, 8, 2, 5, 1.0, 0.5))
+    model = build_vae(VAEConfig((8,), latent_dim=2, arch="linear", posterior=posterior, decoder_variance=variance))
+    fit = init_ppca(model, x)
+    model.eval()
+    truth, mle = LinearGaussian.from_model(model), ppca_mle(x, 2)
+    reached, best = float(truth.log_marginal(x).mean()), float(mle.log_marginal(x).mean())
+    if variance == 0.7:
+        assert reached < best and float(fit.psi[0]) == pytest.approx(0.7)
+    else:
+        assert reached == pytest.approx(best, abs=1e-9)
+    with torch.no_grad():
+        kl = truth.kl_to_posterior(x, model.encode(x))
+    expected = float(truth.diagonal_approximation_gap()) if posterior == "diagonal" else 0.0
+    torch.testing.assert_close(kl, torch.full_like(kl, expected), atol=1e-8, rtol=1e-6)
+    with pytest.raises(ConfigError, match="init ppca: needs a linear Gaussian model"):
+        init_ppca(build_vae(VAEConfig((8,), latent_dim=2, hidden=(4,))), x)
