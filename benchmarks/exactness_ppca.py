@@ -73,7 +73,7 @@ def run_setting(name: str, x: torch.Tensor, k: int, posterior: str, variance: st
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, STEPS)
     for _ in range(STEPS):
-        loss = -elbo(model, x, n_samples=ELBO_SAMPLES).mean()
+        loss = -elbo(model, x, n_samples=ELBO_SAMPLES, requires_grad=True).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

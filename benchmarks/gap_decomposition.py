@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         model = build(hidden, posterior, args.latent_dim, decoder_hidden)
         t0 = time.perf_counter()
         fit = vaekit.fit(model, x_train, x_val, TrainConfig(epochs=args.epochs, batch_size=100, lr=1e-3, seed=0),
-                         preprocessing=prep)
+                         preprocessing=prep, restore_best=False)   # the published protocol: the last epoch's weights
         train_s = time.perf_counter() - t0
         torch.manual_seed(1)
         t0 = time.perf_counter()

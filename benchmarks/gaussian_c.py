@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                    device="cpu")
         t0 = time.perf_counter()
-        fit_result = fit(model, x_train, x_val, train_config, preprocessing=prep, callbacks=[record_c])
+        fit_result = fit(model, x_train, x_val, train_config, preprocessing=prep, callbacks=[record_c],
+                         restore_best=False)                # the published protocol: the last epoch's weights
         train_s = time.perf_counter() - t0
         model.eval()
         torch.manual_seed(args.seed)

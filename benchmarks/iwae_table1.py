@@ -189,7 +189,8 @@ def run_row(name: str, args, x_train, x_monitor, x_test, prep) -> dict:
         return stop
 
     with wall_clock_cosine(budget, t_start) if wall else contextlib.nullcontext():
-        result = fit(model, x_train, x_monitor, config, preprocessing=prep, callbacks=[callback])
+        result = fit(model, x_train, x_monitor, config, preprocessing=prep, callbacks=[callback],
+                     restore_best=False)                    # the published protocol: the last epoch's weights
     train_seconds = time.perf_counter() - t0
     last = result.history[-1]
     print(f"[{name}] trained {last.epoch} epochs ({last.step} steps) in {train_seconds / 60:.2f} min; "

@@ -384,3 +384,44 @@ def test_user_networks_get_the_values_per_dimension(tmp_path):
     plain = VAEConfig(data_shape=(1, 4, 4), latent_dim=2, arch=f"{module}:plain", likelihood="discretized-logistic")
     with pytest.raises(ConfigError, match="params_per_dim"):
         build_vae(plain, trust_code=True)
+
+
+def _brute_force_mode(loc: torch.Tensor, log_scale: torch.Tensor, bins: int) -> torch.Tensor:
+    """argmax over all L levels of level_log_prob, as k / (L - 1): the definition of the mode."""
+    k = torch.arange(bins, dtype=torch.float64)[:, None]
+    return level_log_prob(k, loc, log_scale, bins).argmax(0).double() / (bins - 1)
+
+
+@pytest.mark.parametrize("bins", [2, 17, 256])
+def test_mode_is_the_most_probable_level(bins):
+    """The issue's case (μ = 0.3, log s = -2: the edge level 0 holds σ(-2.8) of the mass, more than any inner
+    level) and 2000 random (μ, log s) with μ in [-0.2, 1.2], log s ~ N(-2, 1) and wider, against a brute-force
+    argmax of the level probabilities, which SciPy's logistic CDF confirms for the issue's case."""
+    gen = torch.Generator().manual_seed(3)
+    loc = torch.cat([torch.tensor([0.3]), torch.rand(1000, generator=gen, dtype=torch.float64) * 1.4 - 0.2,
+                     torch.randn(1000, generator=gen, dtype=torch.float64) * 2 + 0.5]).double()
+    log_scale = torch.cat([torch.tensor([-2.0]), torch.randn(1000, generator=gen, dtype=torch.float64) - 2,
+                           torch.rand(1000, generator=gen, dtype=torch.float64) * 10 - 8]).double()
+    mode = DiscretizedLogistic(loc, log_scale, bins, event_ndims=0).mode
+    assert torch.equal(mode, _brute_force_mode(loc, log_scale, bins))
+    if bins == 256:
+        assert mode[0] == 0.0                                        # not the level nearest μ, 77
+        edges = (np.arange(bins + 1) - 0.5) / (bins - 1)
+        cdf = stats.logistic.cdf(edges, loc=0.3, scale=math.exp(-2.0))
+        cdf[0], cdf[-1] = 0.0, 1.0
+        assert int(np.argmax(np.diff(cdf))) == 0
+
+
+@pytest.mark.parametrize("bins", [2, 17, 256])
+def test_mixture_mode_is_the_most_probable_level(bins):
+    """The mixture's mode against a brute-force argmax of logsumexp_j [log π_j + log P_j(k)] over all levels,
+    on 500 random three-component mixtures (a mixture of levels can be bimodal)."""
+    gen = torch.Generator().manual_seed(4)
+    logits = torch.randn(500, 3, generator=gen, dtype=torch.float64) * 2
+    loc = torch.rand(500, 3, generator=gen, dtype=torch.float64) * 1.4 - 0.2
+    log_scale = torch.randn(500, 3, generator=gen, dtype=torch.float64) - 2
+    mode = DiscretizedLogisticMixture(logits, loc, log_scale, bins, event_ndims=0).mode
+    k = torch.arange(bins, dtype=torch.float64)[:, None, None]
+    log_p = torch.logsumexp(torch.log_softmax(logits, -1) + level_log_prob(k, loc, log_scale, bins), -1)   # (L, 500)
+    assert mode.shape == (500,)
+    assert torch.equal(mode, log_p.argmax(0).double() / (bins - 1))

@@ -23,7 +23,7 @@ def test_linear_vae_reaches_the_ppca_maximum_likelihood(float64, posterior):
     optimizer = torch.optim.Adam(model.parameters(), lr=0.03)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 1500)
     for _ in range(1500):
-        loss = -elbo(model, x, n_samples=4).mean()
+        loss = -elbo(model, x, n_samples=4, requires_grad=True).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -139,7 +139,7 @@ def test_plug_in_modules_serve_as_encoder_and_decoder():
                               LearnedVariance(()))
     model = VAE(encoder, decoder, 3, (1, 8, 8))
     x = torch.rand(5, 1, 8, 8)
-    value = elbo(model, x)
+    value = elbo(model, x, requires_grad=True)
     assert value.shape == (5,) and torch.isfinite(value).all()
     value.mean().backward()
     assert encoder.trunk.net[0].weight.grad is not None

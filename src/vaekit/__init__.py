@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         active_units,
         bits_per_dim,
         estimate_log_likelihood,
+        iwae_bound,
         kl_per_dimension,
         log_likelihood,
         posterior_gap,
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
         Objective,
         elbo,
         elbo_terms,
-        iwae_bound,
         log_importance_weights,
     )
     from vaekit.inference.scores import Scores, score
@@ -91,13 +91,13 @@ if TYPE_CHECKING:
 _LAZY: dict[str, tuple[str, ...]] = {
     "vaekit.inference.estimators": (
         "ActiveUnits", "LikelihoodEstimate", "active_units", "bits_per_dim", "estimate_log_likelihood",
-        "kl_per_dimension", "log_likelihood", "posterior_gap",
+        "iwae_bound", "kl_per_dimension", "log_likelihood", "posterior_gap",
     ),
     "vaekit.inference.evaluate": ("Evaluation", "evaluate"),
     "vaekit.inference.scores": ("Scores", "score"),
     "vaekit.inference.latent_mixture": ("LatentGMM", "fit_latent_gmm", "sample_gmm"),
     "vaekit.inference.objectives": (
-        "ELBO", "IWAE", "ELBOTerms", "Objective", "elbo", "elbo_terms", "iwae_bound", "log_importance_weights",
+        "ELBO", "IWAE", "ELBOTerms", "Objective", "elbo", "elbo_terms", "log_importance_weights",
         "MIWAE", "PIWAE", "CIWAE", "VR", "BTCVAE",
     ),
     "vaekit.models.conditional": ("ConditionalVAE",),

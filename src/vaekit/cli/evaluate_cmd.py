@@ -56,6 +56,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             _saved_evaluation(run.layout.root, args)        # again: none appeared meanwhile
             atomic_write_json(save_path, doc)
     if args.json:
+        warn_unreliable(result)
         print(json.dumps(doc, allow_nan=False, sort_keys=True))
         if save_path is not None:
             print(f"wrote {save_path}", file=sys.stderr)
@@ -69,6 +70,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         ("  reconstruction E_q[log p(x|z)]", _fmt(r.reconstruction)),
         ("  KL(q(z|x) || p(z))", _fmt(r.kl)),
         (f"log p(x), K = {r.importance_samples}", f"{_fmt(r.log_likelihood)} ± {r.log_likelihood_se:.4f}"),
+        *weight_rows(r),
         ("posterior gap KL(q(z|x) || p(z|x))", _fmt(r.posterior_gap)),
     ]
     if r.amortisation_gap is not None and r.approximation_gap is not None:
@@ -81,6 +83,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         rows.append(("exact posterior gap", _fmt(r.exact_posterior_gap)))
     if r.bits_per_dim is not None:
         rows.append(("bits per dim", _fmt(r.bits_per_dim, "")))
+    if r.exact_elbo is not None:
+        rows.append(("exact ELBO", _fmt(r.exact_elbo)))
+    if r.exact:
+        closed = "the exact rows" + (" and both gaps (± their spread over the examples)"
+                                     if "approximation_gap" in r.exact else "")
+        rows.append(("closed forms", f"{closed}; the rest are Monte Carlo estimates"))
     rows.append(("active units", f"{r.active_units} of {r.latent_dim}"))
     if y is not None:
         rows.append(("labels", "given: each number is of x given its label y (log p(x|y), q(z|x,y))"))
@@ -93,7 +101,28 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"  {name:<{width}}  {value}")
     if save_path is not None:
         print(f"wrote {save_path}")
+    warn_unreliable(r)
     return 0
+
+
+def weight_rows(r) -> list[tuple[str, str]]:
+    """The importance weights' diagnostics of an Evaluation ``r``: PSIS k̂ and the effective sample size."""
+    rows = []
+    if r.pareto_k_max is not None:
+        rows.append(("  Pareto k of the weights (max, mean)", f"{r.pareto_k_max:.2f}, {r.pareto_k_mean:.2f} "
+                     f"({r.unreliable_examples} of {r.n} examples above 0.7)"))
+    if r.effective_sample_size_mean is not None:
+        ess = f"{r.effective_sample_size_mean:.1f}, {r.effective_sample_size_min:.1f}"
+        rows.append(("  effective sample size (mean, min)", f"{ess} of {r.importance_samples}"))
+    return rows
+
+
+def warn_unreliable(r) -> None:
+    """A warning on stderr when some examples' importance weights have PSIS k̂ > 0.7."""
+    if r.unreliable_examples:
+        print(f"warning: Pareto k̂ > 0.7 for {r.unreliable_examples} of {r.n} examples (max {r.pareto_k_max:.2f}): "
+              "their importance weights are heavy-tailed, so log p(x) and its standard error are unreliable "
+              "(Vehtari et al. 2024, PSIS); raise --importance-samples or improve the posterior", file=sys.stderr)
 
 
 def _saved_evaluation(run_dir: Path, args: argparse.Namespace) -> Path:

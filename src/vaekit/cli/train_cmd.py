@@ -254,6 +254,8 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
         model = build_vae(model_config, trust_code=args.trust_code)
     except ConfigError as exc:                        # e.g. the user's module fails to import
         raise options.option_error(exc) from None
+    if values["init"] == "ppca" and not args.resume:     # the closed-form optimum of the linear family
+        _init_ppca(model, train_x)
     extra = {"preprocessing": preprocessing.to_dict(), "data": data_spec.to_dict(), "train": train_config.to_dict()}
     if main:                                          # the run's one writer from its first write to the end
         hold.enter_context(run_lock(run_dir, option="--out "))
@@ -286,6 +288,20 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     for line in summary:
         print(line)
     return 0
+
+
+def _init_ppca(model: Any, train_x: Any) -> None:
+    """--init ppca: the model set to the pPCA fit of the prepared training split (:mod:`vaekit.models.ppca_init`)."""
+    import torch
+
+    from vaekit.models.ppca_init import init_ppca
+
+    if not isinstance(train_x, torch.Tensor):
+        raise ConfigError("--init ppca: needs the training split in memory, not --stream")
+    try:
+        init_ppca(model, train_x)
+    except ConfigError as exc:
+        raise ConfigError(f"--{exc}") from None
 
 
 def _levels_config(config: Any, given: dict[str, Any] | None, levels: int | None) -> Any:
@@ -364,6 +380,9 @@ def _finish(args: argparse.Namespace, values: dict[str, Any], layout: RunLayout,
                    f"{evaluation.log_likelihood:.4f} ± {evaluation.log_likelihood_se:.4f} nats")
     if evaluation.bits_per_dim is not None:
         summary.append(f"{split} bits per dim: {evaluation.bits_per_dim:.4f}")
+    from vaekit.cli.evaluate_cmd import warn_unreliable
+
+    warn_unreliable(evaluation)                       # PSIS k̂ > 0.7: the log p(x) above is unreliable
     summary.append(f"active units: {evaluation.active_units} of {evaluation.latent_dim}")
     if not values["no_figures"]:
         from vaekit.cli.run_access import scatter_examples

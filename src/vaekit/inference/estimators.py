@@ -29,10 +29,11 @@ from torch.distributions import Distribution
 
 from vaekit.errors import ConfigError
 from vaekit.inference.objectives import check_batch, evaluation_mode, log_importance_weights
+from vaekit.inference.pareto import K_HAT_THRESHOLD, effective_sample_size, pareto_k, tail_length
 from vaekit.models.protocol import with_labels
 from vaekit.prob.distributions import kl_per_dimension as _kl_per_dimension
 
-__all__ = ["LikelihoodEstimate", "estimate_log_likelihood", "log_likelihood", "posterior_gap",
+__all__ = ["LikelihoodEstimate", "estimate_log_likelihood", "log_likelihood", "iwae_bound", "posterior_gap",
            "kl_per_dimension", "active_units", "ActiveUnits", "bits_per_dim", "default_chunk_size",
            "evaluation_mode"]
 
@@ -42,7 +43,11 @@ class LikelihoodEstimate:
     """Per-example results of one importance-sampling pass, each of shape (B,), nats.
 
     ``standard_error`` is the delta-method standard error of ``log_likelihood``,
-    sqrt((mean w² / (mean w)² - 1) / K), computed from the same draws.
+    sqrt((mean w² / (mean w)² - 1) / K), computed from the same draws; it assumes the weights have a
+    finite variance, which ``pareto_k`` checks: the PSIS shape k̂ of the weights' tail
+    (:mod:`vaekit.inference.pareto`; NaN for K < 25, too few draws to fit it). Where k̂ >
+    :data:`~vaekit.inference.pareto.K_HAT_THRESHOLD` (0.7) the estimate and its standard error are
+    unreliable (``unreliable``). ``effective_sample_size``: Kish's (Σ w)² / Σ w², between 1 and K.
     """
 
     log_likelihood: Tensor
@@ -50,6 +55,13 @@ class LikelihoodEstimate:
     posterior_gap: Tensor
     standard_error: Tensor
     n_samples: int
+    pareto_k: Tensor
+    effective_sample_size: Tensor
+
+    @property
+    def unreliable(self) -> Tensor:
+        """Which examples' estimates are unreliable: k̂ > 0.7, shape (B,) bool (False where k̂ is NaN)."""
+        return self.pareto_k > K_HAT_THRESHOLD
 
 
 #: Numbers one chunk's decoder output holds by default: 2^21 (8 MiB of float32) on the CPU, where a
@@ -70,16 +82,20 @@ def default_chunk_size(batch_size: int, data_dim: int, budget: int | None = None
     return max(1, budget // max(1, batch_size * data_dim))
 
 
-@torch.no_grad()
 def estimate_log_likelihood(model: Any, x: Tensor, *, n_samples: int = 5000, chunk_size: int | None = None,
-                            proposal: Distribution | None = None, y: Any = None) -> LikelihoodEstimate:
-    """Importance-sampled log p(x), the ELBO and the posterior gap for x (B, *data_shape).
+                            proposal: Distribution | None = None, y: Any = None,
+                            requires_grad: bool = False) -> LikelihoodEstimate:
+    """Importance-sampled log p(x), the ELBO and the posterior gap for x (B, *data_shape), with the
+    weights' diagnostics (PSIS k̂, effective sample size): vaekit's one log p(x) estimator
+    (:func:`log_likelihood` and :func:`iwae_bound` are thin aliases of it, with
+    the same answer for the same seed).
 
     ``proposal``: the distribution the draws come from (batch shape (B,)); by default the encoder's
     q_x(z). Any proposal gives a stochastic lower bound; one closer to p(z|x) a tighter one (the
     gap decomposition also uses the refined q*_x, :mod:`vaekit.inference.gaps`). The ELBO and the
     posterior gap are then those of the proposal. ``y`` (B,): the labels, for a conditional model, whose
-    estimate is then of log p(x|y)."""
+    estimate is then of log p(x|y). It runs under ``torch.no_grad`` (no graph is kept, whatever K) unless
+    ``requires_grad``: then the estimates carry gradients to the model's parameters (the graph of all K draws)."""
     check_batch(model, x)
     model = with_labels(model, y)
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
@@ -89,37 +105,69 @@ def estimate_log_likelihood(model: Any, x: Tensor, *, n_samples: int = 5000, chu
         chunk_size = default_chunk_size(x.shape[0], values, device=x.device)
     if chunk_size < 1:
         raise ConfigError(f"chunk_size: must be >= 1, got {chunk_size}")
-    lse = lse_sq = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
-    sum_log_w = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-    with evaluation_mode(model):
+    with torch.set_grad_enabled(requires_grad), evaluation_mode(model):
         q = model.encode(x) if proposal is None else proposal   # once: the chunks differ only in their draws
+        sums = _WeightSums.empty(x.shape[0], min(n_samples, tail_length(n_samples) + 1), x.device)
         done = 0
         while done < n_samples:
             k = min(chunk_size, n_samples - done)
-            log_w = log_importance_weights(model, x, k, posterior=q).double()     # (k, B)
-            lse = torch.logaddexp(lse, torch.logsumexp(log_w, 0))
-            lse_sq = torch.logaddexp(lse_sq, torch.logsumexp(2 * log_w, 0))
-            sum_log_w += log_w.sum(0)
+            sums.add(log_importance_weights(model, x, k, posterior=q).double())     # (k, B)
             done += k
     log_k = math.log(n_samples)
-    log_p = lse - log_k
-    elbo = sum_log_w / n_samples
-    rel_var = torch.expm1((lse_sq - log_k) - 2 * log_p).clamp_min(0)               # Var(w) / E[w]²
+    log_p = sums.lse - log_k
+    elbo = sums.sum_log_w / n_samples
+    rel_var = torch.expm1((sums.lse_sq - log_k) - 2 * log_p).clamp_min(0)          # Var(w) / E[w]²
     dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
     return LikelihoodEstimate(log_p.to(dtype), elbo.to(dtype), (log_p - elbo).to(dtype),
-                              (rel_var / n_samples).sqrt().to(dtype), n_samples)
+                              (rel_var / n_samples).sqrt().to(dtype), n_samples,
+                              pareto_k(sums.top, n_samples).to(dtype),
+                              effective_sample_size(sums.lse, sums.lse_sq).detach().to(dtype))
+
+
+@dataclass
+class _WeightSums:
+    """Running log Σ w, log Σ w², Σ log w (B,) and the ``keep`` largest log w (keep, B) over chunks of draws."""
+
+    lse: Tensor
+    lse_sq: Tensor
+    sum_log_w: Tensor
+    top: Tensor
+    keep: int
+
+    @classmethod
+    def empty(cls, batch: int, keep: int, device: torch.device) -> _WeightSums:
+        minus_inf = torch.full((batch,), -math.inf, dtype=torch.float64, device=device)
+        return cls(minus_inf, minus_inf, torch.zeros_like(minus_inf),
+                   torch.empty((0, batch), dtype=torch.float64, device=device), keep)
+
+    def add(self, log_w: Tensor) -> None:
+        """Fold in one chunk's log-weights (k, B)."""
+        self.lse = torch.logaddexp(self.lse, torch.logsumexp(log_w, 0))
+        self.lse_sq = torch.logaddexp(self.lse_sq, torch.logsumexp(2 * log_w, 0))
+        self.sum_log_w = self.sum_log_w + log_w.sum(0)
+        both = torch.cat([self.top, log_w.detach()])
+        self.top = both.topk(min(self.keep, both.shape[0]), dim=0).values
 
 
 def log_likelihood(model, x: Tensor, *, n_samples: int = 5000, chunk_size: int | None = None,
                    y: Any = None) -> Tensor:
-    """log p̂(x) (log p̂(x|y) given labels y) with ``n_samples`` importance samples, shape (B,). See
-    :func:`estimate_log_likelihood`."""
+    """log p̂(x) (log p̂(x|y) given labels y) with ``n_samples`` importance samples, shape (B,): an alias of
+    ``estimate_log_likelihood(...).log_likelihood`` (the same draws, the same answer for the same seed)."""
     return estimate_log_likelihood(model, x, n_samples=n_samples, chunk_size=chunk_size, y=y).log_likelihood
+
+
+def iwae_bound(model: Any, x: Tensor, *, n_samples: int, y: Any = None, requires_grad: bool = False) -> Tensor:
+    """L_K(x) = log (1/K) Σ_k w_k for one set of K = ``n_samples`` draws (an unbiased estimate of the bound
+    of Burda et al. 2016), shape (B,): an alias of ``estimate_log_likelihood(...).log_likelihood`` (the same
+    draws, the same answer for the same seed), under ``torch.no_grad`` unless ``requires_grad``. To train
+    on the bound, use the objective :class:`vaekit.inference.objectives.IWAE`."""
+    return estimate_log_likelihood(model, x, n_samples=n_samples, y=y, requires_grad=requires_grad).log_likelihood
 
 
 def posterior_gap(model, x: Tensor, *, n_samples: int = 5000, chunk_size: int | None = None,
                   y: Any = None) -> Tensor:
-    """Estimate of KL(q_x(z) || p(z|x)) = log p(x) - ELBO(x), shape (B,) (labels ``y``: of q(z|x, y))."""
+    """Estimate of KL(q_x(z) || p(z|x)) = log p(x) - ELBO(x), shape (B,) (labels ``y``: of q(z|x, y)): an
+    alias of ``estimate_log_likelihood(...).posterior_gap``."""
     return estimate_log_likelihood(model, x, n_samples=n_samples, chunk_size=chunk_size, y=y).posterior_gap
 
 

@@ -21,15 +21,25 @@ For examples x_1..x_n (nats per example, means over the n examples):
 * ``posterior_gap`` = mean_i [log p̂(x_i) - mean_k log w_ik], the estimate of
   KL(q_x(z) || p(z|x)) from the same K draws (so it is not exactly ``log_likelihood - elbo``,
   whose ELBO comes from separate draws);
+* ``pareto_k_max``, ``pareto_k_mean``: the largest and the mean over the examples of the PSIS k̂ of each
+  example's K importance weights (:mod:`vaekit.inference.pareto`; None for K < 25); ``unreliable_examples``:
+  how many have k̂ > 0.7, where log p̂(x_i) and s_i, hence ``log_likelihood`` and its SE, are unreliable (the
+  CLI warns); ``effective_sample_size_mean``, ``effective_sample_size_min``: of Kish's (Σ w)² / Σ w² per example;
 * ``active_units``: dims with Cov_x(E_q[z_u]) > 0.01 (:func:`vaekit.inference.estimators.active_units`);
 * ``bits_per_dim`` (a density likelihood, e.g. Gaussian, on dequantised images with ``levels`` L only):
   -(log_likelihood - D log L) / (D log 2) (:func:`vaekit.inference.estimators.bits_per_dim`); for a
   model of the exact probabilities of the levels (``model.probability_of_levels``: the discretized
   likelihoods) -log_likelihood / (D log 2) (:func:`vaekit.inference.estimators.level_bits_per_dim`),
   whatever ``levels`` says;
-* ``exact_log_likelihood``, ``exact_posterior_gap`` (a model whose ``closed_form()`` is known: affine
-  Gaussian decoder): the closed forms mean_i log N(x_i; b, WWᵀ + Ψ) and mean_i KL(q_{x_i}(z) || p(z|x_i))
-  of :class:`vaekit.LinearGaussian`, computed in float64;
+* ``exact_log_likelihood``, ``exact_posterior_gap``, ``exact_elbo`` (a model whose ``closed_form()`` is
+  known: affine Gaussian decoder): the closed forms mean_i log N(x_i; b, WWᵀ + Ψ), mean_i KL(q_{x_i}(z) ||
+  p(z|x_i)) and mean_i ELBO(x_i; q_{x_i}) of :class:`vaekit.LinearGaussian`, computed in float64; with a
+  Gaussian posterior (diagonal or full) the gap's two parts below are then closed forms too, always reported
+  and never searched for by Monte Carlo (``refinement`` is ignored): ``approximation_gap`` = min over the family
+  of KL(q || p(z|x)) (0 for a full covariance, ½ (Σ_j log Λ_jj − log det Λ) for a diagonal one),
+  ``amortisation_gap`` = ``exact_posterior_gap`` − ``approximation_gap``, ``refined_elbo`` = exact log p(x) −
+  ``approximation_gap``; their SEs are the spread over the examples alone. ``exact`` names every field
+  computed in closed form (the others are Monte Carlo estimates);
 * with ``refinement`` (:mod:`vaekit.inference.gaps`): ``refined_elbo`` = mean_i ELBO(x_i; q*_{x_i}), the
   best posterior of the family per example, ``refined_log_likelihood`` = mean_i log p̂(x_i) importance-
   sampled with q* as the proposal, ``amortisation_gap`` = mean_i [ELBO(q*) - ELBO(q)],
@@ -66,6 +76,7 @@ from vaekit.errors import ConfigError
 from vaekit.inference.estimators import active_units, bits_per_dim, estimate_log_likelihood, level_bits_per_dim
 from vaekit.inference.gaps import Refinement, gap_terms
 from vaekit.inference.objectives import check_batch, elbo_terms
+from vaekit.inference.pareto import K_HAT_THRESHOLD
 from vaekit.models.protocol import with_labels
 
 __all__ = ["Evaluation", "evaluate"]
@@ -88,6 +99,7 @@ class Evaluation:
     bits_per_dim: float | None = None
     exact_log_likelihood: float | None = None
     exact_posterior_gap: float | None = None
+    exact_elbo: float | None = None
     refined_elbo: float | None = None
     refined_log_likelihood: float | None = None
     amortisation_gap: float | None = None
@@ -96,6 +108,12 @@ class Evaluation:
     approximation_gap_se: float | None = None
     refinement: dict[str, Any] | None = None
     log_jacobian: float = 0.0
+    pareto_k_max: float | None = None
+    pareto_k_mean: float | None = None
+    unreliable_examples: int = 0
+    effective_sample_size_mean: float | None = None
+    effective_sample_size_min: float | None = None
+    exact: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """A JSON-ready dict: ints, finite floats, and None (also for NaN or infinite values)."""
@@ -126,22 +144,60 @@ def _batches(x: Tensor, batch_size: int) -> Iterator[Tensor]:
         yield x[start:start + batch_size]
 
 
-def _exact(model, x: Tensor, batch_size: int) -> tuple[float, float | None]:
-    """Closed-form mean log p(x) and mean KL(q_x(z) || p(z|x)) for an affine Gaussian decoder, in float64."""
+@dataclass(frozen=True)
+class _Exact:
+    """Closed-form terms of an affine Gaussian decoder, per example (N,), float64: log p(x_i), ELBO(x_i; q_i),
+    KL(q_i || p(z|x_i)) and the approximation gap min_{q ∈ Q} KL(q || p(z|x_i)) of the posterior's family Q
+    (0 for a full covariance, ½ (Σ log Λ_jj − log det Λ) for a diagonal one); the last three None for a
+    posterior that is not Gaussian (an IAF)."""
+
+    log_p: Tensor
+    elbo: Tensor | None
+    gap: Tensor | None
+    approximation: Tensor | None
+
+
+def _exact(model, x: Tensor, batch_size: int) -> _Exact:
+    """The closed forms of :class:`_Exact` for the examples x, in float64 (:class:`vaekit.LinearGaussian`)."""
     model64 = copy.deepcopy(model).double()
     truth = model64.closed_form()
-    log_p, gap, gap_ok = 0.0, 0.0, True
+    log_p, elbo, gap, approx = [], [], [], []
+    gaussian = True
     for xb in _batches(x, batch_size):
         xb = xb.double()
         flat = xb.reshape(xb.shape[0], -1)
-        log_p += float(truth.log_marginal(flat).sum())
-        if gap_ok:
-            try:                                  # the exact KL needs a Gaussian q
-                gap += float(truth.kl_to_posterior(flat, model64.encode(xb)).sum())
-            except TypeError:
-                gap_ok = False
-    n = x.shape[0]
-    return log_p / n, (gap / n if gap_ok else None)
+        log_p.append(truth.log_marginal(flat))
+        q = model64.encode(xb)
+        try:                                                  # the closed forms need a Gaussian q
+            best = truth.family_approximation_gap(q)
+        except TypeError:                                     # e.g. an IAF posterior
+            gaussian = False
+            continue
+        elbo.append(truth.elbo(flat, q))
+        gap.append(truth.kl_to_posterior(flat, q))
+        approx.append(best.expand(flat.shape[0]))
+    if not gaussian:
+        return _Exact(torch.cat(log_p), None, None, None)
+    return _Exact(torch.cat(log_p), torch.cat(elbo), torch.cat(gap), torch.cat(approx))
+
+
+def _exact_split(exact: _Exact, shift: float) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The Evaluation fields the closed forms give, and their names: exact log p(x) and, for a Gaussian
+    posterior, the posterior gap and its two parts (amortisation = KL(q || p(z|x)) − approximation, since
+    ELBO(q) = log p(x) − KL(q || p(z|x)) for every q), each mean with the SE of its mean over the examples
+    (data spread only: no Monte Carlo error), and the best member's ELBO, log p(x) − approximation gap."""
+    n = exact.log_p.shape[0]
+    fields: dict[str, Any] = {"exact_log_likelihood": float(exact.log_p.mean()) + shift}
+    if exact.gap is None or exact.approximation is None or exact.elbo is None:
+        return fields, ("exact_log_likelihood",)
+    amortisation = exact.gap - exact.approximation
+    fields |= {"exact_posterior_gap": float(exact.gap.mean()), "exact_elbo": float(exact.elbo.mean()) + shift,
+               "amortisation_gap": float(amortisation.mean()),
+               "amortisation_gap_se": float(amortisation.std(correction=1)) / math.sqrt(n),
+               "approximation_gap": float(exact.approximation.mean()),
+               "approximation_gap_se": float(exact.approximation.std(correction=1)) / math.sqrt(n),
+               "refined_elbo": float((exact.log_p - exact.approximation).mean()) + shift}
+    return fields, tuple(fields)
 
 
 @torch.no_grad()
@@ -205,8 +261,12 @@ def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: 
     try:
         from tqdm.auto import tqdm
 
+        exact = _exact(model, x, batch_size) if model.closed_form() is not None else None
+        if exact is not None and exact.gap is not None:
+            refinement = None                 # every gap term is known in closed form: no Monte Carlo search
+
         sums = dict.fromkeys(("elbo", "kl", "reconstruction", "gap"), 0.0)
-        log_p, se, elbo_q, elbo_best, log_p_refined = [], [], [], [], []
+        log_p, se, elbo_q, elbo_best, log_p_refined, k_hat, ess = [], [], [], [], [], [], []
         with tqdm(total=n, desc="evaluate", unit="ex", disable=not progress, leave=False) as bar:
             for start, xb in zip(range(0, n, batch_size), _batches(x, batch_size), strict=True):
                 yb = None if labels is None else labels[start:start + batch_size]
@@ -217,6 +277,8 @@ def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: 
                 est = estimate_log_likelihood(model, xb, n_samples=importance_samples, chunk_size=chunk_size, y=yb)
                 log_p.append(est.log_likelihood.double().cpu())
                 se.append(est.standard_error.double().cpu())
+                k_hat.append(est.pareto_k.double().cpu())
+                ess.append(est.effective_sample_size.double().cpu())
                 sums["gap"] += float(est.posterior_gap.double().sum())
                 if refinement is not None:
                     gaps = gap_terms(model, xb, refinement, elbo_samples=gap_elbo_samples, chunk_size=chunk_size,
@@ -233,6 +295,7 @@ def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: 
         mean_log_p = float(log_p_all.mean())
         spread = float(log_p_all.var(correction=1))
         ll_se = math.sqrt(spread / n + float((se_all**2).sum()) / n**2)
+        weights = _weight_summary(torch.cat(k_hat), torch.cat(ess))
 
         bpd = None
         d = math.prod(model.data_shape)
@@ -240,9 +303,6 @@ def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: 
             bpd = float(level_bits_per_dim(torch.tensor(mean_log_p, dtype=torch.float64), d))
         elif levels is not None and model.density_on_dequantised:
             bpd = float(bits_per_dim(torch.tensor(mean_log_p, dtype=torch.float64), d, levels=levels))
-        exact_ll = exact_gap = None
-        if model.closed_form() is not None:
-            exact_ll, exact_gap = _exact(model, x, batch_size)
         split: dict[str, Any] = {}
         if refinement is not None:
             best, log_p_star = torch.cat(elbo_best), torch.cat(log_p_refined)
@@ -257,6 +317,7 @@ def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: 
                      "amortisation_gap_se": float(amortisation.std(correction=1)) / math.sqrt(n),
                      "approximation_gap": float(approximation.mean()),
                      "approximation_gap_se": float(approximation.std(correction=1)) / math.sqrt(n)}
+        exact_fields, exact_names = _exact_split(exact, shift) if exact is not None else ({}, ())
     finally:
         model.train(was_training)
 
@@ -264,5 +325,13 @@ def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: 
                       kl=sums["kl"] / n, reconstruction=sums["reconstruction"] / n + shift,
                       posterior_gap=sums["gap"] / n, active_units=units.count, latent_dim=int(model.latent_dim),
                       importance_samples=importance_samples, bits_per_dim=bpd,
-                      exact_log_likelihood=None if exact_ll is None else exact_ll + shift,
-                      exact_posterior_gap=exact_gap, log_jacobian=shift, **split)
+                      log_jacobian=shift, exact=exact_names, **weights, **split, **exact_fields)
+
+
+def _weight_summary(k_hat: Tensor, ess: Tensor) -> dict[str, Any]:
+    """The split's summary of the per-example PSIS k̂ (N,) and effective sample sizes (N,) (NaN k̂: too few draws)."""
+    fitted = k_hat[~torch.isnan(k_hat)]
+    return {"pareto_k_max": float(fitted.max()) if fitted.numel() else None,
+            "pareto_k_mean": float(fitted.mean()) if fitted.numel() else None,
+            "unreliable_examples": int((fitted > K_HAT_THRESHOLD).sum()),
+            "effective_sample_size_mean": float(ess.mean()), "effective_sample_size_min": float(ess.min())}

@@ -47,7 +47,7 @@ from vaekit.prob.distributions import (
     stop_gradient,
 )
 
-__all__ = ["ELBOTerms", "elbo_terms", "elbo", "iwae_bound", "log_importance_weights", "importance_terms",
+__all__ = ["ELBOTerms", "elbo_terms", "elbo", "log_importance_weights", "importance_terms",
            "check_batch", "evaluation_mode", "Objective", "ELBO", "IWAE", "OBJECTIVES", "make_objective",
            "GRADIENTS", "weighted_draws", "MIWAE", "PIWAE", "CIWAE", "VR", "BTCVAE"]
 
@@ -149,14 +149,15 @@ def elbo_terms(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, 
 
 
 def elbo(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analytic_kl: bool = True,
-         y: Any = None) -> Tensor:
+         y: Any = None, requires_grad: bool = False) -> Tensor:
     """ELBO(x) = E_q[log p(x|z)] - beta KL(q_x(z) || p(z)), shape (B,). See :func:`elbo_terms`.
 
     An estimator: the model is evaluated in eval mode (a profiled decoder variance uses its running
-    c, never one refitted to x) and left as it was, so the value is the same in either mode.
-    Gradients flow as usual; to train, use the objective objects (:class:`ELBO`, :class:`IWAE`).
+    c, never one refitted to x) and left as it was, so the value is the same in either mode. It runs
+    under ``torch.no_grad`` (no graph kept) unless ``requires_grad``, when gradients flow to the model's
+    parameters; to train, use the objective objects (:class:`ELBO`, :class:`IWAE`).
     ``y``: labels, for a conditional model (:func:`elbo_terms`)."""
-    with evaluation_mode(model):
+    with torch.set_grad_enabled(requires_grad), evaluation_mode(model):
         return elbo_terms(model, x, beta=beta, n_samples=n_samples, analytic_kl=analytic_kl, y=y).objective
 
 
@@ -184,15 +185,6 @@ def log_importance_weights(model: Any, x: Tensor, n_samples: int, *,
     conditional model."""
     log_px, log_pz, log_q = importance_terms(model, x, n_samples, posterior=posterior, y=y)
     return log_px + log_pz - log_q
-
-
-def iwae_bound(model: Any, x: Tensor, *, n_samples: int, y: Any = None) -> Tensor:
-    """L_K(x) = log (1/K) Σ_k w_k for one set of K draws (an unbiased estimate of the bound), (B,).
-    An estimator, in eval mode like :func:`elbo`; to train, use :class:`IWAE`. ``y``: labels, for a
-    conditional model."""
-    with evaluation_mode(model):
-        log_w = log_importance_weights(model, x, n_samples, y=y)
-    return torch.logsumexp(log_w, 0) - math.log(n_samples)
 
 
 #: Gradient estimators of an objective's encoder gradient: the plain reparameterised gradient, "sticking

@@ -114,6 +114,15 @@ class LinearGaussian:
         precision = self.posterior_precision()
         return 0.5 * (precision.diagonal().log().sum() - torch.logdet(precision))
 
+    def family_approximation_gap(self, q: Distribution) -> Tensor:
+        """min over the family of q of KL(q' || p(z|x)), a 0-d tensor: :meth:`diagonal_approximation_gap` for a
+        diagonal Gaussian q, 0 for a full-covariance one (p(z|x) is a member); a TypeError for any other q."""
+        if isinstance(q, DiagonalNormal):
+            return self.diagonal_approximation_gap()
+        if isinstance(q, MultivariateNormal):
+            return torch.zeros((), dtype=self.W.dtype, device=self.W.device)
+        raise TypeError(f"family_approximation_gap: needs a Gaussian posterior, got {type(q).__name__}")
+
     def kl_to_posterior(self, x: Tensor, q: Distribution) -> Tensor:
         """Exact KL(q || p(z|x)), shape (B,)."""
         return kl_divergence(as_multivariate_normal(q), self.posterior(x))

@@ -61,6 +61,7 @@ from vaekit.store.checkpoint import capture_rng, checkpoint_paths, load_training
 from vaekit.store.layout import RunLayout
 from vaekit.store.lock import run_lock
 from vaekit.store.metrics import append_metrics, rewrite_metrics
+from vaekit.store.weights import load_weights
 from vaekit.training import distributed, step
 from vaekit.training.batches import BatchPlan
 from vaekit.training.config import TrainConfig, check_resumable, kl_beta, lr_factor
@@ -108,7 +109,7 @@ def fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, *,
         run_dir: str | Path | None = None, resume: bool = False, progress: bool = False,
         callbacks: Sequence[Callable[[EpochMetrics], Any]] | None = None,
         model_extra: dict[str, Any] | None = None, tensorboard_images: int = 1, train_y: Any = None,
-        val_y: Any = None, tensorboard_steps: int = 20) -> FitResult:
+        val_y: Any = None, tensorboard_steps: int = 20, restore_best: bool = True) -> FitResult:
     """Train ``model`` (a :class:`~vaekit.models.protocol.LatentModel`) on ``train_x``, validating on ``val_x``.
 
     ``train_x`` and ``val_x``: prepared examples (N, *data_shape) as a tensor, a numpy array, a
@@ -141,23 +142,29 @@ def fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, *,
     interrupt then saves nothing mid-epoch: resuming starts from the last completed epoch). A
     checkpoint resumes with any number of ranks.
 
-    The model keeps the last epoch's weights (the best are in the run's weights file). While it
+    When ``fit`` returns, the model holds the weights of the epoch with the best validation ELBO
+    (``restore_best``, the default; the same weights as the run's weights file), not the last epoch's, which
+    the checkpoint keeps for resuming; ``restore_best=False`` leaves the last epoch's. While it
     trains, rank 0 holds the run directory's lock (:func:`vaekit.store.lock.run_lock`): a run
     directory another process writes is a :class:`vaekit.store.lock.RunLockedError`.
     """
     writer = run_dir is not None and distributed.rank() == 0
     with run_lock(run_dir) if writer and run_dir is not None else contextlib.nullcontext():
         return _fit(model, train_x, val_x, config, preprocessing, objective, run_dir, resume, progress,
-                    list(callbacks or ()), model_extra, (tensorboard_images, tensorboard_steps), (train_y, val_y))
+                    list(callbacks or ()), model_extra, (tensorboard_images, tensorboard_steps), (train_y, val_y),
+                    restore_best)
 
 
 def _fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, preprocessing: Preprocessing | None,
          objective: Objective | None, run_dir: str | Path | None, resume: bool, progress: bool,
          callbacks: list[Callable[[EpochMetrics], Any]], model_extra: dict[str, Any] | None,
-         tensorboard: tuple[int, int] = (1, 20), labels: tuple[Any, Any] = (None, None)) -> FitResult:
+         tensorboard: tuple[int, int] = (1, 20), labels: tuple[Any, Any] = (None, None),
+         restore_best: bool = True) -> FitResult:
     run = _Run.start(model, train_x, val_x, config, preprocessing, objective, run_dir, resume, progress,
                      callbacks, model_extra, tensorboard, labels)
     if run.state.stopped_early or run.state.epoch >= config.epochs:
+        if restore_best:
+            _restore_best(run)
         return run.state.result()
     validate_args = torch.distributions.Distribution._validate_args
     torch.distributions.Distribution.set_default_validate_args(False)  # no host sync per step; NaN stays NaN
@@ -174,7 +181,18 @@ def _fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, prep
         torch.distributions.Distribution.set_default_validate_args(validate_args)
         run.close()
     distributed.barrier()                  # rank 0's files are complete when fit returns on any rank
+    if restore_best:
+        _restore_best(run)
     return run.state.result()
+
+
+def _restore_best(run: _Run) -> None:
+    """Load the best validation epoch's weights into the model: kept in memory when that epoch ran in this
+    call, else read from the run directory's weights file (a resumed run whose best epoch came before)."""
+    if run.best_state is not None:
+        run.model.load_state_dict(run.best_state)
+    elif run.layout is not None and run.layout.weights.is_file():
+        run.model.load_state_dict(load_weights(run.layout.weights))
 
 
 @dataclass
@@ -203,6 +221,7 @@ class _Run:
     writer: TensorBoardLog | None = None
     bar: Any = None
     val_y: Tensor | None = None
+    best_state: dict[str, Tensor] | None = None    # the best validation epoch's weights, in this call
 
     @classmethod
     def start(cls, model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig,
@@ -384,6 +403,8 @@ def _end_epoch(run: _Run, epoch: int, t0: float, totals: EpochTotals, beta: floa
                            beta, lr_used, time.perf_counter() - t0, val[3], int(totals.skipped))
     check_absurd(metrics, run.model, config)
     improved = state.record(metrics, int(totals.bad_run))
+    if improved:
+        run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
     stop = bool(config.early_stopping_patience and state.since_best >= config.early_stopping_patience)
     for callback in run.callbacks:
         stop = bool(callback(metrics)) or stop
