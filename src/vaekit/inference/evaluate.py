@@ -149,7 +149,7 @@ class _Exact:
     """Closed-form terms of an affine Gaussian decoder, per example (N,), float64: log p(x_i), ELBO(x_i; q_i),
     KL(q_i || p(z|x_i)) and the approximation gap min_{q ∈ Q} KL(q || p(z|x_i)) of the posterior's family Q
     (0 for a full covariance, ½ (Σ log Λ_jj − log det Λ) for a diagonal one); the last three None for a
-    posterior that is not Gaussian (an IAF)."""
+    posterior that is not Gaussian (an IAF), the approximation gap None also for a chain of layers."""
 
     log_p: Tensor
     elbo: Tensor | None
@@ -161,6 +161,7 @@ def _exact(model, x: Tensor, batch_size: int) -> _Exact:
     """The closed forms of :class:`_Exact` for the examples x, in float64 (:class:`vaekit.LinearGaussian`)."""
     model64 = copy.deepcopy(model).double()
     truth = model64.closed_form()
+    family = getattr(truth, "family_approximation_gap", None)   # None: a chain of layers (no family gap)
     log_p, elbo, gap, approx = [], [], [], []
     gaussian = True
     for xb in _batches(x, batch_size):
@@ -169,16 +170,17 @@ def _exact(model, x: Tensor, batch_size: int) -> _Exact:
         log_p.append(truth.log_marginal(flat))
         q = model64.encode(xb)
         try:                                                  # the closed forms need a Gaussian q
-            best = truth.family_approximation_gap(q)
+            best = family(q) if family is not None else None
+            elbo.append(truth.elbo(flat, q))
+            gap.append(truth.kl_to_posterior(flat, q))
         except TypeError:                                     # e.g. an IAF posterior
             gaussian = False
             continue
-        elbo.append(truth.elbo(flat, q))
-        gap.append(truth.kl_to_posterior(flat, q))
-        approx.append(best.expand(flat.shape[0]))
+        if best is not None:
+            approx.append(best.expand(flat.shape[0]))
     if not gaussian:
         return _Exact(torch.cat(log_p), None, None, None)
-    return _Exact(torch.cat(log_p), torch.cat(elbo), torch.cat(gap), torch.cat(approx))
+    return _Exact(torch.cat(log_p), torch.cat(elbo), torch.cat(gap), torch.cat(approx) if approx else None)
 
 
 def _exact_split(exact: _Exact, shift: float) -> tuple[dict[str, Any], tuple[str, ...]]:
@@ -188,8 +190,11 @@ def _exact_split(exact: _Exact, shift: float) -> tuple[dict[str, Any], tuple[str
     (data spread only: no Monte Carlo error), and the best member's ELBO, log p(x) − approximation gap."""
     n = exact.log_p.shape[0]
     fields: dict[str, Any] = {"exact_log_likelihood": float(exact.log_p.mean()) + shift}
-    if exact.gap is None or exact.approximation is None or exact.elbo is None:
+    if exact.gap is None or exact.elbo is None:
         return fields, ("exact_log_likelihood",)
+    if exact.approximation is None:                           # no closed-form family gap (a chain of layers)
+        fields |= {"exact_posterior_gap": float(exact.gap.mean()), "exact_elbo": float(exact.elbo.mean()) + shift}
+        return fields, tuple(fields)
     amortisation = exact.gap - exact.approximation
     fields |= {"exact_posterior_gap": float(exact.gap.mean()), "exact_elbo": float(exact.elbo.mean()) + shift,
                "amortisation_gap": float(amortisation.mean()),
