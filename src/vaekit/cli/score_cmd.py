@@ -93,7 +93,7 @@ def _reference_cutoff(run: Any, args: argparse.Namespace, device: Any, options: 
     ref_args = argparse.Namespace(**{**vars(args), "data": None, "split": args.reference})
     x, labels, spec = ra.examples(run, ref_args, device)
     torch.manual_seed(args.seed)
-    ref = score(run.model, x, y=ra.labels_for(run, labels, spec, device), **options)
+    ref = score(run.model, x, y=ra.labels_for(run, labels, spec, device), progress=sys.stderr.isatty(), **options)
     return threshold(ref, args.score, args.quantile if args.quantile is not None else 0.99)
 
 
