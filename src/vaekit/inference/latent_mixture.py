@@ -70,7 +70,8 @@ def _latent_points(model: Any, x: Tensor, fit_on: str, batch_size: int, seed: in
     """E_q[z|x_i] or one z_i ~ q(z|x_i) per example, (N, K) float64; the draws from their own seeded
     generator (torch's global one is left as it was)."""
     points = []
-    with evaluation_mode(model), torch.random.fork_rng(devices=[]):
+    devices = [x.device] if x.device.type == "cuda" else []
+    with evaluation_mode(model), torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for start in range(0, x.shape[0], batch_size):
             xb = x[start:start + batch_size]
