@@ -8,7 +8,7 @@ Ghosh et al. 2020) for the committed MNIST runs, by a Fréchet distance on a sma
 1. A small MNIST classifier is trained here (no download): an MLP 784-256-128-10 with ReLU, Adam lr 1e-3,
    batch 128, ``--classifier-epochs`` epochs on the 60,000 training images (grey levels in [0, 1]), seed 0;
    its accuracy on the 10,000 test images is recorded and its weights are written to
-   ``benchmarks/results/gmm_sampler_classifier.safetensors``. Its features are the 128 activations of the
+   ``benchmarks/results/gmm_sampler_fid_classifier.safetensors``. Its features are the 128 activations of the
    last hidden layer.
 2. For each run directory under ``benchmarks/results/mnist-nll/`` (``--runs``; loaded with
    :func:`vaekit.store.runs.load_run`), ``--n`` samples are drawn twice: z ~ p(z) (the run's prior) and
@@ -98,14 +98,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=10000, help="samples per sampler (default 10000)")
     p.add_argument("--components", type=int, default=10, help="Gaussians of the mixture (default 10)")
     p.add_argument("--classifier-epochs", type=int, default=3, help="classifier training epochs (default 3)")
+    p.add_argument("--classifier-train-n", type=int, default=None,
+                   help="train the classifier on the first N training images only (default all)")
+    p.add_argument("--fit-limit", type=int, default=None,
+                   help="fit each mixture on the first N images of the run's training split (default all)")
     p.add_argument("--out", type=Path, default=HERE / "results" / "gmm_sampler_fid.json")
     args = p.parse_args(argv)
     started = time.time()
     mnist = load_dataset("mnist", data_dir=args.data_dir, val_fraction=0.0)
     grey = {split: torch.as_tensor(getattr(mnist, split), dtype=torch.float32) / 255 for split in ("train", "test")}
-    net = train_classifier(grey["train"], torch.as_tensor(mnist.train_labels), args.classifier_epochs)
+    if args.n < 64:
+        p.error("--n: the sample grids need at least 64 samples")
+    net = train_classifier(grey["train"][:args.classifier_train_n],
+                           torch.as_tensor(mnist.train_labels)[:args.classifier_train_n], args.classifier_epochs)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()},
-              str(args.out.with_name("gmm_sampler_classifier.safetensors")))
+              str(args.out.with_name(args.out.stem + "_classifier.safetensors")))
     test_acc = accuracy(net, grey["test"], torch.as_tensor(mnist.test_labels))
     reference = gaussian_statistics(features(net, grey["test"]))
     floor = frechet_distance(*gaussian_statistics(features(net, grey["train"][:args.n])), *reference)
@@ -114,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.runs.split(","):
         run = load_run(HERE / "results" / "mnist-nll" / name)
         train = replace(run.data, data_dir=args.data_dir).load().train          # the run's own training split
-        x = eval_tensor(run.preprocessing, train, seed=0)
+        x = eval_tensor(run.preprocessing, train[:args.fit_limit], seed=0)
         fit_started = time.time()
         gmm = fit_latent_gmm(run.model, x, components=args.components, seed=0)
         fit_seconds = time.time() - fit_started

@@ -115,16 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latent-dim", type=int, default=16, help="latent dimensions (default 16)")
     p.add_argument("--importance-samples", type=int, default=100, help="K of log p(x) (default 100)")
     p.add_argument("--pca-components", type=int, default=16, help="PCA components (default 16)")
+    p.add_argument("--train-n", type=int, default=None, help="the first N training images of 0-8 only (default all)")
+    p.add_argument("--test-n", type=int, default=None, help="the first N test images only (default all)")
     p.add_argument("--work", type=Path, default=HERE / "results" / "tmp" / "novelty_mnist")
     p.add_argument("--out", type=Path, default=HERE / "results" / "novelty_mnist.json")
     args = p.parse_args(argv)
     started = time.time()
     args.work.mkdir(parents=True, exist_ok=True)
     mnist = load_dataset("mnist", data_dir=args.data_dir, val_fraction=0.0)
-    known = mnist.train_labels != NOVEL
+    known = np.flatnonzero(mnist.train_labels != NOVEL)[:args.train_n]      # indices of the 0-8 training images
+    test, labels = mnist.test[:args.test_n], (mnist.test_labels[:args.test_n] == NOVEL).astype(int)
     np.save(args.work / "train08.npy", mnist.train[known])
-    np.save(args.work / "test.npy", mnist.test)
-    labels = (mnist.test_labels == NOVEL).astype(int)
+    np.save(args.work / "test.npy", test)
     run = args.work / "run"
     shutil.rmtree(run, ignore_errors=True)                  # a fresh run each time (inside the ignored tmp folder)
     train_argv = ["train", "--data", str(args.work / "train08.npy"), "--val-fraction", "0.05", "--test-fraction",
@@ -144,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         results[name], curves[name] = metrics(labels, anomaly), anomaly
     flagged = table["flag"] == 1
     prep = load_run(run).preprocessing
-    binary_train = eval_tensor(prep, mnist.train[known], seed=0).reshape(int(known.sum()), -1).numpy()
-    binary_test = eval_tensor(prep, mnist.test, seed=0).reshape(len(labels), -1).numpy()
+    binary_train = eval_tensor(prep, mnist.train[known], seed=0).reshape(len(known), -1).numpy()
+    binary_test = eval_tensor(prep, test, seed=0).reshape(len(labels), -1).numpy()
     base, base_scores = baselines(binary_train, binary_test, labels, args.pca_components)
     results.update(base)
     curves.update(base_scores)
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
            "train_command": "vaekit " + " ".join(train_argv), "novel_digit": NOVEL,
            "test_images": int(len(labels)), "novel_images": int(labels.sum()),
-           "train_images": int(known.sum()), "validation_evaluation": evaluation,
+           "train_images": len(known), "validation_evaluation": evaluation,
            "flags": {"threshold": score_doc["threshold"], "flagged": int(flagged.sum()),
                      "flagged_nines": int((flagged & (labels == 1)).sum()),
                      "flagged_0_8": int((flagged & (labels == 0)).sum())},

@@ -93,7 +93,7 @@ def _reference_cutoff(run: Any, args: argparse.Namespace, device: Any, options: 
     ref_args = argparse.Namespace(**{**vars(args), "data": None, "split": args.reference})
     x, labels, spec = ra.examples(run, ref_args, device)
     torch.manual_seed(args.seed)
-    ref = score(run.model, x, y=ra.labels_for(run, labels, spec, device), **options)
+    ref = score(run.model, x, y=ra.labels_for(run, labels, spec, device), progress=sys.stderr.isatty(), **options)
     return threshold(ref, args.score, args.quantile if args.quantile is not None else 0.99)
 
 
@@ -142,16 +142,22 @@ def _cmd_score(args: argparse.Namespace) -> int:
            "score": args.score if cutoff is not None else None, "threshold": cutoff,
            "reference": args.reference, "quantile": args.quantile if args.reference else None,
            "flagged": flagged if cutoff is not None else None}
+    _report(args, doc)
+    return 0
+
+
+def _report(args: argparse.Namespace, doc: dict) -> None:
+    """One JSON object (``--json``) or a line (and one for the threshold) on stdout."""
     if args.json:
         print(json.dumps(doc, allow_nan=False, sort_keys=True))
-        return 0
-    print(f"wrote {path}: scores of {n} examples ({what}), K = {args.importance_samples}, seed {args.seed}; "
-          f"mean log p(x) {doc['means']['log_likelihood']:.4f} nats")
-    if cutoff is not None:
+        return
+    print(f"wrote {doc['out']}: scores of {doc['n']} examples ({doc['examples']}), K = {args.importance_samples}, "
+          f"seed {args.seed}; mean log p(x) {doc['means']['log_likelihood']:.4f} nats")
+    if doc["threshold"] is not None:
         source = (f"the {args.quantile if args.quantile is not None else 0.99} quantile of the {args.reference} "
                   "split" if args.reference else "--threshold")
-        print(f"  threshold on {args.score}: {cutoff:.6g} ({source}); flagged {flagged} of {n}")
-    return 0
+        print(f"  threshold on {args.score}: {doc['threshold']:.6g} ({source}); flagged {doc['flagged']} of "
+              f"{doc['n']}")
 
 
 def _chain(first: Any, rest: Any) -> Any:
@@ -176,6 +182,8 @@ def _add_score(sub: Any) -> None:
                       "vaekit score runs/mnist --data new.npy --out scores.csv --reference val --quantile 0.99")
     ra.add_data_options(p)
     p.set_defaults(split=None)
+    p._option_string_actions["--split"].help = ("which split to use (default: all with --data, every example of the "
+                                                "file; test without it)")
     p.add_argument("--out", metavar="FILE", type=Path, required=True, help="output table, .csv or .parquet (required)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--importance-samples", metavar="K", type=ra.positive_int, default=5000,

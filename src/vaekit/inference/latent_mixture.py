@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 from vaekit.data.inputs import as_examples
 from vaekit.errors import ConfigError
 from vaekit.inference.objectives import evaluation_mode
+from vaekit.prob.mixtures import Mixture, gaussian_mixture
 
 __all__ = ["LatentGMM", "fit_latent_gmm", "sample_gmm", "FIT_ON"]
 
@@ -51,18 +51,18 @@ class LatentGMM:
     def components(self) -> int:
         return int(self.weights.shape[0])
 
-    def distribution(self) -> MixtureSameFamily:
-        """g(z) as a torch distribution (event shape (K,)), for log_prob and moments."""
-        return MixtureSameFamily(Categorical(probs=self.weights), MultivariateNormal(self.means, self.covariances))
+    def distribution(self) -> Mixture:
+        """g(z) as a :class:`vaekit.prob.mixtures.Mixture` (event shape (K,)), for log_prob and moments."""
+        return gaussian_mixture(self.weights, self.means, self.covariances)
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        """n draws z ~ g(z), (n, K) float64: c ~ Cat(π), z = m_c + L_c ε (module docstring)."""
+        """n draws z ~ g(z), (n, K) float64, from ``generator`` alone (default: a fresh one seeded from torch's
+        global generator): c ~ Cat(π), z = m_c + L_c ε (:meth:`vaekit.prob.mixtures.Mixture.sample_with`)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"n: must be a positive integer, got {n!r}")
-        component = torch.multinomial(self.weights, n, replacement=True, generator=generator)         # (n,)
-        eps = torch.randn(n, self.means.shape[1], generator=generator, dtype=torch.float64)           # (n, K)
-        scale = torch.linalg.cholesky(self.covariances)                                                # (C, K, K)
-        return self.means[component] + (scale[component] @ eps[..., None]).squeeze(-1)
+        if generator is None:
+            generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
+        return self.distribution().sample_with(n, generator)
 
 
 @torch.no_grad()
@@ -70,7 +70,8 @@ def _latent_points(model: Any, x: Tensor, fit_on: str, batch_size: int, seed: in
     """E_q[z|x_i] or one z_i ~ q(z|x_i) per example, (N, K) float64; the draws from their own seeded
     generator (torch's global one is left as it was)."""
     points = []
-    with evaluation_mode(model), torch.random.fork_rng(devices=[]):
+    devices = [x.device] if x.device.type == "cuda" else []
+    with evaluation_mode(model), torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for start in range(0, x.shape[0], batch_size):
             xb = x[start:start + batch_size]

@@ -32,7 +32,7 @@ from torch.distributions import Categorical, Distribution, MixtureSameFamily, Mu
 from vaekit.errors import ShapeError
 from vaekit.prob.distributions import DiagonalNormal, marginal_moments
 
-__all__ = ["Mixture", "CHUNK_BUDGET", "HERMITE_NODES", "PRODUCTS_MIN_COMPONENTS"]
+__all__ = ["Mixture", "gaussian_mixture", "CHUNK_BUDGET", "HERMITE_NODES", "PRODUCTS_MIN_COMPONENTS"]
 
 #: Numbers one chunk's (rows, C, K) temporaries hold at most in ``log_prob`` and ``marginal_kl``.
 CHUNK_BUDGET = 1 << 22
@@ -205,3 +205,9 @@ class Mixture(MixtureSameFamily):
             cross = (weights[:, None] * log_p).sum(1)                                    # (R, K)
             out.append(-0.5 * (torch.log(2 * math.pi * v_r) + 1) - cross)
         return torch.cat(out).reshape(mean.shape)
+
+
+def gaussian_mixture(weights: Tensor, means: Tensor, covariances: Tensor) -> Mixture:
+    """Σ_c π_c N(m_c, S_c) as a :class:`Mixture`: ``weights`` π (C,) (positive, summing to 1), ``means`` (C, K),
+    full ``covariances`` (C, K, K) (positive definite)."""
+    return Mixture(weights.log(), MultivariateNormal(means, covariance_matrix=covariances, validate_args=False))
