@@ -266,13 +266,18 @@ def test_numpy_inputs_to_evaluate():
     assert ev.n == 8 and math.isfinite(ev.log_likelihood)
 
 
-def test_the_iwae_objective_refuses_the_optimal_decoder_variance():
-    """c* = MSE maximises the ELBO, not L_K: training the IWAE bound with it is refused in one line;
-    evaluating L_K of such a model (eval mode: the running c) is fine."""
+def test_the_iwae_objective_refuses_the_optimal_decoder_variance(tmp_path):
+    """c* = MSE maximises the ELBO, not L_K: training the IWAE bound with it is refused in one line, before
+    the run directory is created and with the model's state unchanged; evaluating L_K of such a model (eval
+    mode: the running c) is fine."""
     model = _model(decoder_variance="optimal")
-    with pytest.raises(vaekit.ConfigError, match="objective iwae: the optimal decoder variance") as info:
-        vaekit.fit(model, _data(), _data(16, 1), TrainConfig(epochs=1, objective="iwae", samples=3))
-    assert "\n" not in str(info.value)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(vaekit.ConfigError, match="objective iwae: the model's decoder variance is optimal") as info:
+        vaekit.fit(model, _data(), _data(16, 1), TrainConfig(epochs=1), objective=vaekit.IWAE(samples=3),
+                   run_dir=tmp_path / "run")
+    assert "\n" not in str(info.value) and "decoder_variance='learned'" in str(info.value)
+    assert not (tmp_path / "run").exists()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert torch.isfinite(vaekit.iwae_bound(model, _data(4), n_samples=3)).all()
     vaekit.fit(_model(decoder_variance="learned"), _data(), _data(16, 1),
                TrainConfig(epochs=1, objective="iwae", samples=3))

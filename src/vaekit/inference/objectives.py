@@ -244,8 +244,9 @@ class IWAE(Objective):
 
 
 def _no_profiled_variance(values: Tensor) -> Tensor:
-    raise ConfigError("objective iwae: the optimal decoder variance (c* = mean squared error) maximises the ELBO, "
-                      "not the IWAE bound; use a fixed or learned c (decoder_variance), or objective elbo")
+    raise ConfigError("objective iwae: the model's decoder variance is optimal (c* = mean squared error), which "
+                      "maximises the ELBO, not the IWAE bound; build the model with decoder_variance='learned' (what "
+                      "`vaekit train --objective iwae` uses) or a number, or train it with vaekit.ELBO()")
 
 
 #: Objective names (the configuration's ``objective``) and their classes.

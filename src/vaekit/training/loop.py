@@ -76,6 +76,7 @@ from vaekit.training.guards import (
 from vaekit.training.interrupts import InterruptGate, deferred_interrupt
 from vaekit.training.labels import training_labels
 from vaekit.training.outputs import has_checkpoint, save_best
+from vaekit.training.preflight import check_model_objective
 from vaekit.training.state import (
     METRIC_FIELDS,
     STREAM_AUGMENT,
@@ -145,6 +146,11 @@ def fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, *,
     trains, rank 0 holds the run directory's lock (:func:`vaekit.store.lock.run_lock`): a run
     directory another process writes is a :class:`vaekit.store.lock.RunLockedError`.
     """
+    if isinstance(config, TrainConfig):      # the model against its objective, before anything is written
+        objective = config.build_objective() if objective is None else objective
+        val_x = as_examples(val_x, name="val_x", data_shape=tuple(model.data_shape), check_finite=False)
+        if isinstance(objective, Objective) and isinstance(val_x, Tensor):
+            check_model_objective(model, objective, val_x, val_y, preprocessing or _IDENTITY)
     writer = run_dir is not None and distributed.rank() == 0
     with run_lock(run_dir) if writer and run_dir is not None else contextlib.nullcontext():
         return _fit(model, train_x, val_x, config, preprocessing, objective, run_dir, resume, progress,
