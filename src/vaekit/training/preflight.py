@@ -37,7 +37,7 @@ def check_model_objective(model: LatentModel, objective: Objective, val_x: Tenso
     x = val_x[:_ROWS].to(device)
     y = None
     if classes:
-        y = model.labels(val_y.cpu() if isinstance(val_y, Tensor) else val_y, val_x.shape[0],   # type: ignore[attr-defined]
+        y = model.labels(val_y.cpu() if isinstance(val_y, Tensor) else val_y, val_x.shape[0],
                          name="val_y").expand(val_x.shape[0])[:_ROWS].to(device)
     saved = {name: value.detach().clone() for name, value in model.state_dict().items()}
     was_training = model.training
