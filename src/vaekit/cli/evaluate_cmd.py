@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vaekit.cli import run_access as ra
+from vaekit.cli.plain_progress import progress_for
 from vaekit.errors import ConfigError
 
 if TYPE_CHECKING:                      # imported where used: building the parsers imports no torch
@@ -47,7 +48,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     refinement = refinement_of(args) if args.gap_decomposition else None
     with run_lock(run.layout.root, shared=True):     # no training run meanwhile
         result = evaluate(run.model, x, importance_samples=args.importance_samples, batch_size=args.batch_size,
-                          levels=levels, progress=sys.stderr.isatty(), refinement=refinement,
+                          levels=levels, progress=progress_for(True), refinement=refinement,
                           gap_elbo_samples=args.gap_elbo_samples,
                           log_jacobian=run.preprocessing.log_jacobian, y=y)  # in the units of the data as given
         doc = {"run_dir": str(args.run_dir), "split": args.split, "data": spec.to_dict(), "limit": args.limit,

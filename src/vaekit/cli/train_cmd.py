@@ -52,6 +52,7 @@ from typing import Any
 from vaekit.cli import help_text, train_checks, train_stops
 from vaekit.cli import labels as label_options
 from vaekit.cli import train_options as options
+from vaekit.cli.plain_progress import heartbeat, progress_for
 from vaekit.errors import ConfigError, VaekitError
 from vaekit.store.layout import RunLayout
 from vaekit.store.lock import run_lock
@@ -220,6 +221,7 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     main = distributed.is_main()
     train_config = options.train_config(values)
     progress = not values["no_progress"] and sys.stderr.isatty() and main
+    bars = progress_for(not values["no_progress"] and main)   # tqdm on a terminal, else a plain line every 20 s
 
     try:
         dataset = data_spec.load(download=values["download"], progress=progress)
@@ -272,14 +274,14 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     if tracker is not None:                           # --mlflow: params now, metrics every epoch, files at the end
         callbacks.append(tracker.log_epoch)
     result = fit(model, train_x, val_x, train_config, preprocessing=preprocessing, run_dir=run_dir,
-                 resume=args.resume, progress=progress, callbacks=callbacks, model_extra=extra,
+                 resume=args.resume, progress=bars, callbacks=callbacks, model_extra=extra,
                  tensorboard_images=values["tensorboard_images"], tensorboard_steps=values["tensorboard_steps"],
                  train_y=train_y, val_y=val_y)
     distributed.shutdown()                            # leave the group: the end's work is rank 0's alone
     if not main:
         return 0                                      # rank 0 evaluates and writes the figures
     summary = [f"run directory: {run_dir}"]
-    summary += _finish(args, values, layout, result, dataset, data_spec, preprocessing, train_config, progress, say)
+    summary += _finish(args, values, layout, result, dataset, data_spec, preprocessing, train_config, bars, say)
     if tracker is not None:
         tracker.finish()
     for line in summary:
@@ -313,7 +315,7 @@ def _record_run(args: argparse.Namespace, layout: RunLayout, dataset: Any) -> No
 
 
 def _finish(args: argparse.Namespace, values: dict[str, Any], layout: RunLayout, result: Any, dataset: Any,
-            data_spec: Any, preprocessing: Any, train_config: Any, progress: bool,
+            data_spec: Any, preprocessing: Any, train_config: Any, progress: bool | Callable[..., Any],
             say: Callable[[str], None]) -> list[str]:
     """Rank 0 after training: evaluate the best weights on the test split (the validation split when
     there is no test split), write the evaluation, the figures and the report, each phase announced
@@ -362,11 +364,12 @@ def _finish(args: argparse.Namespace, values: dict[str, Any], layout: RunLayout,
 
         say("writing the figures and report.html...")
         started = time.perf_counter()
-        scatter = scatter_examples(dataset.train, dataset.train_labels, preprocessing, train_config.device)
-        figures = write_figures(layout.root, model=run.model, x=x, labels=labels,
-                                history=[m.to_dict() for m in result.history], seed=train_config.seed,
-                                scatter=scatter)                 # the latent scatter: up to 5000 training examples
-        report = write_run_report(layout.root, figures)   # the report reads the rest from the run directory
+        with heartbeat("figures", progress):
+            scatter = scatter_examples(dataset.train, dataset.train_labels, preprocessing, train_config.device)
+            figures = write_figures(layout.root, model=run.model, x=x, labels=labels,
+                                    history=[m.to_dict() for m in result.history], seed=train_config.seed,
+                                    scatter=scatter)             # the latent scatter: up to 5000 training examples
+            report = write_run_report(layout.root, figures)   # the report reads the rest from the run directory
         say(f"  wrote {len(figures)} figures and the report in {time.perf_counter() - started:.1f} s")
         summary.append(f"report: {report}")
     return summary

@@ -53,7 +53,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -146,7 +146,7 @@ def _exact(model, x: Tensor, batch_size: int) -> tuple[float, float | None]:
 
 @torch.no_grad()
 def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: int = 256,
-             levels: int | None = None, progress: bool = False, chunk_size: int | None = None,
+             levels: int | None = None, progress: bool | Callable[..., Any] = False, chunk_size: int | None = None,
              elbo_samples: int = 1, refinement: Refinement | None = None,
              gap_elbo_samples: int = 1000, log_jacobian: float = 0.0, y: Any = None) -> Evaluation:
     """Evaluate ``model`` (a :class:`~vaekit.models.protocol.LatentModel`) on x (N, *data_shape),
@@ -156,7 +156,8 @@ def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: 
     ``bits_per_dim`` for a likelihood that is a density (``model.density_on_dequantised``).
     ``chunk_size`` bounds the importance draws held at once (default:
     :func:`vaekit.inference.estimators.default_chunk_size`). ``progress`` shows a tqdm bar (on
-    stderr). The model is put in eval mode and restored afterwards.
+    stderr); a callable is a bar class taking tqdm's arguments (the command line's plain
+    lines). The model is put in eval mode and restored afterwards.
 
     ``refinement``: also split the posterior gap into the amortisation and approximation gaps
     (:mod:`vaekit.inference.gaps`): each example's best posterior of the family is found with these
@@ -207,7 +208,8 @@ def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: 
 
         sums = dict.fromkeys(("elbo", "kl", "reconstruction", "gap"), 0.0)
         log_p, se, elbo_q, elbo_best, log_p_refined = [], [], [], [], []
-        with tqdm(total=n, desc="evaluate", unit="ex", disable=not progress, leave=False) as bar:
+        bar_class = progress if callable(progress) else tqdm      # a callable: a bar of that class
+        with bar_class(total=n, desc="evaluate", unit="example", disable=not progress, leave=False) as bar:
             for start, xb in zip(range(0, n, batch_size), _batches(x, batch_size), strict=True):
                 yb = None if labels is None else labels[start:start + batch_size]
                 terms = elbo_terms(model, xb, n_samples=elbo_samples, analytic_kl=True, y=yb)

@@ -106,7 +106,7 @@ _IDENTITY = Preprocessing("tabular", None, None, None, binarize=False, dequantiz
 
 def fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, *,
         preprocessing: Preprocessing | None = None, objective: Objective | None = None,
-        run_dir: str | Path | None = None, resume: bool = False, progress: bool = False,
+        run_dir: str | Path | None = None, resume: bool = False, progress: bool | Callable[..., Any] = False,
         callbacks: Sequence[Callable[[EpochMetrics], Any]] | None = None,
         model_extra: dict[str, Any] | None = None, tensorboard_images: int = 1, train_y: Any = None,
         val_y: Any = None, tensorboard_steps: int = 20) -> FitResult:
@@ -158,7 +158,7 @@ def fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, *,
 
 
 def _fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, preprocessing: Preprocessing | None,
-         objective: Objective | None, run_dir: str | Path | None, resume: bool, progress: bool,
+         objective: Objective | None, run_dir: str | Path | None, resume: bool, progress: bool | Callable[..., Any],
          callbacks: list[Callable[[EpochMetrics], Any]], model_extra: dict[str, Any] | None,
          tensorboard: tuple[int, int] = (1, 20), labels: tuple[Any, Any] = (None, None)) -> FitResult:
     run = _Run.start(model, train_x, val_x, config, preprocessing, objective, run_dir, resume, progress,
@@ -213,7 +213,7 @@ class _Run:
     @classmethod
     def start(cls, model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig,
               preprocessing: Preprocessing | None, objective: Objective | None, run_dir: str | Path | None,
-              resume: bool, progress: bool, callbacks: list[Callable[[EpochMetrics], Any]],
+              resume: bool, progress: bool | Callable[..., Any], callbacks: list[Callable[[EpochMetrics], Any]],
               model_extra: dict[str, Any] | None, tensorboard: tuple[int, int] = (1, 20),
               labels: tuple[Any, Any] = (None, None)) -> _Run:
         """Check the arguments, read the data, build the optimizer and the step, and load the
@@ -293,10 +293,11 @@ class _Run:
             run.writer = TensorBoardLog.open(layout if writes else None, model=model, config=config,
                                              val_x=val_eval, val_y=val_y, images_every=tensorboard_images,
                                              steps_every=tensorboard_steps)
-            if progress and rank == 0:
+            if progress and rank == 0:          # True: a tqdm bar; a callable: a bar of that class (same arguments)
                 from tqdm.auto import tqdm
 
-                run.bar = tqdm(total=total_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True)
+                bar = progress if callable(progress) else tqdm
+                run.bar = bar(total=total_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True)
         return run
 
     def save_checkpoint(self, partial: dict[str, Any] | None = None) -> None:
