@@ -328,8 +328,10 @@ def _finish(args: argparse.Namespace, values: dict[str, Any], layout: RunLayout,
     run = load_run(layout.root, map_location=train_config.device, trust_code=args.trust_code)
     run.model.eval()
     stopped = ", stopped early" if result.stopped_early else ""
-    units = " of the standardised data" if preprocessing.standardized else ""     # training metrics: model units
-    summary = [f"best validation ELBO: {result.best_val_elbo:.4f} nats{units} (epoch {result.best_epoch} of "
+    # one unit on the summary: the data as given (the training metrics' standardised ELBO + the log-Jacobian)
+    units = " of the data as given (columns unstandardised)" if preprocessing.standardized else ""
+    best_val = result.best_val_elbo + preprocessing.log_jacobian
+    summary = [f"best validation ELBO: {best_val:.4f} nats{units} (epoch {result.best_epoch} of "
                f"{len(result.history)}{stopped})"]
     split, x_raw, labels = "test", dataset.test, dataset.test_labels
     if x_raw is None or len(x_raw) < 2:

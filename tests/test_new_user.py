@@ -1,0 +1,67 @@
+"""What a new user meets (issue 33): numbers that add up and carry their K and units, errors worded with the
+command's options."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import torch
+
+import vaekit
+from vaekit.cli import main
+from vaekit.cli.evaluate_cmd import _decomposition_rows
+from vaekit.inference.gaps import Refinement
+
+
+def _number(text: str) -> float:
+    return float(re.match(r"\s*(-?[0-9.]+)", text).group(1))
+
+
+def test_the_gap_decomposition_adds_up_to_the_gap_printed_beside_it():
+    """amortisation + approximation = the decomposition's own log p(x) − ELBO(q) (the tighter of the two
+    samplers, and ELBO(q) by its S draws), and the rows printed say so, each end with its K or S."""
+    torch.manual_seed(0)
+    model = vaekit.build_vae(vaekit.VAEConfig((6,), latent_dim=2, hidden=(8,), decoder_variance=0.5))
+    x = torch.randn(12, 6)
+    r = vaekit.evaluate(model, x, importance_samples=30, refinement=Refinement(steps=5, samples=2),
+                        gap_elbo_samples=20)
+    assert r.amortisation_gap is not None and r.approximation_gap is not None
+    assert math.isclose(r.amortisation_gap + r.approximation_gap, r.gap_log_likelihood - r.gap_elbo, abs_tol=1e-9)
+    assert r.gap_log_likelihood == max(r.log_likelihood, r.refined_log_likelihood)
+    assert r.gap_proposal == ("q*" if r.refined_log_likelihood > r.log_likelihood else "q")
+    rows = dict(_decomposition_rows(r))
+    assert "  ELBO(q), S = 20 draws" in rows and f"  log p(x), K = 30, proposal {r.gap_proposal}" in rows
+    total = _number(rows["  log p(x) - ELBO(q)"])
+    parts = _number(rows["    = amortisation gap ELBO(q*) - ELBO(q)"]) + _number(
+        rows["    + approximation gap log p(x) - ELBO(q*)"])
+    assert abs(total - parts) <= 2e-4                                # the printed figures add up (4 decimals)
+
+
+def test_missing_mnist_is_worded_with_the_command_options(tmp_path, capsys):
+    code = main(["train", "--data", "mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--download" in err and "--data-dir" in err and "download=True" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_table_runs_summary_gives_the_validation_elbo_in_the_data_units(tmp_path, capsys):
+    """The summary's best validation ELBO is the training metric (standardised units) plus the log-Jacobian
+    −Σ_d log s_d, the units of the test numbers printed under it."""
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(200, 3)) * np.array([100.0, 0.01, 5.0])
+    np.savetxt(tmp_path / "t.csv", table, delimiter=",")
+    code = main(["train", "--data", str(tmp_path / "t.csv"), "--epochs", "2", "--hidden", "8", "--latent-dim", "2",
+                 "--no-figures", "--no-progress", "--importance-samples", "5", "--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    line = next(x for x in out.splitlines() if x.startswith("best validation ELBO"))
+    assert "of the data as given" in line and "of the standardised data" not in out
+    metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    best = max(m["val_elbo"] for m in metrics)
+    prep = json.loads((tmp_path / "run" / "config.json").read_text())["extra"]["preprocessing"]
+    log_jacobian = -float(np.log(np.asarray(prep["std"], dtype=np.float64)).sum())
+    assert math.isclose(_number(line.split(":", 1)[1]), best + log_jacobian, abs_tol=1e-3)
