@@ -65,3 +65,41 @@ def test_a_table_runs_summary_gives_the_validation_elbo_in_the_data_units(tmp_pa
     prep = json.loads((tmp_path / "run" / "config.json").read_text())["extra"]["preprocessing"]
     log_jacobian = -float(np.log(np.asarray(prep["std"], dtype=np.float64)).sum())
     assert math.isclose(_number(line.split(":", 1)[1]), best + log_jacobian, abs_tol=1e-3)
+
+
+def _record(tmp_path, name, *, epochs, best_at, active, gap, asked=None, precision_used=None):
+    from vaekit.viz.run_record import RunRecord
+
+    history = [{"epoch": e, "val_elbo": float(e if e <= best_at else best_at - 1)} for e in range(1, epochs + 1)]
+    doc = {"split": "test", "n": 10, "importance_samples": 100, "log_likelihood": 30.0, "log_likelihood_se": 0.5,
+           "elbo": 29.0, "posterior_gap": gap, "active_units": active, "latent_dim": 16}
+    train = {"epochs": asked or epochs, "precision": "auto"}
+    info = {"sessions": [{"command": ["vaekit", "train"], "precision_used": precision_used}], "splits": {}}
+    return RunRecord(root=tmp_path / name, config={"model": {}, "extra": {"train": train}}, history=history,
+                     evaluations={"test": doc}, info=info if precision_used else None, figures=[])
+
+
+def test_the_report_says_what_to_do_next(tmp_path):
+    from vaekit.viz.run_advice import DIRECTIONS, advice
+
+    rising = advice(_record(tmp_path, "a", epochs=5, best_at=5, active=16, gap=4.0, precision_used="bf16"))
+    assert rising[0] == DIRECTIONS
+    assert any("still improving" in n and "--resume --epochs 10" in n for n in rising)
+    assert any("--precision auto trained in bf16" in n for n in rising)
+    assert not any("collapse" in n for n in rising)
+    settled = advice(_record(tmp_path, "b", epochs=5, best_at=3, active=0, gap=0.01))
+    assert not any("still improving" in n for n in settled)
+    assert any("No active units (0 of 16)" in n for n in settled)
+    stopped = advice(_record(tmp_path, "c", epochs=5, best_at=5, active=16, gap=1.0, asked=50))
+    assert not any("still improving" in n for n in stopped)         # stopped early: not "train longer"
+
+
+def test_the_comparison_never_marks_a_collapsed_run_best_on_the_posterior_gap(tmp_path):
+    from vaekit.viz.compare import _summary_rows
+
+    records = [_record(tmp_path, "good", epochs=3, best_at=2, active=16, gap=4.0),
+               _record(tmp_path, "collapsed", epochs=3, best_at=2, active=0, gap=0.01)]
+    rows, notes = _summary_rows(records, ["good", "collapsed"])
+    gap_row = next(r for r in rows if "posterior gap" in str(r[0]))
+    assert gap_row[2][1] == "num best" and gap_row[3][1] == "num"
+    assert any(n.startswith("collapsed: no active units") for n in notes)

@@ -302,16 +302,20 @@ def _levels_config(config: Any, given: dict[str, Any] | None, levels: int | None
         raise options.option_error(exc) from None
 
 
-def _record_run(args: argparse.Namespace, layout: RunLayout, dataset: Any) -> None:
-    """Append this command to the run's run.json (:mod:`vaekit.store.run_info`) with the split sizes."""
+def _record_run(args: argparse.Namespace, layout: RunLayout, dataset: Any, train_config: Any) -> None:
+    """Append this command to the run's run.json (:mod:`vaekit.store.run_info`) with the split sizes and the
+    precision training used (what ``--precision auto`` chose on this device)."""
+    from vaekit.devices import resolve_device
     from vaekit.store.run_info import new_session, record_session
+    from vaekit.training.config import resolve_precision
 
     sizes = {"train": len(dataset.train), "val": len(dataset.val)}
     if dataset.test is not None:
         sizes["test"] = len(dataset.test)
     argv = getattr(args, "argv", ["vaekit", *sys.argv[1:]])           # set by vaekit.cli.main
-    record_session(layout, new_session(argv, started=getattr(args, "started", time.time()), resumed=args.resume),
-                   sizes)
+    session = new_session(argv, started=getattr(args, "started", time.time()), resumed=args.resume)
+    session["precision_used"] = resolve_precision(train_config.precision, resolve_device(train_config.device))
+    record_session(layout, session, sizes)
 
 
 def _finish(args: argparse.Namespace, values: dict[str, Any], layout: RunLayout, result: Any, dataset: Any,
@@ -337,7 +341,7 @@ def _finish(args: argparse.Namespace, values: dict[str, Any], layout: RunLayout,
     if x_raw is None or len(x_raw) < 2:
         split, x_raw, labels = "val", dataset.val, dataset.val_labels
     if len(x_raw) < 2:
-        _record_run(args, layout, dataset)
+        _record_run(args, layout, dataset, train_config)
         return summary
     from vaekit.inference.evaluate import evaluate
 
@@ -354,7 +358,7 @@ def _finish(args: argparse.Namespace, values: dict[str, Any], layout: RunLayout,
            "seed": train_config.seed, **evaluation.to_dict()}
     atomic_write_json(layout.evaluation(split), doc)
     say(f"  evaluated in {time.perf_counter() - started:.1f} s")
-    _record_run(args, layout, dataset)                # run.json: the command, its duration, versions, splits
+    _record_run(args, layout, dataset, train_config)   # run.json: the command, duration, versions, splits, precision
     summary.append(f"{split} ELBO: {evaluation.elbo:.4f} nats   log p(x) (K = {evaluation.importance_samples}): "
                    f"{evaluation.log_likelihood:.4f} ± {evaluation.log_likelihood_se:.4f} nats")
     if evaluation.bits_per_dim is not None:
