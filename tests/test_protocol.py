@@ -45,7 +45,8 @@ def _model(seed=0, **kw):
 
 def test_fit_from_a_dataloader_equals_fit_from_the_tensor():
     """vaekit.fit reads a DataLoader over a TensorDataset (labels ignored) into the same examples:
-    the same training, bit for bit, as from the tensor itself and from a numpy array."""
+    the same training, bit for bit, as from the tensor itself and from a numpy array; the loader's own
+    batch size, which differs from the config's, is warned about (the config's is the one trained on)."""
     x, v = _data(), _data(32, seed=1)
     config = TrainConfig(epochs=2, batch_size=16, seed=3)
     ref = _model()
@@ -53,7 +54,9 @@ def test_fit_from_a_dataloader_equals_fit_from_the_tensor():
     labels = torch.arange(len(x))
     loader = DataLoader(TensorDataset(x, labels), batch_size=10, shuffle=False)
     from_loader = _model()
-    result = vaekit.fit(from_loader, loader, TensorDataset(v), config)
+    with pytest.warns(UserWarning, match=r"DataLoader's batch_size=10 only reads the data; fit trains on batches "
+                                         r"of TrainConfig.batch_size=16"):
+        result = vaekit.fit(from_loader, loader, TensorDataset(v), config)
     from_numpy = _model()
     vaekit.fit(from_numpy, x.numpy(), v.numpy(), config)
     for key, value in ref.state_dict().items():

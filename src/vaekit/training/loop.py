@@ -76,7 +76,7 @@ from vaekit.training.guards import (
 from vaekit.training.interrupts import InterruptGate, deferred_interrupt
 from vaekit.training.labels import training_labels
 from vaekit.training.outputs import has_checkpoint, save_best
-from vaekit.training.preflight import check_model_objective
+from vaekit.training.preflight import check_model_objective, warn_loader_batch_size
 from vaekit.training.state import (
     METRIC_FIELDS,
     STREAM_AUGMENT,
@@ -147,6 +147,7 @@ def fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, *,
     directory another process writes is a :class:`vaekit.store.lock.RunLockedError`.
     """
     if isinstance(config, TrainConfig):      # the model against its objective, before anything is written
+        warn_loader_batch_size(train_x, config.batch_size)
         objective = config.build_objective() if objective is None else objective
         val_x = as_examples(val_x, name="val_x", data_shape=tuple(model.data_shape), check_finite=False)
         if isinstance(objective, Objective) and isinstance(val_x, Tensor):

@@ -10,6 +10,7 @@ RNG put back afterwards, so the same error comes first and leaves nothing behind
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -19,7 +20,7 @@ from vaekit.data import Preprocessing
 from vaekit.inference.objectives import Objective
 from vaekit.models.protocol import LatentModel, with_labels
 
-__all__ = ["check_model_objective"]
+__all__ = ["check_model_objective", "warn_loader_batch_size"]
 
 #: Examples of the dry run: two, so that a batch statistic (the profiled c*, a batch mean) is defined.
 _ROWS = 2
@@ -52,3 +53,14 @@ def check_model_objective(model: LatentModel, objective: Objective, val_x: Tenso
         torch.distributions.Distribution.set_default_validate_args(validate_args)
         model.load_state_dict(saved)
         model.train(was_training)
+
+
+def warn_loader_batch_size(train_x: Any, batch_size: int) -> None:
+    """A ``DataLoader`` handed to :func:`vaekit.fit` is read once into one tensor; the steps take
+    ``TrainConfig.batch_size`` examples (index permutations: exact resume). A loader whose own batch size
+    differs is warned about (a UserWarning naming both), not honoured silently or ignored silently."""
+    loader_batch = getattr(train_x, "batch_size", None) if isinstance(train_x, torch.utils.data.DataLoader) else None
+    if loader_batch is not None and loader_batch != batch_size:
+        warnings.warn(f"train_x: the DataLoader's batch_size={loader_batch} only reads the data; fit trains on batches "
+                      f"of TrainConfig.batch_size={batch_size} (set that to {loader_batch} to train on batches of "
+                      f"{loader_batch})", UserWarning, stacklevel=3)
