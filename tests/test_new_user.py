@@ -103,3 +103,23 @@ def test_the_comparison_never_marks_a_collapsed_run_best_on_the_posterior_gap(tm
     gap_row = next(r for r in rows if "posterior gap" in str(r[0]))
     assert gap_row[2][1] == "num best" and gap_row[3][1] == "num"
     assert any(n.startswith("collapsed: no active units") for n in notes)
+
+
+def test_a_conditional_grid_is_labelled_with_its_classes(tmp_path):
+    from PIL import Image
+
+    from vaekit.viz.conditional import class_columns
+    from vaekit.viz.grids import image_grid
+
+    model = vaekit.build_vae(vaekit.VAEConfig((1, 8, 8), latent_dim=2, hidden=(8,), num_classes=3,
+                                              class_names=("cat", "dog", "emu")))
+    assert class_columns(model, 3) == ["cat", "dog", "emu"] and class_columns(model, None) is None
+    plain_model = vaekit.build_vae(vaekit.VAEConfig((1, 8, 8), latent_dim=2, hidden=(8,)))
+    assert class_columns(plain_model, 3) is None
+    images = np.random.default_rng(0).random((6, 1, 8, 8))
+    bare = np.asarray(Image.open(image_grid(images, tmp_path / "a.png", nrow=3)).convert("L"))
+    named = np.asarray(Image.open(image_grid(images, tmp_path / "b.png", nrow=3, col_labels=["cat", "dog", "emu"]))
+                       .convert("L"))
+    extra = named.shape[0] - bare.shape[0]
+    assert extra > 0 and (named[:extra] < 128).any()                  # a band of text above the columns
+    np.testing.assert_array_equal(named[extra:], bare)                # the tiles themselves unchanged

@@ -37,7 +37,7 @@ from vaekit.inference.estimators import kl_per_dimension
 from vaekit.inference.objectives import check_batch
 from vaekit.store.layout import RunLayout
 from vaekit.viz import curves, plots
-from vaekit.viz.conditional import figure_labels, given, prior_samples
+from vaekit.viz.conditional import class_columns, figure_labels, given, prior_samples
 from vaekit.viz.run_report import write_run_report
 
 __all__ = ["is_image_shape", "scatter_indices", "to_display", "write_figures", "write_run_report"]
@@ -141,7 +141,8 @@ def write_figures(run_dir: str | os.PathLike, *, model, x: Tensor, labels: np.nd
         generator = torch.Generator(device=device).manual_seed(seed)
         samples, per_row, drawn = prior_samples(model, N_PRIOR_SAMPLES, generator, sample_label)
         figures[f"Prior samples: {drawn} (seed {seed})"] = \
-            plots.image_grid(to_display(samples, shape), layout.figure("prior-samples"), nrow=per_row)
+            plots.image_grid(to_display(samples, shape), layout.figure("prior-samples"), nrow=per_row,
+                             col_labels=class_columns(model, per_row))     # a conditional grid: its classes
 
         scatter_x, scatter_labels = (x, labels) if scatter is None else scatter
         which = "" if scatter is None else "training "

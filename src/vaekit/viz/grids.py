@@ -32,6 +32,7 @@ def image_grid(
     nrow: int | None = None,
     title: str | None = None,
     shape: Sequence[int] | None = None,
+    col_labels: Sequence[str] | None = None,
 ) -> Path:
     """Write a tiled grid of images (or a heatmap of tabular vectors) to the PNG ``path``.
 
@@ -45,6 +46,7 @@ def image_grid(
         shape: ``(C, H, W)`` or ``(H, W)`` to reshape flat ``(N, D)`` vectors into images. Flat
             vectors without ``shape`` are tabular data and are drawn as a heatmap (rows =
             examples, columns = features, colours in the data's own range).
+        col_labels: a label above each column of an image grid (e.g. a conditional model's classes).
 
     Returns:
         ``Path(path)``.
@@ -57,7 +59,8 @@ def image_grid(
         raise ValueError(f"nrow must be a positive integer, got {nrow}")
     cols = min(n, nrow) if nrow is not None else math.ceil(math.sqrt(n))
     grid = _Grid(rows=math.ceil(n / cols), cols=cols, tile_h=data.shape[1], tile_w=data.shape[2])
-    return _save(_render_mosaic(_mosaic(data, grid), grid, title=title), path)
+    labels = list(col_labels)[:cols] if col_labels is not None else None
+    return _save(_render_mosaic(_mosaic(data, grid), grid, title=title, col_labels=labels), path)
 
 
 # --------------------------------------------------------------------------- reconstructions
