@@ -123,3 +123,23 @@ def test_a_conditional_grid_is_labelled_with_its_classes(tmp_path):
     extra = named.shape[0] - bare.shape[0]
     assert extra > 0 and (named[:extra] < 128).any()                  # a band of text above the columns
     np.testing.assert_array_equal(named[extra:], bare)                # the tiles themselves unchanged
+
+
+def test_a_tables_heatmaps_name_its_columns(tmp_path):
+    from vaekit.data.csv_files import read_column_names
+    from vaekit.store.runs import DataSpec
+    from vaekit.viz.tables import _table_figure, _table_pair_figure
+
+    (tmp_path / "t.csv").write_text("height,label,weight\n1.5,0,60\n1.7,1,70\n", encoding="utf-8")
+    (tmp_path / "bare.csv").write_text("1.5,0,60\n1.7,1,70\n", encoding="utf-8")
+    assert read_column_names(tmp_path / "t.csv") == ["height", "label", "weight"]
+    assert read_column_names(tmp_path / "t.csv", "label") == ["height", "weight"]
+    assert read_column_names(tmp_path / "t.csv", "1") == ["height", "weight"]
+    assert read_column_names(tmp_path / "bare.csv") is None and read_column_names(tmp_path / "gone.csv") is None
+    assert DataSpec(spec=str(tmp_path / "t.csv"), label_column="label").column_names() == ["height", "weight"]
+    assert DataSpec(spec="digits").column_names() is None
+    table = np.arange(6.0).reshape(3, 2)
+    fig = _table_figure(table, None, ["height", "weight"])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["height", "weight"]
+    pair = _table_pair_figure(table, table + 1, ["height", "weight"])
+    assert [t.get_text() for t in pair.axes[1].get_xticklabels()] == ["height", "weight"]

@@ -35,7 +35,8 @@ def _cmd_figures(args: argparse.Namespace) -> int:
         history = read_history(layout)
         with heartbeat("figures", progress_for(True)):    # without a terminal: a line every 20 s
             figures = write_figures(layout.root, model=run.model, x=x, labels=labels, history=history,
-                                    seed=args.seed, scatter=scatter, sample_label=args.label)
+                                    seed=args.seed, scatter=scatter, sample_label=args.label,
+                                    columns=spec.column_names())       # a CSV's header names the heatmaps' columns
             report = write_run_report(layout.root, figures)   # summary, best epoch, history: from the run directory
     for path in figures.values():
         print(f"wrote {path}")

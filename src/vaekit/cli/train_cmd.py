@@ -374,7 +374,8 @@ def _finish(args: argparse.Namespace, values: dict[str, Any], layout: RunLayout,
             scatter = scatter_examples(dataset.train, dataset.train_labels, preprocessing, train_config.device)
             figures = write_figures(layout.root, model=run.model, x=x, labels=labels,
                                     history=[m.to_dict() for m in result.history], seed=train_config.seed,
-                                    scatter=scatter)             # the latent scatter: up to 5000 training examples
+                                    scatter=scatter,             # the latent scatter: up to 5000 training examples
+                                    columns=data_spec.column_names())    # a CSV's header names the heatmaps' columns
             report = write_run_report(layout.root, figures)   # the report reads the rest from the run directory
         say(f"  wrote {len(figures)} figures and the report in {time.perf_counter() - started:.1f} s")
         summary.append(f"report: {report}")
