@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "tests"))
 
 from bench_common import machine_info, write_results  # noqa: E402
+
 from docs_blocks import blocks  # noqa: E402
 
 

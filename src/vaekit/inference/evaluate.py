@@ -43,9 +43,9 @@ For examples x_1..x_n (nats per example, means over the n examples):
 ``log_jacobian`` (a number, default 0): the log-Jacobian of the map from the data as the user gave
 them to the model's inputs, per example (e.g. ``-sum_d log std_d`` of standardised columns,
 :attr:`vaekit.data.Preprocessing.log_jacobian`). It is added to every log-density reported, ``elbo``,
-``reconstruction``, ``log_likelihood``, ``exact_log_likelihood``, ``refined_elbo`` and
-``refined_log_likelihood``, so they are densities of the data in the user's units, and recorded as
-``log_jacobian``. Differences of
+``reconstruction``, ``log_likelihood``, ``exact_log_likelihood``, ``refined_elbo``,
+``refined_log_likelihood``, ``gap_elbo`` and ``gap_log_likelihood``, so they are densities of the data in
+the user's units, and recorded as ``log_jacobian``. Differences of
 log-densities (``kl``, the gaps, the standard errors) do not change; nor does ``bits_per_dim``, a
 probability of the discrete levels computed from the model's own log p(y) on [0, 1].
 
