@@ -21,7 +21,9 @@ def test_a_line_every_interval_with_count_rate_eta_and_postfix():
     bar = PlainProgress(total=10, desc="train", unit="step", every=0.05, file=out)
     bar.update(4)
     bar.set_postfix(epoch=2, loss="1.5")
-    time.sleep(0.3)
+    deadline = time.monotonic() + 30                        # a busy machine may wake the thread late
+    while len(out.getvalue().splitlines()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     bar.close()
     lines = out.getvalue().splitlines()
     assert len(lines) >= 2                                  # steady: lines come without further updates
