@@ -13,6 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from mnist_skip import HOW
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 MNIST = REPO.parent / "shared" / "data" / "mnist"
@@ -70,7 +72,7 @@ def test_table_ratios_are_against_the_mlp():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").exists(), reason=f"real MNIST not found in {MNIST}")
+@pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").exists(), reason=f"real MNIST not found in {MNIST}" + HOW)
 def test_family_throughput_smoke(tmp_path):
     out = tmp_path / "fam.json"
     proc = subprocess.run([sys.executable, str(BENCH / "family_throughput.py"), "--threads", "1", "--rounds", "2",

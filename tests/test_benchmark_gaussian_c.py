@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from mnist_skip import HOW
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gaussian_c.py"
 MNIST = REPO.parent / "shared" / "data" / "mnist"
 
 pytestmark = pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").is_file(),
-                                reason=f"MNIST IDX files not found in {MNIST}")
+                                reason=f"MNIST IDX files not found in {MNIST}" + HOW)
 
 
 def test_gaussian_c_tiny_run(tmp_path):

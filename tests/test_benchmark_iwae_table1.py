@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from mnist_skip import HOW
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "iwae_table1.py"
 MNIST = REPO.parent / "shared" / "data" / "mnist"
@@ -17,7 +19,7 @@ MNIST = REPO.parent / "shared" / "data" / "mnist"
 
 @pytest.mark.skipif(not (MNIST / "train-images-idx3-ubyte").exists()
                     and not (MNIST / "train-images-idx3-ubyte.gz").exists(),
-                    reason="real MNIST IDX files not present in ../shared/data/mnist")
+                    reason="real MNIST IDX files not present in ../shared/data/mnist" + HOW)
 def test_iwae_table1_smoke(tmp_path):
     out = tmp_path / "iwae_table1.json"
     cmd = [sys.executable, str(SCRIPT), "--rows", "all", "--budget-minutes", "0.02", "--train-subset", "600",

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from mnist_skip import HOW
+
 REPO = Path(__file__).resolve().parents[1]
 MNIST = REPO.parent / "shared" / "data" / "mnist"
 
 
-@pytest.mark.skipif(not MNIST.is_dir(), reason="needs ../shared/data/mnist")
+@pytest.mark.skipif(not MNIST.is_dir(), reason="needs ../shared/data/mnist" + HOW)
 @pytest.mark.slow            # two memory-limited training runs, about 35 s: run by .ci/run's second pass
 def test_streamed_run_fits_a_limit_the_in_memory_run_exceeds(tmp_path):
     out = tmp_path / "ltm.json"

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from mnist_skip import HOW
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 MNIST = REPO.parent / "shared" / "data" / "mnist"
 
 pytestmark = pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").exists(),
-                                reason=f"real MNIST not found in {MNIST}")
+                                reason=f"real MNIST not found in {MNIST}" + HOW)
 
 
 def _finite(value, path="") -> None:

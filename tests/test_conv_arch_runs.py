@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from mnist_skip import HOW
 from vaekit import VAEConfig, build_vae
 from vaekit.data import fit_preprocessing, load_dataset
 from vaekit.training import TrainConfig, fit
@@ -75,7 +76,7 @@ def test_a_folder_of_rgb_pngs_of_odd_size(tmp_path):
     assert np.load(tmp_path / "r.npy").shape == (4, 3, 13, 21)
 
 
-@pytest.mark.skipif(not MNIST.is_dir(), reason="no MNIST files in ../shared/data/mnist")
+@pytest.mark.skipif(not MNIST.is_dir(), reason="no MNIST files in ../shared/data/mnist" + HOW)
 def test_named_mnist_gives_images_a_conv_model_trains_on(tmp_path):
     dataset = load_dataset("mnist", data_dir=MNIST)
     assert dataset.shape == (1, 28, 28) and dataset.train.shape[1:] == (1, 28, 28)

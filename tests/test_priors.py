@@ -154,6 +154,32 @@ def test_vamp_log_prob_is_the_mean_of_the_encoders_posteriors_at_the_pseudo_inpu
         torch.testing.assert_close(model.log_pz(z), by_hand, rtol=1e-10, atol=1e-10)
 
 
+def test_vamp_with_a_flow_posterior_mixes_the_base_gaussians_and_never_inverts_the_flow(monkeypatch):
+    """With --posterior iaf the VampPrior is (1/C) Σ_c N(z; μ(u_c), diag σ²(u_c)), the flow's base Gaussians at
+    the pseudo-inputs (SciPy's normal log-densities, summed by hand); training and evaluating it never call the
+    flow's inverse (which costs K sequential passes per (z, component) pair)."""
+    from vaekit.prob.flows import FlowPosterior
+
+    model = _model("vamp", {"pseudo_inputs": 5, "init_std": 0.5}, posterior="iaf")
+    z = torch.randn(4, 6, 3, dtype=torch.float64)
+    with torch.no_grad():
+        q_u = model.encode(model.prior_module.pseudo_inputs)
+    assert isinstance(q_u, FlowPosterior)
+    loc, scale = q_u.base.loc.numpy(), q_u.base.scale.numpy()                                # (5, 3)
+    per_component = stats.norm.logpdf(z.numpy()[..., None, :], loc, scale).sum(-1)          # (4, 6, 5)
+    want = logsumexp(per_component, axis=-1) - math.log(5)
+    np.testing.assert_allclose(model.log_pz(z).detach().numpy(), want, rtol=1e-10, atol=1e-10)
+
+    def no_inverse(self, value):
+        raise AssertionError("the flow was inverted")
+
+    monkeypatch.setattr(FlowPosterior, "log_prob", no_inverse)
+    x = _x(6)
+    (-elbo_terms(model, x, n_samples=2).objective.mean()).backward()
+    assert model.prior_module.pseudo_inputs.grad is not None
+    assert torch.isfinite(estimate_log_likelihood(model, x, n_samples=8).log_likelihood).all()
+
+
 def _kl_check(model: vaekit.VAE, gaussian_prior: torch.distributions.Distribution) -> None:
     """The objective's Monte Carlo KL uses the objective's own draws, and over many draws its mean is the
     closed form KL(q || p) for a prior that is a Gaussian in disguise."""

@@ -45,7 +45,8 @@ def _model(seed=0, **kw):
 
 def test_fit_from_a_dataloader_equals_fit_from_the_tensor():
     """vaekit.fit reads a DataLoader over a TensorDataset (labels ignored) into the same examples:
-    the same training, bit for bit, as from the tensor itself and from a numpy array."""
+    the same training, bit for bit, as from the tensor itself and from a numpy array; the loader's own
+    batch size, which differs from the config's, is warned about (the config's is the one trained on)."""
     x, v = _data(), _data(32, seed=1)
     config = TrainConfig(epochs=2, batch_size=16, seed=3)
     ref = _model()
@@ -53,7 +54,9 @@ def test_fit_from_a_dataloader_equals_fit_from_the_tensor():
     labels = torch.arange(len(x))
     loader = DataLoader(TensorDataset(x, labels), batch_size=10, shuffle=False)
     from_loader = _model()
-    result = vaekit.fit(from_loader, loader, TensorDataset(v), config)
+    with pytest.warns(UserWarning, match=r"DataLoader's batch_size=10 only reads the data; fit trains on batches "
+                                         r"of TrainConfig.batch_size=16"):
+        result = vaekit.fit(from_loader, loader, TensorDataset(v), config)
     from_numpy = _model()
     vaekit.fit(from_numpy, x.numpy(), v.numpy(), config)
     for key, value in ref.state_dict().items():
@@ -266,13 +269,18 @@ def test_numpy_inputs_to_evaluate():
     assert ev.n == 8 and math.isfinite(ev.log_likelihood)
 
 
-def test_the_iwae_objective_refuses_the_optimal_decoder_variance():
-    """c* = MSE maximises the ELBO, not L_K: training the IWAE bound with it is refused in one line;
-    evaluating L_K of such a model (eval mode: the running c) is fine."""
+def test_the_iwae_objective_refuses_the_optimal_decoder_variance(tmp_path):
+    """c* = MSE maximises the ELBO, not L_K: training the IWAE bound with it is refused in one line, before
+    the run directory is created and with the model's state unchanged; evaluating L_K of such a model (eval
+    mode: the running c) is fine."""
     model = _model(decoder_variance="optimal")
-    with pytest.raises(vaekit.ConfigError, match="objective iwae: the optimal decoder variance") as info:
-        vaekit.fit(model, _data(), _data(16, 1), TrainConfig(epochs=1, objective="iwae", samples=3))
-    assert "\n" not in str(info.value)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(vaekit.ConfigError, match="objective iwae: the model's decoder variance is optimal") as info:
+        vaekit.fit(model, _data(), _data(16, 1), TrainConfig(epochs=1), objective=vaekit.IWAE(samples=3),
+                   run_dir=tmp_path / "run")
+    assert "\n" not in str(info.value) and "decoder_variance='learned'" in str(info.value)
+    assert not (tmp_path / "run").exists()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert torch.isfinite(vaekit.iwae_bound(model, _data(4), n_samples=3)).all()
     vaekit.fit(_model(decoder_variance="learned"), _data(), _data(16, 1),
                TrainConfig(epochs=1, objective="iwae", samples=3))

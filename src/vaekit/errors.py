@@ -24,6 +24,15 @@ class DataError(VaekitError, ValueError):
     """A data file or array is malformed (corrupt, ragged, non-finite, wrong range, ...)."""
 
 
+class MissingDataError(DataError):
+    """Data files that are not where they were looked for. ``str()`` words the remedy for Python callers
+    (``download=True``); :attr:`command_line` words it with the command's options (``--download``)."""
+
+    def __init__(self, message: str, command_line: str):
+        super().__init__(message)
+        self.command_line = command_line
+
+
 class CheckpointError(VaekitError, ValueError):
     """A saved model or checkpoint is missing, corrupt, from another model, or of a newer format."""
 

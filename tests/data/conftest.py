@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from mnist_skip import HOW
+
 MNIST_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
 MNIST_GZ = (
     "train-images-idx3-ubyte.gz",
@@ -23,7 +25,7 @@ MNIST_GZ = (
 def mnist_dir() -> Path:
     """The folder with the four real MNIST .gz files; skip when it is not there."""
     if not all((MNIST_DIR / f).is_file() for f in MNIST_GZ):
-        pytest.skip(f"real MNIST files not found in {MNIST_DIR}")
+        pytest.skip(f"real MNIST files not found in {MNIST_DIR}" + HOW)
     return MNIST_DIR
 
 

@@ -160,8 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         keep_freed_memory()
         return int(args.func(args) or 0)
-    except VaekitError as exc:
-        print(f"vaekit {args.command}: error: {exc}", file=sys.stderr)
+    except VaekitError as exc:                 # worded with the command's options where the error has that form
+        print(f"vaekit {args.command}: error: {getattr(exc, 'command_line', None) or exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:
         print(f"vaekit {args.command}: error: {exc.filename or exc}: file not found", file=sys.stderr)

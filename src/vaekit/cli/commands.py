@@ -46,7 +46,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     if bounds is not None:
         samples = samples.clamp(*bounds)
         what += f", clipped to [{bounds[0]:g}, {bounds[1]:g}]"
-    ra.save_images(path, samples, run.config.data_shape, nrow=per_row)
+    from vaekit.viz.conditional import class_columns
+
+    ra.save_images(path, samples, run.config.data_shape, nrow=per_row, col_labels=class_columns(run.model, per_row))
     print(f"wrote {path}: {args.n} samples ({what}, {drawn}, seed {args.seed}), shape {tuple(samples.shape)}, "
           f"values in [{float(samples.min()):.4g}, {float(samples.max()):.4g}]")
     return 0

@@ -12,9 +12,10 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vaekit.cli import run_access as ra
+from vaekit.cli.plain_progress import progress_for
 from vaekit.errors import ConfigError
 
 if TYPE_CHECKING:                      # imported where used: building the parsers imports no torch
@@ -47,7 +48,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     refinement = refinement_of(args) if args.gap_decomposition else None
     with run_lock(run.layout.root, shared=True):     # no training run meanwhile
         result = evaluate(run.model, x, importance_samples=args.importance_samples, batch_size=args.batch_size,
-                          levels=levels, progress=sys.stderr.isatty(), refinement=refinement,
+                          levels=levels, progress=progress_for(True), refinement=refinement,
                           gap_elbo_samples=args.gap_elbo_samples,
                           log_jacobian=run.preprocessing.log_jacobian, y=y)  # in the units of the data as given
         doc = {"run_dir": str(args.run_dir), "split": args.split, "data": spec.to_dict(), "limit": args.limit,
@@ -71,12 +72,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         ("  KL(q(z|x) || p(z))", _fmt(r.kl)),
         (f"log p(x), K = {r.importance_samples}", f"{_fmt(r.log_likelihood)} ± {r.log_likelihood_se:.4f}"),
         *weight_rows(r),
-        ("posterior gap KL(q(z|x) || p(z|x))", _fmt(r.posterior_gap)),
+        (f"posterior gap KL(q(z|x) || p(z|x)), K = {r.importance_samples}", _fmt(r.posterior_gap)),
     ]
-    if r.amortisation_gap is not None and r.approximation_gap is not None:
-        rows += [("  amortisation gap ELBO(q*) - ELBO(q)", f"{_fmt(r.amortisation_gap)} ± {r.amortisation_gap_se:.4f}"),
-                 ("  approximation gap log p(x) - ELBO(q*)",
-                  f"{_fmt(r.approximation_gap)} ± {r.approximation_gap_se:.4f}")]
+    rows += _decomposition_rows(r)
     if r.exact_log_likelihood is not None:
         rows.append(("exact log p(x)", _fmt(r.exact_log_likelihood)))
     if r.exact_posterior_gap is not None:
@@ -123,6 +121,22 @@ def warn_unreliable(r) -> None:
         print(f"warning: Pareto k̂ > 0.7 for {r.unreliable_examples} of {r.n} examples (max {r.pareto_k_max:.2f}): "
               "their importance weights are heavy-tailed, so log p(x) and its standard error are unreliable "
               "(Vehtari et al. 2024, PSIS); raise --importance-samples or improve the posterior", file=sys.stderr)
+
+
+def _decomposition_rows(r: Any) -> list[tuple[str, str]]:
+    """The gap decomposition as a sum that adds up: its own ELBO(q) (S draws) and log p(x) (K draws, the tighter
+    proposal), their difference, and the two gaps that make it (vaekit.inference.evaluate)."""
+    if r.amortisation_gap is None or r.approximation_gap is None or r.gap_elbo is None:
+        return []
+    draws, k = (r.refinement or {}).get("elbo_samples"), r.importance_samples
+    return [("gap decomposition, on its own draws:", ""),
+            (f"  ELBO(q), S = {draws} draws", _fmt(r.gap_elbo)),
+            ("  ELBO(q*), q* refined per example", _fmt(r.refined_elbo)),
+            (f"  log p(x), K = {k}, proposal {r.gap_proposal}", _fmt(r.gap_log_likelihood)),
+            ("  log p(x) - ELBO(q)", _fmt(r.gap_log_likelihood - r.gap_elbo)),
+            ("    = amortisation gap ELBO(q*) - ELBO(q)", f"{_fmt(r.amortisation_gap)} ± {r.amortisation_gap_se:.4f}"),
+            ("    + approximation gap log p(x) - ELBO(q*)",
+             f"{_fmt(r.approximation_gap)} ± {r.approximation_gap_se:.4f}")]
 
 
 def _saved_evaluation(run_dir: Path, args: argparse.Namespace) -> Path:

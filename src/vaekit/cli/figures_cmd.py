@@ -12,6 +12,7 @@ import argparse
 from typing import Any
 
 from vaekit.cli import run_access as ra
+from vaekit.cli.plain_progress import heartbeat, progress_for
 from vaekit.store.lock import run_lock
 from vaekit.store.metrics import read_history
 
@@ -32,9 +33,11 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     layout = run.layout
     with run_lock(layout.root, shared=True):         # no training run meanwhile
         history = read_history(layout)
-        figures = write_figures(layout.root, model=run.model, x=x, labels=labels, history=history, seed=args.seed,
-                                scatter=scatter, sample_label=args.label)
-        report = write_run_report(layout.root, figures)   # summary, best epoch, history: from the run directory
+        with heartbeat("figures", progress_for(True)):    # without a terminal: a line every 20 s
+            figures = write_figures(layout.root, model=run.model, x=x, labels=labels, history=history,
+                                    seed=args.seed, scatter=scatter, sample_label=args.label,
+                                    columns=spec.column_names())       # a CSV's header names the heatmaps' columns
+            report = write_run_report(layout.root, figures)   # summary, best epoch, history: from the run directory
     for path in figures.values():
         print(f"wrote {path}")
     print(f"wrote {report}")

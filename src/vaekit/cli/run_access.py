@@ -246,7 +246,7 @@ def model_dtype(run: Run) -> torch.dtype:
 
 
 def save_images(path: Path, values: Tensor, data_shape: tuple[int, ...], *, nrow: int | None = None,
-                title: str | None = None) -> Path:
+                title: str | None = None, col_labels: list[str] | None = None) -> Path:
     """Values (N, *data_shape) as a PNG grid (images) or heatmap (tabular), or as a .npy array."""
     import torch
 
@@ -255,4 +255,4 @@ def save_images(path: Path, values: Tensor, data_shape: tuple[int, ...], *, nrow
 
     if path.suffix.lower() == ".npy":
         return write_npy(path, values.detach().to("cpu", torch.float32).numpy())
-    return plots.image_grid(to_display(values, data_shape), path, nrow=nrow, title=title)
+    return plots.image_grid(to_display(values, data_shape), path, nrow=nrow, title=title, col_labels=col_labels)

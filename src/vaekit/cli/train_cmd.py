@@ -52,6 +52,7 @@ from typing import Any
 from vaekit.cli import help_text, train_checks, train_stops
 from vaekit.cli import labels as label_options
 from vaekit.cli import train_options as options
+from vaekit.cli.plain_progress import heartbeat, progress_for
 from vaekit.errors import ConfigError, VaekitError
 from vaekit.store.layout import RunLayout
 from vaekit.store.lock import run_lock
@@ -221,6 +222,7 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     main = distributed.is_main()
     train_config = options.train_config(values)
     progress = not values["no_progress"] and sys.stderr.isatty() and main
+    bars = progress_for(not values["no_progress"] and main)   # tqdm on a terminal, else a plain line every 20 s
 
     try:
         dataset = data_spec.load(download=values["download"], progress=progress)
@@ -275,14 +277,14 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     if tracker is not None:                           # --mlflow: params now, metrics every epoch, files at the end
         callbacks.append(tracker.log_epoch)
     result = fit(model, train_x, val_x, train_config, preprocessing=preprocessing, run_dir=run_dir,
-                 resume=args.resume, progress=progress, callbacks=callbacks, model_extra=extra,
+                 resume=args.resume, progress=bars, callbacks=callbacks, model_extra=extra,
                  tensorboard_images=values["tensorboard_images"], tensorboard_steps=values["tensorboard_steps"],
                  train_y=train_y, val_y=val_y)
     distributed.shutdown()                            # leave the group: the end's work is rank 0's alone
     if not main:
         return 0                                      # rank 0 evaluates and writes the figures
     summary = [f"run directory: {run_dir}"]
-    summary += _finish(args, values, layout, result, dataset, data_spec, preprocessing, train_config, progress, say)
+    summary += _finish(args, values, layout, result, dataset, data_spec, preprocessing, train_config, bars, say)
     if tracker is not None:
         tracker.finish()
     for line in summary:
@@ -317,16 +319,20 @@ def _levels_config(config: Any, given: dict[str, Any] | None, levels: int | None
         raise options.option_error(exc) from None
 
 
-def _record_run(args: argparse.Namespace, layout: RunLayout, dataset: Any) -> None:
-    """Append this command to the run's run.json (:mod:`vaekit.store.run_info`) with the split sizes."""
+def _record_run(args: argparse.Namespace, layout: RunLayout, dataset: Any, train_config: Any) -> None:
+    """Append this command to the run's run.json (:mod:`vaekit.store.run_info`) with the split sizes and the
+    precision training used (what ``--precision auto`` chose on this device)."""
+    from vaekit.devices import resolve_device
     from vaekit.store.run_info import new_session, record_session
+    from vaekit.training.config import resolve_precision
 
     sizes = {"train": len(dataset.train), "val": len(dataset.val)}
     if dataset.test is not None:
         sizes["test"] = len(dataset.test)
     argv = getattr(args, "argv", ["vaekit", *sys.argv[1:]])           # set by vaekit.cli.main
-    record_session(layout, new_session(argv, started=getattr(args, "started", time.time()), resumed=args.resume),
-                   sizes)
+    session = new_session(argv, started=getattr(args, "started", time.time()), resumed=args.resume)
+    session["precision_used"] = resolve_precision(train_config.precision, resolve_device(train_config.device))
+    record_session(layout, session, sizes)
 
 
 def _objective_line(config: Any) -> str:
@@ -338,7 +344,7 @@ def _objective_line(config: Any) -> str:
 
 
 def _finish(args: argparse.Namespace, values: dict[str, Any], layout: RunLayout, result: Any, dataset: Any,
-            data_spec: Any, preprocessing: Any, train_config: Any, progress: bool,
+            data_spec: Any, preprocessing: Any, train_config: Any, progress: bool | Callable[..., Any],
             say: Callable[[str], None]) -> list[str]:
     """Rank 0 after training: evaluate the best weights on the test split (the validation split when
     there is no test split), write the evaluation, the figures and the report, each phase announced
@@ -351,14 +357,16 @@ def _finish(args: argparse.Namespace, values: dict[str, Any], layout: RunLayout,
     run = load_run(layout.root, map_location=train_config.device, trust_code=args.trust_code)
     run.model.eval()
     stopped = ", stopped early" if result.stopped_early else ""
-    units = " of the standardised data" if preprocessing.standardized else ""     # training metrics: model units
-    summary = [f"best validation ELBO: {result.best_val_elbo:.4f} nats{units} (epoch {result.best_epoch} of "
+    # one unit on the summary: the data as given (the training metrics' standardised ELBO + the log-Jacobian)
+    units = " of the data as given (columns unstandardised)" if preprocessing.standardized else ""
+    best_val = result.best_val_elbo + preprocessing.log_jacobian
+    summary = [f"best validation ELBO: {best_val:.4f} nats{units} (epoch {result.best_epoch} of "
                f"{len(result.history)}{stopped})", _objective_line(train_config)]
     split, x_raw, labels = "test", dataset.test, dataset.test_labels
     if x_raw is None or len(x_raw) < 2:
         split, x_raw, labels = "val", dataset.val, dataset.val_labels
     if len(x_raw) < 2:
-        _record_run(args, layout, dataset)
+        _record_run(args, layout, dataset, train_config)
         return summary
     from vaekit.inference.evaluate import evaluate
 
@@ -375,7 +383,7 @@ def _finish(args: argparse.Namespace, values: dict[str, Any], layout: RunLayout,
            "seed": train_config.seed, **evaluation.to_dict()}
     atomic_write_json(layout.evaluation(split), doc)
     say(f"  evaluated in {time.perf_counter() - started:.1f} s")
-    _record_run(args, layout, dataset)                # run.json: the command, its duration, versions, splits
+    _record_run(args, layout, dataset, train_config)   # run.json: the command, duration, versions, splits, precision
     summary.append(f"{split} ELBO: {evaluation.elbo:.4f} nats   log p(x) (K = {evaluation.importance_samples}): "
                    f"{evaluation.log_likelihood:.4f} ± {evaluation.log_likelihood_se:.4f} nats")
     if evaluation.bits_per_dim is not None:
@@ -390,11 +398,13 @@ def _finish(args: argparse.Namespace, values: dict[str, Any], layout: RunLayout,
 
         say("writing the figures and report.html...")
         started = time.perf_counter()
-        scatter = scatter_examples(dataset.train, dataset.train_labels, preprocessing, train_config.device)
-        figures = write_figures(layout.root, model=run.model, x=x, labels=labels,
-                                history=[m.to_dict() for m in result.history], seed=train_config.seed,
-                                scatter=scatter)                 # the latent scatter: up to 5000 training examples
-        report = write_run_report(layout.root, figures)   # the report reads the rest from the run directory
+        with heartbeat("figures", progress):
+            scatter = scatter_examples(dataset.train, dataset.train_labels, preprocessing, train_config.device)
+            figures = write_figures(layout.root, model=run.model, x=x, labels=labels,
+                                    history=[m.to_dict() for m in result.history], seed=train_config.seed,
+                                    scatter=scatter,             # the latent scatter: up to 5000 training examples
+                                    columns=data_spec.column_names())    # a CSV's header names the heatmaps' columns
+            report = write_run_report(layout.root, figures)   # the report reads the rest from the run directory
         say(f"  wrote {len(figures)} figures and the report in {time.perf_counter() - started:.1f} s")
         summary.append(f"report: {report}")
     return summary

@@ -94,3 +94,23 @@ def read_csv(
         labels = y.astype(np.int64)
         values = np.delete(values, label_index, axis=1)
     return values, labels
+
+
+def read_column_names(path: str | os.PathLike[str], label_column: int | str | None = None) -> list[str] | None:
+    """The feature names of a CSV file: its header row without the label column, or None when the file has
+    no header (or cannot be read: names are a courtesy of the figures, never an error)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            first = next((row for row in csv.reader(fh) if row), None)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    if first is None or all(_parse_float(c) is not None for c in first):
+        return None
+    names = [c.strip() for c in first]
+    if label_column is not None:
+        index = names.index(label_column) if isinstance(label_column, str) and label_column in names else (
+            int(label_column) if str(label_column).lstrip("-").isdigit() else None)
+        if index is None or not -len(names) <= index < len(names):
+            return None
+        del names[index]
+    return names

@@ -37,7 +37,7 @@ from urllib.request import Request, urlopen
 import numpy as np
 
 from vaekit.data.formats import _one_line, read_idx
-from vaekit.errors import DataError
+from vaekit.errors import DataError, MissingDataError
 
 __all__ = [
     "FASHION_MNIST_MIRRORS",
@@ -311,9 +311,12 @@ def load_idx_dataset(
     missing = [b for b in IDX_FILES if _existing(data_dir, b) is None]
     if missing:
         if not download:
-            raise DataError(
-                f"{name}: missing {', '.join(f'{b}[.gz]' for b in missing)} in {data_dir}; "
-                "pass download=True (--download on the command line) to fetch them"
+            files = f"{name}: missing {', '.join(f'{b}[.gz]' for b in missing)} in {data_dir}"
+            raise MissingDataError(
+                f"{files}; pass download=True to fetch them from the standard mirrors (MD5-checked), or data_dir= "
+                "a folder that holds them",
+                f"{files}; add --download to fetch them from the standard mirrors (MD5-checked), or --data-dir DIR "
+                "for a folder that holds them",
             )
         download_idx_files(name, data_dir, mirrors=mirrors, progress=progress)
 

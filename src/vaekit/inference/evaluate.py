@@ -44,14 +44,18 @@ For examples x_1..x_n (nats per example, means over the n examples):
   best posterior of the family per example, ``refined_log_likelihood`` = mean_i log p̂(x_i) importance-
   sampled with q* as the proposal, ``amortisation_gap`` = mean_i [ELBO(q*) - ELBO(q)],
   ``approximation_gap`` = mean_i [log p̂(x_i) - ELBO(q*)] with the tighter (larger on average) of the two
-  log p̂ estimates, their standard errors, and the settings used.
+  log p̂ estimates, their standard errors, and the settings used; and the two ends they span,
+  ``gap_elbo`` = mean_i ELBO(x_i; q_{x_i}) by the gap's ``elbo_samples`` draws and ``gap_log_likelihood``
+  = that tighter log p̂ (proposal ``gap_proposal``, "q" or "q*"), so that amortisation + approximation =
+  gap_log_likelihood − gap_elbo exactly. This sum differs from ``posterior_gap`` (other draws, and
+  perhaps another proposal): print it beside its own ends, not beside ``posterior_gap``.
 
 ``log_jacobian`` (a number, default 0): the log-Jacobian of the map from the data as the user gave
 them to the model's inputs, per example (e.g. ``-sum_d log std_d`` of standardised columns,
 :attr:`vaekit.data.Preprocessing.log_jacobian`). It is added to every log-density reported, ``elbo``,
-``reconstruction``, ``log_likelihood``, ``exact_log_likelihood``, ``refined_elbo`` and
-``refined_log_likelihood``, so they are densities of the data in the user's units, and recorded as
-``log_jacobian``. Differences of
+``reconstruction``, ``log_likelihood``, ``exact_log_likelihood``, ``refined_elbo``,
+``refined_log_likelihood``, ``gap_elbo`` and ``gap_log_likelihood``, so they are densities of the data in
+the user's units, and recorded as ``log_jacobian``. Differences of
 log-densities (``kl``, the gaps, the standard errors) do not change; nor does ``bits_per_dim``, a
 probability of the discrete levels computed from the model's own log p(y) on [0, 1].
 
@@ -63,7 +67,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -114,6 +118,9 @@ class Evaluation:
     effective_sample_size_mean: float | None = None
     effective_sample_size_min: float | None = None
     exact: tuple[str, ...] = ()
+    gap_elbo: float | None = None
+    gap_log_likelihood: float | None = None
+    gap_proposal: str | None = None
 
     def to_dict(self) -> dict:
         """A JSON-ready dict: ints, finite floats, and None (also for NaN or infinite values)."""
@@ -207,7 +214,7 @@ def _exact_split(exact: _Exact, shift: float) -> tuple[dict[str, Any], tuple[str
 
 @torch.no_grad()
 def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: int = 256,
-             levels: int | None = None, progress: bool = False, chunk_size: int | None = None,
+             levels: int | None = None, progress: bool | Callable[..., Any] = False, chunk_size: int | None = None,
              elbo_samples: int = 1, refinement: Refinement | None = None,
              gap_elbo_samples: int = 1000, log_jacobian: float = 0.0, y: Any = None) -> Evaluation:
     """Evaluate ``model`` (a :class:`~vaekit.models.protocol.LatentModel`) on x (N, *data_shape),
@@ -217,7 +224,8 @@ def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: 
     ``bits_per_dim`` for a likelihood that is a density (``model.density_on_dequantised``).
     ``chunk_size`` bounds the importance draws held at once (default:
     :func:`vaekit.inference.estimators.default_chunk_size`). ``progress`` shows a tqdm bar (on
-    stderr). The model is put in eval mode and restored afterwards.
+    stderr); a callable is a bar class taking tqdm's arguments (the command line's plain
+    lines). The model is put in eval mode and restored afterwards.
 
     ``refinement``: also split the posterior gap into the amortisation and approximation gaps
     (:mod:`vaekit.inference.gaps`): each example's best posterior of the family is found with these
@@ -272,7 +280,8 @@ def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: 
 
         sums = dict.fromkeys(("elbo", "kl", "reconstruction", "gap"), 0.0)
         log_p, se, elbo_q, elbo_best, log_p_refined, k_hat, ess = [], [], [], [], [], [], []
-        with tqdm(total=n, desc="evaluate", unit="ex", disable=not progress, leave=False) as bar:
+        bar_class = progress if callable(progress) else tqdm      # a callable: a bar of that class
+        with bar_class(total=n, desc="evaluate", unit="example", disable=not progress, leave=False) as bar:
             for start, xb in zip(range(0, n, batch_size), _batches(x, batch_size), strict=True):
                 yb = None if labels is None else labels[start:start + batch_size]
                 terms = elbo_terms(model, xb, n_samples=elbo_samples, analytic_kl=True, y=yb)
@@ -315,7 +324,10 @@ def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: 
             # lower bounds in expectation, and a loose one would shrink the approximation gap
             tighter = log_p_star if float(log_p_star.mean()) > mean_log_p else log_p_all
             amortisation, approximation = best - torch.cat(elbo_q), tighter - best
-            split = {"refined_elbo": float(best.mean()) + shift,
+            split = {"gap_elbo": float(torch.cat(elbo_q).mean()) + shift,      # the two ends the gaps run between
+                     "gap_log_likelihood": float(tighter.mean()) + shift,
+                     "gap_proposal": "q*" if tighter is log_p_star else "q",
+                     "refined_elbo": float(best.mean()) + shift,
                      "refined_log_likelihood": float(log_p_star.mean()) + shift,
                      "refinement": {**refinement.to_dict(), "elbo_samples": gap_elbo_samples},
                      "amortisation_gap": float(amortisation.mean()),

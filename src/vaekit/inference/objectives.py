@@ -370,9 +370,10 @@ class IWAE(Objective):
 
 def _no_profiled_variance(name: str) -> Reduction:
     def refuse(values: Tensor) -> Tensor:
-        raise ConfigError(f"objective {name}: the optimal decoder variance (c* = mean squared error) maximises the "
-                          "ELBO, not an importance-weighted bound; use a fixed or learned c (decoder_variance), or "
-                          "objective elbo")
+        raise ConfigError(f"objective {name}: the model's decoder variance is optimal (c* = mean squared error), "
+                          "which maximises the ELBO, not an importance-weighted bound; build the model with "
+                          f"decoder_variance='learned' (what `vaekit train --objective {name}` uses) or a number, or "
+                          "train it with vaekit.ELBO()")
     return refuse
 
 

@@ -34,6 +34,7 @@ from torch.distributions import Distribution
 from vaekit.errors import ConfigError
 from vaekit.prob.bounds import ENCODER_LOG_VAR_MAX, ENCODER_LOG_VAR_MIN, soft_clamp
 from vaekit.prob.distributions import DiagonalNormal, standard_normal
+from vaekit.prob.flows import FlowPosterior
 from vaekit.prob.mixtures import Mixture
 
 __all__ = ["Prior", "StandardNormalPrior", "MixturePrior", "VampPrior", "PRIORS", "MAX_COMPONENTS",
@@ -149,6 +150,12 @@ class VampPrior(Prior):
     would treat the pseudo-inputs as a batch of their own (and, in training mode, fold them into
     its running statistics); vaekit's encoders have none, so the pass is a deterministic function
     of the parameters and every data-parallel rank computes the same prior.
+
+    With a flow posterior (``--posterior iaf``: q_u = T_u # q0_u) the components are the flow's base
+    Gaussians, p(z) = (1/C) Σ_c q0_{u_c}(z) = (1/C) Σ_c N(z; μ(u_c), diag σ²(u_c)): a mixture of diagonal
+    Gaussians placed by the encoder at the pseudo-inputs, evaluated by one matrix product. The exact
+    q_{u_c}(z) at a z the flow did not draw needs T_{u_c}⁻¹(z), K sequential passes of each autoregressive
+    step for every (z, c) pair, which made a training step about a hundred times slower than either part.
     """
 
     name: ClassVar[str] = "vamp"
@@ -182,6 +189,8 @@ class VampPrior(Prior):
         if type(q_u).log_prob is Distribution.log_prob:
             raise ConfigError(f"prior vamp: the encoder's {type(q_u).__name__} has no log_prob, so the mixture of "
                               "posteriors cannot be evaluated; use prior 'mixture' or 'standard'")
+        if isinstance(q_u, FlowPosterior):       # its base Gaussians q0(z|u_c): no flow to invert (docstring)
+            q_u = q_u.base
         logits = torch.zeros(c, dtype=self.pseudo_inputs.dtype, device=self.pseudo_inputs.device)
         return Mixture(logits, q_u)
 

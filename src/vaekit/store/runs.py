@@ -72,6 +72,14 @@ class DataSpec:
         name = self.spec if spec is None else spec
         return self.label_column if Path(name).suffix.lower() == ".csv" else None
 
+    def column_names(self) -> list[str] | None:
+        """The feature names of a .csv source with a header row (the label column removed), else None."""
+        from vaekit.data.csv_files import read_column_names
+
+        if Path(self.spec).suffix.lower() != ".csv":
+            return None
+        return read_column_names(self.spec, self.label_column)
+
     def whole(self, spec: str | None = None) -> DataSpec:
         """The spec of every example of ``spec`` (default: this source), unsplit (both fractions 0,
         in memory), with this spec's data_dir and image_size: :meth:`Dataset.every_example` of its

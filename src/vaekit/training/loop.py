@@ -77,6 +77,7 @@ from vaekit.training.guards import (
 from vaekit.training.interrupts import InterruptGate, deferred_interrupt
 from vaekit.training.labels import training_labels
 from vaekit.training.outputs import has_checkpoint, save_best
+from vaekit.training.preflight import check_model_objective, warn_loader_batch_size
 from vaekit.training.state import (
     METRIC_FIELDS,
     STREAM_AUGMENT,
@@ -106,7 +107,7 @@ _IDENTITY = Preprocessing("tabular", None, None, None, binarize=False, dequantiz
 
 def fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, *,
         preprocessing: Preprocessing | None = None, objective: Objective | None = None,
-        run_dir: str | Path | None = None, resume: bool = False, progress: bool = False,
+        run_dir: str | Path | None = None, resume: bool = False, progress: bool | Callable[..., Any] = False,
         callbacks: Sequence[Callable[[EpochMetrics], Any]] | None = None,
         model_extra: dict[str, Any] | None = None, tensorboard_images: int = 1, train_y: Any = None,
         val_y: Any = None, tensorboard_steps: int = 20, restore_best: bool = True) -> FitResult:
@@ -148,6 +149,12 @@ def fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, *,
     trains, rank 0 holds the run directory's lock (:func:`vaekit.store.lock.run_lock`): a run
     directory another process writes is a :class:`vaekit.store.lock.RunLockedError`.
     """
+    if isinstance(config, TrainConfig):      # the model against its objective, before anything is written
+        warn_loader_batch_size(train_x, config.batch_size)
+        objective = config.build_objective() if objective is None else objective
+        val_x = as_examples(val_x, name="val_x", data_shape=tuple(model.data_shape), check_finite=False)
+        if isinstance(objective, Objective) and isinstance(val_x, Tensor):
+            check_model_objective(model, objective, val_x, val_y, preprocessing or _IDENTITY)
     writer = run_dir is not None and distributed.rank() == 0
     with run_lock(run_dir) if writer and run_dir is not None else contextlib.nullcontext():
         return _fit(model, train_x, val_x, config, preprocessing, objective, run_dir, resume, progress,
@@ -156,7 +163,7 @@ def fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, *,
 
 
 def _fit(model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig, preprocessing: Preprocessing | None,
-         objective: Objective | None, run_dir: str | Path | None, resume: bool, progress: bool,
+         objective: Objective | None, run_dir: str | Path | None, resume: bool, progress: bool | Callable[..., Any],
          callbacks: list[Callable[[EpochMetrics], Any]], model_extra: dict[str, Any] | None,
          tensorboard: tuple[int, int] = (1, 20), labels: tuple[Any, Any] = (None, None),
          restore_best: bool = True) -> FitResult:
@@ -226,7 +233,7 @@ class _Run:
     @classmethod
     def start(cls, model: LatentModel, train_x: Any, val_x: Any, config: TrainConfig,
               preprocessing: Preprocessing | None, objective: Objective | None, run_dir: str | Path | None,
-              resume: bool, progress: bool, callbacks: list[Callable[[EpochMetrics], Any]],
+              resume: bool, progress: bool | Callable[..., Any], callbacks: list[Callable[[EpochMetrics], Any]],
               model_extra: dict[str, Any] | None, tensorboard: tuple[int, int] = (1, 20),
               labels: tuple[Any, Any] = (None, None)) -> _Run:
         """Check the arguments, read the data, build the optimizer and the step, and load the
@@ -310,10 +317,11 @@ class _Run:
             run.writer = TensorBoardLog.open(layout if writes else None, model=model, config=config,
                                              val_x=val_eval, val_y=val_y, images_every=tensorboard_images,
                                              steps_every=tensorboard_steps)
-            if progress and rank == 0:
+            if progress and rank == 0:          # True: a tqdm bar; a callable: a bar of that class (same arguments)
                 from tqdm.auto import tqdm
 
-                run.bar = tqdm(total=total_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True)
+                bar = progress if callable(progress) else tqdm
+                run.bar = bar(total=total_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True)
         return run
 
     def save_checkpoint(self, partial: dict[str, Any] | None = None) -> None:

@@ -45,15 +45,20 @@ def _summary_rows(records: Sequence[RunRecord], names: Sequence[str]) -> tuple[l
     rows.append(["importance samples K", "", *(words.number(d.get("importance_samples")) if d else _ABSENT
                                                for d in docs)])
     by_key = {q.key: q for q in QUANTITIES}
+    # a run whose latent units all collapsed has q(z|x) ≈ p(z) and a posterior gap near 0: no merit, never "best"
+    collapsed = [bool(d) and value_of(d, "active_units") == 0 for d in docs]
     for key in (*SUMMARY_KEYS, "exact_log_likelihood"):
         q = by_key[key]
         values = [value_of(d, key) for d in docs]
         if all(v is None for v in values):
             continue
         present = [v for v in values if v is not None]
-        best = (max(present) if q.better > 0 else min(present)) if q.better and len(present) > 1 else None
+        rivals = [v for v, gone in zip(values, collapsed, strict=True)
+                  if v is not None and not (gone and key == "posterior_gap")]
+        best = ((max(rivals) if q.better > 0 else min(rivals)) if q.better and len(present) > 1 and rivals
+                else None)
         cells: list[Cell] = [q.label, (q.unit, "unit")]
-        for name, doc, value in zip(names, docs, values, strict=True):
+        for name, doc, value, gone in zip(names, docs, values, collapsed, strict=True):
             if value is None:
                 cells.append((_ABSENT, "num"))
                 continue
@@ -62,7 +67,8 @@ def _summary_rows(records: Sequence[RunRecord], names: Sequence[str]) -> tuple[l
                 shown = Markup(f"{shown} ± {_tagged(number_span(doc, q.se), name)}")
             if key == "active_units":
                 shown = Markup(f"{shown} of {_tagged(number_span(doc, 'latent_dim'), name)}")
-            cells.append((shown, "num best" if value == best else "num"))
+            marked = value == best and not (gone and key == "posterior_gap")
+            cells.append((shown, "num best" if marked else "num"))
         rows.append(cells)
     sources = {(r.summary_split, str(d.get("data")), d.get("n"), d.get("limit")) for r, d in zip(records, docs,
                                                                                                 strict=True) if d}
@@ -72,6 +78,10 @@ def _summary_rows(records: Sequence[RunRecord], names: Sequence[str]) -> tuple[l
                      "numbers do not compare directly.")
     if len(records) > 1:
         notes.append("Highlighted: the best value of each row (higher log p(x) and ELBO, lower gap and bits/dim).")
+    for name, gone in zip(names, collapsed, strict=True):
+        if gone:
+            notes.append(f"{name}: no active units (every latent dimension collapsed to the prior, q(z|x) ≈ p(z)), "
+                         "so its small posterior gap is no merit and is not highlighted.")
     return rows, notes
 
 

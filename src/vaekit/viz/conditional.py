@@ -20,7 +20,7 @@ from vaekit.errors import ConfigError
 from vaekit.models.conditioning import label_index
 from vaekit.models.protocol import with_labels
 
-__all__ = ["figure_labels", "given", "prior_samples"]
+__all__ = ["figure_labels", "given", "prior_samples", "class_columns"]
 
 
 def figure_labels(model: Any, labels: np.ndarray | None, n: int, what: str) -> Tensor | None:
@@ -37,6 +37,15 @@ def figure_labels(model: Any, labels: np.ndarray | None, n: int, what: str) -> T
 def given(model: Any, labels: Tensor | None, index: slice | int) -> Any:
     """``model`` given ``labels[index]`` (a conditional model), or ``model`` itself (no labels)."""
     return model if labels is None else with_labels(model, labels[index])
+
+
+def class_columns(model: Any, per_row: int | None) -> list[str] | None:
+    """The column labels of a grid of classes (one column per class: ``per_row`` is the number of classes),
+    the model's class names or their indices; None for any other grid."""
+    classes = int(getattr(model, "num_classes", 0) or 0)
+    if not classes or per_row != classes:
+        return None
+    return list(getattr(model, "class_names", ()) or ()) or [str(c) for c in range(classes)]
 
 
 def prior_samples(model: Any, n: int, generator: torch.Generator, label: Any = None) -> tuple[Tensor, int | None, str]:

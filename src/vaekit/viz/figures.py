@@ -37,7 +37,7 @@ from vaekit.inference.estimators import kl_per_dimension
 from vaekit.inference.objectives import check_batch
 from vaekit.store.layout import RunLayout
 from vaekit.viz import curves, plots
-from vaekit.viz.conditional import figure_labels, given, prior_samples
+from vaekit.viz.conditional import class_columns, figure_labels, given, prior_samples
 from vaekit.viz.run_report import write_run_report
 
 __all__ = ["is_image_shape", "scatter_indices", "to_display", "write_figures", "write_run_report"]
@@ -100,7 +100,7 @@ def _traversal_dims(model, x: Tensor, means: Tensor) -> tuple[list[int], str]:
 def write_figures(run_dir: str | os.PathLike, *, model, x: Tensor, labels: np.ndarray | None,
                   history: list[dict], seed: int = 0,
                   scatter: tuple[Tensor, np.ndarray | None] | None = None,
-                  sample_label: Any = None) -> dict[str, Path]:
+                  sample_label: Any = None, columns: Sequence[str] | None = None) -> dict[str, Path]:
     """Write the figures of ``model`` on examples ``x`` (N, *data_shape), as the model sees them,
     into ``run_dir/figures/``; return caption -> path (in the order written).
 
@@ -111,6 +111,7 @@ def write_figures(run_dir: str | os.PathLike, *, model, x: Tensor, labels: np.nd
     scatter shows thousands of points where a test split has a few hundred; default ``x``, ``labels``.
     The model is put in eval mode and restored afterwards. A conditional model needs the labels of ``x``
     and of ``scatter``; ``sample_label`` (a class index or name) draws its prior samples of that class.
+    ``columns``: the names of a table's columns (its CSV header), under the heatmaps of tabular data.
     """
     check_batch(model, x)
     if labels is not None and len(labels) != x.shape[0]:
@@ -136,12 +137,13 @@ def write_figures(run_dir: str | os.PathLike, *, model, x: Tensor, labels: np.nd
         figures[f"Reconstructions: {originals.shape[0]} examples (top) and E[x|z] at z = E_q[z] (bottom)"] = \
             plots.plot_reconstructions(to_display(originals, shape),
                                        to_display(given(model, y, slice(0, N_RECONSTRUCTIONS)).reconstruct(originals),
-                                                  shape), layout.figure("reconstructions"))
+                                                  shape), layout.figure("reconstructions"), columns=columns)
 
         generator = torch.Generator(device=device).manual_seed(seed)
         samples, per_row, drawn = prior_samples(model, N_PRIOR_SAMPLES, generator, sample_label)
         figures[f"Prior samples: {drawn} (seed {seed})"] = \
-            plots.image_grid(to_display(samples, shape), layout.figure("prior-samples"), nrow=per_row)
+            plots.image_grid(to_display(samples, shape), layout.figure("prior-samples"), nrow=per_row,
+                             col_labels=class_columns(model, per_row) if is_image_shape(shape) else columns)
 
         scatter_x, scatter_labels = (x, labels) if scatter is None else scatter
         which = "" if scatter is None else "training "
@@ -174,7 +176,7 @@ def write_figures(run_dir: str | os.PathLike, *, model, x: Tensor, labels: np.nd
             figures[caption] = plots.plot_latent_traversals(images, path, values=TRAVERSAL_VALUES, dims=dims)
         else:
             figures[caption + " (heatmap rows: dim by dim, value by value)"] = plots.image_grid(
-                to_display(decoded, shape), path,
+                to_display(decoded, shape), path, col_labels=columns,
                 title=f"latent traversals: dims {dims}, {len(values)} values each")
     finally:
         model.train(was_training)

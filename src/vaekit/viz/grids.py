@@ -32,6 +32,7 @@ def image_grid(
     nrow: int | None = None,
     title: str | None = None,
     shape: Sequence[int] | None = None,
+    col_labels: Sequence[str] | None = None,
 ) -> Path:
     """Write a tiled grid of images (or a heatmap of tabular vectors) to the PNG ``path``.
 
@@ -45,19 +46,22 @@ def image_grid(
         shape: ``(C, H, W)`` or ``(H, W)`` to reshape flat ``(N, D)`` vectors into images. Flat
             vectors without ``shape`` are tabular data and are drawn as a heatmap (rows =
             examples, columns = features, colours in the data's own range).
+        col_labels: a label above each column of an image grid (e.g. a conditional model's classes), or
+            the names of a table's columns under its heatmap.
 
     Returns:
         ``Path(path)``.
     """
     data, is_image = _images_or_table(images, shape, "images")
     if not is_image:
-        return _save(_table_figure(data, title), path)
+        return _save(_table_figure(data, title, col_labels), path)
     n = data.shape[0]
     if nrow is not None and nrow < 1:
         raise ValueError(f"nrow must be a positive integer, got {nrow}")
     cols = min(n, nrow) if nrow is not None else math.ceil(math.sqrt(n))
     grid = _Grid(rows=math.ceil(n / cols), cols=cols, tile_h=data.shape[1], tile_w=data.shape[2])
-    return _save(_render_mosaic(_mosaic(data, grid), grid, title=title), path)
+    labels = list(col_labels)[:cols] if col_labels is not None else None
+    return _save(_render_mosaic(_mosaic(data, grid), grid, title=title, col_labels=labels), path)
 
 
 # --------------------------------------------------------------------------- reconstructions
@@ -69,6 +73,7 @@ def plot_reconstructions(
     path: str | os.PathLike[str],
     *,
     shape: Sequence[int] | None = None,
+    columns: Sequence[str] | None = None,
 ) -> Path:
     """Write originals (top row) above their reconstructions (bottom row), up to 16 pairs.
 
@@ -78,6 +83,7 @@ def plot_reconstructions(
             common colour scale).
         path: output ``.png`` file.
         shape: ``(C, H, W)`` or ``(H, W)`` for flat vectors.
+        columns: the names of a table's columns, under its heatmaps.
 
     Raises:
         ShapeError: (a ``ValueError``) when the two arrays' shapes differ; the message names both.
@@ -91,7 +97,7 @@ def plot_reconstructions(
     orig, is_image = _images_or_table(np.asarray(originals)[:_MAX_PAIRS], shape, "originals")
     rec, _ = _images_or_table(np.asarray(reconstructions)[:_MAX_PAIRS], shape, "reconstructions")
     if not is_image:
-        return _save(_table_pair_figure(orig, rec), path)
+        return _save(_table_pair_figure(orig, rec, columns), path)
     n = orig.shape[0]
     grid = _Grid(rows=2, cols=n, tile_h=orig.shape[1], tile_w=orig.shape[2])
     mosaic = _mosaic(np.concatenate([orig, rec]), grid)

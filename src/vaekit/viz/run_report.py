@@ -30,6 +30,7 @@ from vaekit.store.layout import RunLayout
 from vaekit.viz import run_text as words
 from vaekit.viz.curves import constant_schedule
 from vaekit.viz.report import Cell, Markup, data_uri, esc, figure_html, flatten_config, html_page, html_table
+from vaekit.viz.run_advice import advice
 from vaekit.viz.run_record import QUANTITIES, SUMMARY_KEYS, RunRecord, read_run, value_of
 
 __all__ = ["write_run_report", "render_run_report", "number_span", "summary_html", "evaluation_rows",
@@ -100,6 +101,8 @@ def _summary_section(record: RunRecord) -> list[str]:
         out.append(Markup(f'<p class="note">Best validation ELBO {esc(words.number(best[1]))} nats per example at '
                           f'epoch <span data-key="best_epoch">{best[0]}</span> of {len(record.history)}: '
                           "the weights kept and evaluated.</p>"))
+    items = "".join(f"<li>{esc(note)}</li>" for note in advice(record))
+    out.append(Markup(f'<h3>What this says</h3><ul class="advice">{items}</ul>'))
     return out
 
 

@@ -146,4 +146,7 @@ def training_text(record: RunRecord) -> str:
                                        ("kl_warmup_epochs", "KL warm-up epochs"), ("samples", "samples per example"),
                                        ("seed", "seed"), ("device", "device"), ("precision", "precision"))
     shown = [f"{label} {_fraction(train[key])}" for key, label in keys if train.get(key) is not None]
+    used = next((s.get("precision_used") for s in reversed(record.sessions) if s.get("precision_used")), None)
+    if train.get("precision") == "auto" and used is not None:        # what auto chose on the training device
+        shown = [f"{item} ({used} used)" if item == "precision auto" else item for item in shown]
     return text + (f"; {', '.join(shown)}" if shown else "")
