@@ -185,7 +185,8 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     from vaekit.training.interrupts import stop_signals_raise
 
     values, explicit = options.resolve(args)
-    mlflow_tracking.require(values)                   # --mlflow without mlflow: stop before anything is written
+    mlflow_tracking.require(values, check=distributed.env_rank() == 0)  # --mlflow: the package and the location,
+    #                                                   checked by its writer before anything is written
     if args.auto_resume:
         if values["out"] is None:
             raise ConfigError("--auto-resume: needs --out RUN_DIR")
@@ -209,6 +210,7 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
         probe = options.model_config(values, explicit, (1, 1, 1),   # option errors before the data load (any
                                      2 if values["conditional"] else 0)   # arch takes 1×1×1; any C > 0)
         train_checks.check_free_bits(probe, values)
+        train_checks.check_memory(probe, values, probe=True)   # sizes that fit no data: now
         label_options.check_label_options(values)
         options.check_test_data(values, explicit)
         data_spec = options.data_spec(values)
@@ -248,6 +250,7 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     val_x = preprocessing.prepare(dataset.val)
     if val_x.shape[0] == 0:
         raise ConfigError("--val-fraction: the validation split is empty; validation needs at least one example")
+    train_checks.check_memory(model_config, values, trust_code=args.trust_code)   # before the model is built
     torch.manual_seed(train_config.seed)
     try:
         model = build_vae(model_config, trust_code=args.trust_code)
