@@ -6,7 +6,9 @@ the tracking database ``DIR/mlflow.db`` (the URI ``sqlite:///DIR/mlflow.db``, ML
 backend; its older file store is in maintenance mode and refused by default) and the artefacts under
 ``DIR/artifacts/``. Browse it with ``mlflow ui --backend-store-uri sqlite:///DIR/mlflow.db`` (the full
 ``mlflow`` package). A value with a scheme (``sqlite:///x.db``, ``http://host:5000``, ...) is used as
-the tracking URI as it is. The run goes into the experiment ``--mlflow-experiment`` (default vaekit).
+the tracking URI as it is (a ``sqlite:///`` database keeps the artefacts of a new experiment in
+``artifacts/`` beside the database file, not in MLflow's default ``./mlruns``). The run goes into the
+experiment ``--mlflow-experiment`` (default vaekit).
 
 What is logged:
 
@@ -80,6 +82,9 @@ _ARTIFACT_FILES = ("config.json", "metrics.jsonl", "metrics.csv", "run.json", "r
 def tracking_uri(location: str) -> tuple[str, str | None]:
     """(tracking URI, artefact location or None) for ``--mlflow LOCATION`` (module docstring)."""
     if "://" in location:
+        path = _sqlite_path(location)
+        if path:                                      # artefacts beside the database, not in ./mlruns
+            return location, (Path(path).expanduser().resolve().parent / "artifacts").as_uri()
         return location, None
     root = Path(location).expanduser().resolve()
     if root.exists() and not root.is_dir():
@@ -111,7 +116,7 @@ def _known_schemes() -> tuple[str, ...]:
     """The tracking-URI schemes this MLflow has a store for (``sqlite``, ``http``, ...)."""
     from mlflow.tracking._tracking_service.utils import _tracking_store_registry
 
-    return tuple(sorted(_tracking_store_registry._registry))
+    return tuple(sorted(scheme for scheme in _tracking_store_registry._registry if scheme))
 
 
 def _check_sqlite(location: str, path: str) -> None:
@@ -124,6 +129,16 @@ def _check_sqlite(location: str, path: str) -> None:
     if not file.parent.is_dir():
         raise ConfigError(f"--mlflow {location}: the directory {file.parent} does not exist; create it first "
                           "(vaekit creates no directory a URI does not name) or give --mlflow DIR, a local store")
+
+
+def _sqlite_path(location: str) -> str | None:
+    """The database file of a ``sqlite:///rel.db`` or ``sqlite:////abs.db`` URI; None for another scheme or
+    an in-memory database."""
+    if urlsplit(location).scheme.lower().split("+")[0] != "sqlite":
+        return None
+    rest = location.split("://", 1)[1].split("?", 1)[0]
+    path = rest[1:] if rest.startswith("/") else rest
+    return path if path not in ("", ":memory:") else None
 
 
 def _check_reachable(location: str, host: str, port: int) -> None:
@@ -152,8 +167,7 @@ def check_location(location: str) -> None:
                           f"store) or a URI of a scheme MLflow knows ({', '.join(known)})")
     base = scheme.split("+")[0]
     if base == "sqlite":
-        rest = location.split("://", 1)[1].split("?", 1)[0]      # sqlite:///rel.db, sqlite:////abs.db
-        _check_sqlite(location, rest[1:] if rest.startswith("/") else rest)
+        _check_sqlite(location, _sqlite_path(location) or "")
     elif base in _SERVER_PORTS and parts.hostname:
         try:
             port = parts.port or _SERVER_PORTS[base]

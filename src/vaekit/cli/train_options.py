@@ -183,8 +183,9 @@ OPTIONS = (
     Opt("mlflow", "run", text, None, "also log the run to MLflow (pip install 'vaekit[mlflow]'): params, metrics "
         "per epoch, the evaluation, figures and report. A directory is a local store (DIR/mlflow.db and "
         "DIR/artifacts, offline); a value with a scheme (sqlite:///x.db, http://host:5000) is a tracking URI. "
-        "The location is checked before anything is written (a server must accept a connection within 5 s; MLflow's HTTP calls give up after "
-        "about 10 s); a tracker that fails once training runs is a warning, and the run goes on",
+        "The location is checked before anything is written (a server must accept a connection within 5 s; "
+        "MLflow's HTTP calls give up after about 10 s); a tracker that fails once training runs is a warning, and "
+        "the run goes on",
         "DIR|URI"),
     Opt("mlflow_experiment", "run", text, "vaekit", "the MLflow experiment of --mlflow", "NAME"),
     Opt("dist_timeout", "run", number(0.0, strict=True, maximum=1e6), DEFAULT_TIMEOUT_S, "under torchrun: seconds a "
