@@ -13,7 +13,12 @@ from vaekit.errors import ConfigError
 from vaekit.store.layout import RunLayout
 from vaekit.store.lock import refuse_if_locked
 
-__all__ = ["warn_long_warmup", "refuse_locked", "refuse_existing", "check_free_bits", "check_memory"]
+__all__ = ["warn_long_warmup", "refuse_locked", "refuse_existing", "check_free_bits", "check_memory",
+           "rank_values"]
+
+#: Options that may differ between the ranks of one torchrun job: where each finds its data and writes, its
+#: device, its progress bar.
+PER_RANK = ("device", "data_dir", "download", "out", "no_progress")
 
 
 def warn_long_warmup(values: dict[str, Any]) -> None:
@@ -104,3 +109,9 @@ def check_memory(model_config: Any, values: dict[str, Any], *, trust_code: bool 
                       f"and Adam's moments; the largest, {found.largest}, is {shape}) and the activations of a step "
                       f"of {draws} {describe_bytes(found.activation_bytes)}; more than the "
                       f"{describe_bytes(have[0])} of memory {have[1]} on {device}; use smaller sizes")
+
+
+def rank_values(values: dict[str, Any]) -> dict[str, str]:
+    """The options every rank of a torchrun job must agree on, as the user writes them (flag -> value)."""
+    return {options.flag(name): options.show(value) for name, value in values.items()
+            if name in options.BY_NAME and name not in PER_RANK}

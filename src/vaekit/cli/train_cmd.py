@@ -157,6 +157,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             code = _train(args, hold)
         except BaseException as exc:
             distributed.shutdown(wait=False)
+            if isinstance(exc, distributed.RankDisagreement) and exc.rank != 0:
+                return 2                              # rank 0 says it, in one line
             signum = train_stops.stop_signal(exc)
             if signum is not None:
                 if distributed.env_rank() == 0:
@@ -218,6 +220,7 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     args.dist_timeout_s = values["dist_timeout"]
     values["device"] = distributed.init_from_env(options.train_device(values["device"]),  # torchrun: join the group
                                                  timeout_s=values["dist_timeout"])
+    distributed.check_agreement(train_checks.rank_values(values), values["device"])   # torchrun: the same options
     hold.enter_context(stop_signals_raise())          # SIGTERM and SIGHUP stop the command as Ctrl-C does
     main = distributed.is_main()
     train_config = options.train_config(values)
