@@ -8,8 +8,8 @@ and a checkpoint resumes with another number of ranks.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
