@@ -173,7 +173,8 @@ def test_torchrun_ranks_with_different_options_exit_2_with_one_line(tmp_path):
     script.write_text(
         "import os, sys\n"
         "sys.argv = ['vaekit', 'train', '--hidden', '8', '--epochs', '1', '--no-progress', '--no-figures',\n"
-        "            '--device', 'cpu', '--out', sys.argv[1], '--latent-dim', '4' if os.environ['RANK'] == '1' else '5']\n"
+        "            '--device', 'cpu', '--out', sys.argv[1],\n"
+        "            '--latent-dim', '4' if os.environ['RANK'] == '1' else '5']\n"
         "from vaekit.cli.exits import run\n"
         "run()\n")
     cmd = [str(TORCHRUN), "--standalone", "--nproc-per-node=2", str(script), str(tmp_path / "run")]
