@@ -156,7 +156,7 @@ OPTIONS = (
     Opt("free_bits", "train", number(0.0, maximum=1e3), 0.0, "free bits λ per latent dimension (nats)", "L"),
     Opt("epochs", "train", integer(1), 50, "training epochs", "N"),
     Opt("batch_size", "train", integer(1), 128, "examples per step", "N"),
-    Opt("lr", "train", number(0.0, strict=True, maximum=1e2), 1e-3, "learning rate of Adam", "LR"),
+    Opt("lr", "train", number(0.0, strict=True), 1e-3, "learning rate of Adam", "LR"),
     Opt("weight_decay", "train", number(0.0, maximum=1e2), 0.0, "decoupled weight decay (AdamW when > 0)", "WD"),
     Opt("schedule", "train", choice("constant", "cosine"), "constant", "learning-rate schedule",
         "{constant,cosine}"),
