@@ -104,9 +104,9 @@ MAX_INIT = 1e4
 def _real(args: dict[str, Any], key: str, *, minimum: float | None = None) -> float:
     value = args[key]
     ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    low = -MAX_INIT if minimum is None else minimum
-    if not ok or not low <= value <= MAX_INIT:
-        raise ConfigError(f"prior_args: {key} must be a number from {low:g} to {MAX_INIT:g}, got {value!r}")
+    if not ok or not (-MAX_INIT if minimum is None else minimum) <= value <= MAX_INIT:
+        bound = f">= {minimum:g} and <= {MAX_INIT:g}" if minimum is not None else f"in [-{MAX_INIT:g}, {MAX_INIT:g}]"
+        raise ConfigError(f"prior_args: {key} must be a finite number {bound}, got {value!r}")
     return float(value)
 
 
