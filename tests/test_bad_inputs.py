@@ -519,6 +519,11 @@ CASES: tuple[Case, ...] = (
          ("--config cfg.yaml", "duplicate key 'latent_dim'"), _write("cfg.yaml", "latent_dim: 2\nlatent_dim: 3\n")),
     Case("run-config-duplicate-key", "a run's config.json naming latent_dim twice", _evaluate(),
          ("config.json", "duplicate key 'latent_dim'"), _duplicate_model_key, run=True),
+    Case("sample-n-huge", "sample --n 1,000,000,000 (refused before drawing)",
+         ("sample", "run", "--n", "1000000000", "--out", "s.npy"), ("--n 1000000000", "of memory"), _run, run=True),
+    Case("interpolate-steps-huge", "interpolate --steps 1,000,000,000",
+         ("interpolate", "run", "--steps", "1000000000", "--out", "i.npy"), ("--steps 1000000000", "of memory"),
+         _run, run=True),
 )
 
 

@@ -35,6 +35,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     path = ra.out_path(args, (".png", ".npy"), "samples.png")
     run, device = ra.load(args)
+    ra.check_decoding(run, args.n, f"--n {args.n}", device)
     bounds = _value_range(run) if args.clip else None
     generator = torch.Generator(device=device).manual_seed(args.seed)
     samples, per_row, drawn = label_options.draw_samples(run.model, args.n, args.label, generator, not args.raw)
@@ -192,6 +193,7 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
 
     path = ra.out_path(args, (".png", ".npy"), f"interpolations-{args.split}.png")
     run, device = ra.load(args)
+    ra.check_decoding(run, args.pairs * args.steps, f"--pairs {args.pairs}, --steps {args.steps}", device)
     x, labels, spec = ra.examples(run, args, device, 2 * args.pairs)
     if x.shape[0] < 2 * args.pairs:
         raise ConfigError(f"--pairs {args.pairs}: needs {2 * args.pairs} examples, the {args.split} split has "

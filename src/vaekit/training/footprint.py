@@ -31,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from vaekit.errors import CheckpointError, ConfigError
 
-__all__ = ["Footprint", "estimate", "available_memory", "describe_bytes", "ADAM_COPIES"]
+__all__ = ["Footprint", "estimate", "decoding_bytes", "available_memory", "describe_bytes", "ADAM_COPIES"]
 
 #: Copies of each parameter that training holds: the weights, their gradients and Adam's two moments.
 ADAM_COPIES = 4
@@ -113,6 +113,17 @@ def _layer_bound(model: nn.Module, config: Any, batch_size: int, samples: int) -
                   if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)))
     per_draw = widths + config.data_dim * int(getattr(model, "values_per_dim", 1))
     return 4 * batch_size * samples * per_draw * 4
+
+
+def decoding_bytes(model: nn.Module, count: int) -> int:
+    """A bound of the memory decoding ``count`` latent points takes (``vaekit sample``, ``interpolate``):
+    s n (Σ out_features of the linear layers + out_channels D of the convolutions + 4 D × values per
+    dimension), the 4 copies of the output being the decoder's values, the result, its display and image."""
+    data_dim = math.prod(getattr(model, "data_shape", (1,)))
+    widths = sum(m.out_features for m in model.modules() if isinstance(m, nn.Linear))
+    widths += sum(m.out_channels * data_dim for m in model.modules()
+                  if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)))
+    return 4 * count * (widths + 4 * data_dim * int(getattr(model, "values_per_dim", 1)))
 
 
 def estimate(config: Any, *, batch_size: int, samples: int = 1, objective: str = "elbo",
