@@ -113,10 +113,14 @@ def _check_directory(location: str) -> None:
 
 
 def _known_schemes() -> tuple[str, ...]:
-    """The tracking-URI schemes this MLflow has a store for (``sqlite``, ``http``, ...)."""
-    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+    """The tracking-URI schemes this MLflow has a store for (``sqlite``, ``http``, ...): its registry's, or
+    those of MLflow 3 where the registry (not a public API) is not where it was."""
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
 
-    return tuple(sorted(scheme for scheme in _tracking_store_registry._registry if scheme))
+        return tuple(sorted(scheme for scheme in _tracking_store_registry._registry if scheme))
+    except (ImportError, AttributeError):
+        return ("databricks", "file", "http", "https", "mssql", "mysql", "postgresql", "sqlite")
 
 
 def _check_sqlite(location: str, path: str) -> None:
