@@ -265,6 +265,14 @@ class Case:
 
 _RESUME = ("train", "--resume", "--out", "run", "--epochs", "2", "--no-progress", "--no-figures")
 
+
+def _duplicate_model_key(d: Path) -> None:
+    """The run's config.json with "latent_dim" given twice in its model (the second value wins in Python's json)."""
+    path = d / "run" / "config.json"
+    text = path.read_text()
+    start = text.index('"model": {') + len('"model": {')
+    path.write_text(text[:start] + ' "latent_dim": 9,' + text[start:])
+
 CASES: tuple[Case, ...] = (
     # IDX files
     Case("idx-truncated-gz", "IDX file, .gz cut in half", _train(data="train-images-idx3-ubyte.gz"),
@@ -473,6 +481,49 @@ CASES: tuple[Case, ...] = (
          ("--prior", "vamp")),
     Case("label-unconditional", "sample --label from an unconditional run",
          ("sample", "run", "--label", "3", "--out", "s.npy"), ("--label", "not conditional"), _run, run=True),
+    # reliability, round 3 (issue 32): sizes checked before allocating, moderate floats, trackers, duplicate keys
+    Case("mixture-huge", "a mixture prior of 100,000 components at --latent-dim 100000 (refused before allocating)",
+         _train("--prior", "mixture", "--prior-args", '{"components": 100000}', "--latent-dim", "100000"),
+         ("--prior-args", "training needs about", "prior_module.loc", "of memory")),
+    Case("layer-latents-huge", "--layers 3 with an upper latent size of 100,000,000",
+         _train("--layers", "3", "--layer-args", '{"latent_dims": [100000000, 2]}'),
+         ("--layer-args", "training needs about", "of memory")),
+    Case("layer-latents-float", "--layer-args latent_dims given as floats (1e8)",
+         _train("--layers", "3", "--layer-args", '{"latent_dims": [1e8, 2]}'), ("--layer-args", "latent_dims")),
+    Case("hidden-huge", "--hidden 1000000,1000000", _train("--hidden", "1000000,1000000"),
+         ("--hidden", "training needs about", "1000000×1000000")),
+    Case("batch-size-huge", "--batch-size 1,000,000,000", _train("--batch-size", "1000000000"),
+         ("--batch-size 1000000000", "a step of 1000000000 examples")),
+    Case("samples-huge", "--samples 100,000,000", _train("--samples", "100000000"),
+         ("--samples 100000000", "draws", "of memory")),
+    Case("vamp-init-huge", "--prior vamp with init_std 1e308", _train("--prior", "vamp", "--prior-args",
+         '{"init_std": 1e308}'), ("--prior-args", "init_std", "1e+308")),
+    Case("weight-decay-huge", "--weight-decay 1e308", _train("--weight-decay", "1e308"),
+         ("--weight-decay", "<= 100", "1e308")),
+    Case("decoder-variance-huge", "--decoder-variance 1e308", _train("--decoder-variance", "1e308"),
+         ("--decoder-variance", "1e308")),
+    Case("dist-timeout-huge", "--dist-timeout 1e308", _train("--dist-timeout", "1e308"), ("--dist-timeout", "1e308")),
+    Case("mlflow-bogus-scheme", "--mlflow with an unknown URI scheme", _train("--mlflow", "bogus://x"),
+         ("--mlflow bogus://x", "unknown tracking URI scheme 'bogus'")),
+    Case("mlflow-nothing-listening", "--mlflow naming a local port with nothing listening",
+         _train("--mlflow", "http://127.0.0.1:9/"), ("--mlflow http://127.0.0.1:9/", "cannot connect to 127.0.0.1:9")),
+    Case("mlflow-sqlite-no-folder", "--mlflow sqlite:////x/y.db (a folder that does not exist is not created)",
+         _train("--mlflow", "sqlite:////nonexistent-vaekit-folder/y.db"),
+         ("--mlflow", "/nonexistent-vaekit-folder does not exist")),
+    Case("json-option-duplicate-key", "--prior-args naming a key twice",
+         _train("--prior", "mixture", "--prior-args", '{"components": 2, "components": 3}'),
+         ("--prior-args", "duplicate key 'components'")),
+    Case("config-file-duplicate-key", "--config JSON file naming a key twice", _train("--config", "cfg.json"),
+         ("--config cfg.json", "duplicate key 'latent_dim'"), _write("cfg.json", '{"latent_dim": 2, "latent_dim": 3}')),
+    Case("config-yaml-duplicate-key", "--config YAML file naming a key twice", _train("--config", "cfg.yaml"),
+         ("--config cfg.yaml", "duplicate key 'latent_dim'"), _write("cfg.yaml", "latent_dim: 2\nlatent_dim: 3\n")),
+    Case("run-config-duplicate-key", "a run's config.json naming latent_dim twice", _evaluate(),
+         ("config.json", "duplicate key 'latent_dim'"), _duplicate_model_key, run=True),
+    Case("sample-n-huge", "sample --n 1,000,000,000 (refused before drawing)",
+         ("sample", "run", "--n", "1000000000", "--out", "s.npy"), ("--n 1000000000", "of memory"), _run, run=True),
+    Case("interpolate-steps-huge", "interpolate --steps 1,000,000,000",
+         ("interpolate", "run", "--steps", "1000000000", "--out", "i.npy"), ("--steps 1000000000", "of memory"),
+         _run, run=True),
 )
 
 

@@ -60,6 +60,8 @@ COMMANDS: dict[str, tuple[list[str], int]] = {
                          "--batch-size", "16"], 0),
     "sample-png": (["sample", "run"], 0),
     "sample-npy": (["sample", "run", "--n", "5", "--raw", "--out", "samples.npy", "--seed", "3"], 0),
+    "sample-long-name": (["sample", "run", "--n", "2", "--raw", "--out", "s" * 226 + ".npy"], 0),   # 230 bytes
+    "sample-longest-name": (["sample", "run", "--n", "2", "--raw", "--out", "é" * 125 + "s.npy"], 0),   # 255
     "reconstruct-png": (["reconstruct", "run", "--out", "recon.png"], 0),
     "reconstruct-npy": (["reconstruct", "run", "--n", "3", "--out", "recon.npy"], 0),
     "encode": (["encode", "run", "--limit", "10", "--out", "z.npy"], 0),
@@ -127,6 +129,14 @@ def test_sample(env, results):
     arr = np.load(env / "samples.npy")
     assert arr.shape == (5, *SHAPE) and arr.dtype == np.float32
     assert _png(env / "exists-force.png")                        # --force replaced b"old"
+
+
+def test_sample_to_names_at_the_file_systems_limit(env, results):
+    """The atomic write's temporary name stays within NAME_MAX for a 230-byte and a 255-byte target name."""
+    for name in ("s" * 226 + ".npy", "é" * 125 + "s.npy"):
+        assert np.load(env / name).shape == (2, *SHAPE)
+    assert len(("é" * 125 + "s.npy").encode()) == 255
+    assert not [p for p in env.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_reconstruct(env, results):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -146,3 +147,42 @@ def test_single_process_interrupt_resumed_on_two_ranks(tmp_path, monkeypatch):
     for got, want in zip(history, [m.to_dict() for m in reference.history], strict=True):
         for key in ("train_loss", "train_elbo", "train_kl", "val_elbo"):
             assert got[key] == pytest.approx(want[key], rel=1e-9, abs=1e-9), (got["epoch"], key)
+
+
+def test_ranks_that_disagree_are_named_by_the_first_option_that_differs(monkeypatch):
+    from vaekit.training import distributed
+
+    texts = [json.dumps({"--latent-dim": "5", "--seed": "0"}), json.dumps({"--latent-dim": "5", "--seed": "0"}),
+             json.dumps({"--latent-dim": "4", "--seed": "1"})]
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(distributed, "rank", lambda: 2)
+    monkeypatch.setattr(distributed, "gather_texts", lambda text, device="cpu": texts)
+    with pytest.raises(distributed.RankDisagreement) as info:
+        distributed.check_agreement({"--latent-dim": "4", "--seed": "1"})
+    assert str(info.value) == ("--latent-dim: rank 2 has 4, rank 0 has 5; every rank must be started with the same "
+                               "configuration") and info.value.rank == 2
+    monkeypatch.setattr(distributed, "gather_texts", lambda text, device="cpu": texts[:2])
+    distributed.check_agreement({"--latent-dim": "5", "--seed": "0"})                 # agreeing ranks: nothing
+
+
+@pytest.mark.slow                                  # a two-process torchrun job: about 20 s on 2 cores
+def test_torchrun_ranks_with_different_options_exit_2_with_one_line(tmp_path):
+    """``--latent-dim 5`` on rank 0 and 4 on rank 1: each rank exits 2 at start-up, rank 0 says which option
+    differs in one line, and nothing is written."""
+    script = tmp_path / "launch.py"
+    script.write_text(
+        "import os, sys\n"
+        "sys.argv = ['vaekit', 'train', '--hidden', '8', '--epochs', '1', '--no-progress', '--no-figures',\n"
+        "            '--device', 'cpu', '--out', sys.argv[1],\n"
+        "            '--latent-dim', '4' if os.environ['RANK'] == '1' else '5']\n"
+        "from vaekit.cli.exits import run\n"
+        "run()\n")
+    cmd = [str(TORCHRUN), "--standalone", "--nproc-per-node=2", str(script), str(tmp_path / "run")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=_env())
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("vaekit")]
+    assert lines == ["vaekit train: error: --latent-dim: rank 1 has 4, rank 0 has 5; every rank must be started "
+                     "with the same configuration"], proc.stderr[-3000:]
+    assert proc.returncode != 0 and "internal error" not in proc.stderr
+    codes = re.findall(r"exitcode\s*:\s*(-?\d+)", proc.stderr)
+    assert codes and set(codes) == {"2"}, proc.stderr[-3000:]                       # both ranks: exit code 2
+    assert not (tmp_path / "run").exists()

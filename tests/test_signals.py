@@ -161,3 +161,30 @@ def test_sigterm_stops_the_command_with_143_and_resume_is_exact(tmp_path):
              for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert strip == [{k: v for k, v in json.loads(line).items() if k != "seconds"}
                      for line in (ref / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow                     # a training run and four figures runs in subprocesses, about a minute
+def test_ctrl_c_at_any_moment_of_figures_exits_130_with_one_line(tmp_path):
+    """Ctrl-C during ``vaekit figures`` (at start-up, while drawing, just after "wrote report.html", in the
+    interpreter's shutdown) exits 130 with one line, never 0 with "Exception ignored" tracebacks."""
+    assert _vaekit("train", *FAST, "--epochs", "1", "--out", str(tmp_path / "run")).returncode == 0
+    interrupted = 0
+    for after in ("", "wrote ", "report.html", "report.html"):
+        proc = subprocess.Popen([sys.executable, "-m", "vaekit", "figures", str(tmp_path / "run")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+        assert proc.stdout is not None
+        if not after:
+            time.sleep(1.0)                                          # imports, loading the run
+        else:
+            while (line := proc.stdout.readline()) and after not in line:
+                pass
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert "Traceback" not in err and "Exception ignored" not in err, err
+        assert proc.returncode in (0, 130), (proc.returncode, err)    # 0: it had exited before the signal came
+        if proc.returncode == 130:
+            interrupted += 1
+            assert err.splitlines() == ["vaekit figures: interrupted"], err
+        else:
+            assert err == "", err
+    assert interrupted >= 2

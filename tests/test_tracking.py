@@ -13,6 +13,7 @@ import json
 import math
 import os
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -338,3 +339,112 @@ def test_train_with_mlflow_end_to_end(tmp_path):
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert {"figures/latent-scatter.png", "figures/reconstructions.png"} <= figures
     assert "report.html" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+# --------------------------------------------------------------------------- MLflow: bad locations, failures
+
+
+def _free_port() -> int:
+    """A port of 127.0.0.1 with nothing listening (bound, then closed)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_env(monkeypatch):
+    """The environment variables ``--mlflow`` sets, restored after the test."""
+    _require("mlflow", "sqlalchemy", "alembic")
+    from vaekit.cli.mlflow_tracking import _HTTP_LIMITS
+
+    for name in (*_HTTP_LIMITS, "MLFLOW_DISABLE_TELEMETRY"):
+        monkeypatch.setenv(name, os.environ.get(name, _HTTP_LIMITS.get(name, "true")))
+
+
+@pytest.mark.parametrize("location, says", [
+    ("http://127.0.0.1:{port}/", "cannot connect to 127.0.0.1:{port} (Connection refused)"),
+    ("bogus://x", "unknown tracking URI scheme 'bogus'"),
+    ("sqlite:///{tmp}/missing/deeper/m.db", "the directory {tmp}/missing/deeper does not exist"),
+    ("{tmp}/afile", "is a file"),
+], ids=["nothing-listening", "bogus-scheme", "sqlite-missing-folder", "store-is-a-file"])
+def test_bad_mlflow_location_is_one_line_before_anything_is_written(tmp_path, capsys, mlflow_env, location, says):
+    from vaekit.cli import main
+
+    port = _free_port()
+    (tmp_path / "afile").write_text("not a folder")
+    location, says = (v.format(port=port, tmp=tmp_path) for v in (location, says))
+    started = time.monotonic()
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path / "run"), "--mlflow", location]) == 2
+    assert time.monotonic() - started < 30                                   # no minutes of retries
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"vaekit train: error: --mlflow {location}: "), err
+    assert says in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]          # no run directory, no store folders
+
+
+class _FailingClient:
+    """An MlflowClient whose server went away after the run was opened."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def log_batch(self, *args, **kwargs):
+        self.calls += 1
+        raise ConnectionError("HTTPConnectionPool(host='127.0.0.1'): Max retries exceeded")
+
+    def set_terminated(self, *args, **kwargs):
+        self.calls += 1
+        raise ConnectionError("gone")
+
+
+def test_a_tracker_failing_mid_run_is_one_warning_and_then_silent(tmp_path, capsys):
+    from vaekit.cli.mlflow_tracking import MlflowRun
+
+    client = _FailingClient()
+    run = MlflowRun(client, "r1", RunLayout.of(tmp_path))
+    row = EpochMetrics(1, 10, 50.0, -50.0, 3.0, -47.0, -51.5, 3.1, -48.4, 1.0, 3e-4, 0.25, None, 0)
+    assert run.log_epoch(row) is None and run.failed                        # training goes on
+    run.log_epoch(row)
+    run.finish()
+    assert run.end(RuntimeError, RuntimeError("x"), None) is False         # the run's own error is re-raised
+    assert client.calls == 1                                                # nothing more was tried
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("vaekit train: warning: --mlflow: the tracker failed (ConnectionError")
+    assert "training goes on without it" in err[0]
+
+
+@pytest.mark.slow                                           # a real training run in a subprocess
+def test_a_server_that_fails_costs_the_run_nothing(tmp_path):
+    """A server that accepts connections but answers every request with HTTP 500: one warning, exit 0, the run whole."""
+    _require("mlflow")
+    import http.server
+    import subprocess
+    import threading
+
+    class Broken(http.server.BaseHTTPRequestHandler):
+        def _fail(self):
+            self.send_response(500)
+            self.end_headers()
+
+        do_GET = do_POST = _fail
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        proc = subprocess.run([sys.executable, "-m", "vaekit", "train", "--epochs", "1", "--hidden", "8",
+                               "--latent-dim", "2", "--no-progress", "--no-figures", "--importance-samples", "2",
+                               "--out", str(tmp_path / "run"), "--mlflow", url], capture_output=True, text=True,
+                              timeout=300, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 0, proc.stderr
+    warnings_ = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(warnings_) == 1 and warnings_[0].startswith("vaekit train: warning: --mlflow: the tracker failed")
+    assert (tmp_path / "run" / "evaluation-test.json").is_file() and (tmp_path / "run" / "model.safetensors").is_file()

@@ -1,7 +1,5 @@
-"""``python -m vaekit`` is the ``vaekit`` command (also under ``torchrun``)."""
+"""``python -m vaekit`` is the ``vaekit`` command (also under ``torchrun``): :func:`vaekit.cli.exits.run`."""
 
-import sys
+from vaekit.cli.exits import run
 
-from vaekit.cli import main
-
-sys.exit(main())
+run()

@@ -146,7 +146,8 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (also used by ``python -m vaekit``)."""
+    """Run the command line; returns the exit code (``vaekit`` and ``python -m vaekit`` call it through
+    :func:`vaekit.cli.exits.run`, which also ends the process)."""
     started = time.time()
     _lenient_output()
     parser = build_parser()

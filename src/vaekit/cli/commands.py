@@ -36,6 +36,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     path = ra.out_path(args, (".png", ".npy"), "samples.png")
     run, device = ra.load(args)
+    ra.check_decoding(run, args.n, f"--n {args.n}", device)
     bounds = _value_range(run) if args.clip else None
     generator = torch.Generator(device=device).manual_seed(args.seed)
     if args.sampler == "gmm":                                  # z from a mixture fitted on the aggregate posterior
@@ -201,6 +202,7 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
 
     path = ra.out_path(args, (".png", ".npy"), f"interpolations-{args.split}.png")
     run, device = ra.load(args)
+    ra.check_decoding(run, args.pairs * args.steps, f"--pairs {args.pairs}, --steps {args.steps}", device)
     x, labels, spec = ra.examples(run, args, device, 2 * args.pairs)
     if x.shape[0] < 2 * args.pairs:
         raise ConfigError(f"--pairs {args.pairs}: needs {2 * args.pairs} examples, the {args.split} split has "

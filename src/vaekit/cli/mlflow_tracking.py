@@ -6,7 +6,9 @@ the tracking database ``DIR/mlflow.db`` (the URI ``sqlite:///DIR/mlflow.db``, ML
 backend; its older file store is in maintenance mode and refused by default) and the artefacts under
 ``DIR/artifacts/``. Browse it with ``mlflow ui --backend-store-uri sqlite:///DIR/mlflow.db`` (the full
 ``mlflow`` package). A value with a scheme (``sqlite:///x.db``, ``http://host:5000``, ...) is used as
-the tracking URI as it is. The run goes into the experiment ``--mlflow-experiment`` (default vaekit).
+the tracking URI as it is (a ``sqlite:///`` database keeps the artefacts of a new experiment in
+``artifacts/`` beside the database file, not in MLflow's default ``./mlruns``). The run goes into the
+experiment ``--mlflow-experiment`` (default vaekit).
 
 What is logged:
 
@@ -21,6 +23,16 @@ What is logged:
   config.json, metrics.jsonl and .csv, the evaluation files and run.json;
 * tags ``vaekit.run_dir`` and the run name (the run directory's name); the status FINISHED, FAILED
   after an error or KILLED after a stop signal.
+
+The location is checked before anything is written (:func:`check_location`): a directory must be
+creatable (no file in its place), a ``sqlite:///`` database must lie in a directory that exists
+(vaekit creates no directory the URI does not name), the scheme must be one MLflow knows, and a
+server (``http://``, ``https://``, a database host) must accept a connection within
+:data:`CONNECT_TIMEOUT_S` seconds; each failure is one line and exit code 2. MLflow's own HTTP calls are
+bounded the same way (``MLFLOW_HTTP_REQUEST_TIMEOUT`` 5 s, ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` 1, when
+not set otherwise), so a server that goes away costs seconds, not minutes. Once training has started,
+a tracker that fails (the server gone, the disk of the store full) is one warning on stderr, and the
+run goes on untracked: the tracker never costs the run.
 
 RUN_DIR/mlflow.json records the tracking URI and the run id, so that ``--resume`` with the same
 LOCATION continues the same MLflow run (params that may change on resume, such as ``train.epochs``,
@@ -37,20 +49,32 @@ import json
 import logging
 import math
 import os
+import socket
+import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from vaekit.errors import ConfigError, DataError
 from vaekit.store.atomic import atomic_write_json
 from vaekit.store.documents import read_json
 from vaekit.store.layout import RunLayout
 
-__all__ = ["MlflowRun", "tracking_uri", "run_params", "require", "start_for_train", "EXPERIMENT"]
+__all__ = ["MlflowRun", "tracking_uri", "run_params", "require", "check_location", "start_for_train", "EXPERIMENT",
+           "CONNECT_TIMEOUT_S"]
 
 EXPERIMENT = "vaekit"
+#: Seconds a connection to a tracking server (or a database host) may take before the command gives up.
+CONNECT_TIMEOUT_S = 5.0
+#: MLflow's HTTP settings while vaekit runs, unless the environment sets them: a call gives up after about
+#: 2 × 5 s instead of MLflow's default of minutes of retries.
+_HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.5", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0"}
+#: Schemes that name a server, and the port each listens on when the URI names none.
+_SERVER_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
 _NOT_METRICS = ("epoch", "step")
 _ARTIFACT_FILES = ("config.json", "metrics.jsonl", "metrics.csv", "run.json", "report.html")
 
@@ -58,12 +82,102 @@ _ARTIFACT_FILES = ("config.json", "metrics.jsonl", "metrics.csv", "run.json", "r
 def tracking_uri(location: str) -> tuple[str, str | None]:
     """(tracking URI, artefact location or None) for ``--mlflow LOCATION`` (module docstring)."""
     if "://" in location:
+        path = _sqlite_path(location)
+        if path:                                      # artefacts beside the database, not in ./mlruns
+            return location, (Path(path).expanduser().resolve().parent / "artifacts").as_uri()
         return location, None
     root = Path(location).expanduser().resolve()
     if root.exists() and not root.is_dir():
         raise ConfigError(f"--mlflow {location}: is a file; give a directory (a local MLflow store) or a tracking URI")
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_directory(location: str) -> None:
+    """``--mlflow DIR``: DIR is a directory, or can be made (its nearest existing ancestor is a writable
+    directory)."""
+    root = Path(location).expanduser()
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--mlflow {location}: is a file; give a directory (a local MLflow store) or a tracking URI")
+    ancestor = _nearest_existing(root.absolute())
+    if not ancestor.is_dir():
+        raise ConfigError(f"--mlflow {location}: cannot be created, {ancestor} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"--mlflow {location}: cannot be written ({ancestor}: permission denied)")
+
+
+def _known_schemes() -> tuple[str, ...]:
+    """The tracking-URI schemes this MLflow has a store for (``sqlite``, ``http``, ...): its registry's, or
+    those of MLflow 3 where the registry (not a public API) is not where it was."""
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+        return tuple(sorted(scheme for scheme in _tracking_store_registry._registry if scheme))
+    except (ImportError, AttributeError):
+        return ("databricks", "file", "http", "https", "mssql", "mysql", "postgresql", "sqlite")
+
+
+def _check_sqlite(location: str, path: str) -> None:
+    """A ``sqlite:///PATH`` store: PATH's directory exists (MLflow would create it, and its parents)."""
+    if path in ("", ":memory:"):
+        return
+    file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"--mlflow {location}: {file} is a directory; the URI names the database file")
+    if not file.parent.is_dir():
+        raise ConfigError(f"--mlflow {location}: the directory {file.parent} does not exist; create it first "
+                          "(vaekit creates no directory a URI does not name) or give --mlflow DIR, a local store")
+
+
+def _sqlite_path(location: str) -> str | None:
+    """The database file of a ``sqlite:///rel.db`` or ``sqlite:////abs.db`` URI; None for another scheme or
+    an in-memory database."""
+    if urlsplit(location).scheme.lower().split("+")[0] != "sqlite":
+        return None
+    rest = location.split("://", 1)[1].split("?", 1)[0]
+    path = rest[1:] if rest.startswith("/") else rest
+    return path if path not in ("", ":memory:") else None
+
+
+def _check_reachable(location: str, host: str, port: int) -> None:
+    """A TCP connection to ``host:port`` within :data:`CONNECT_TIMEOUT_S` seconds, or a ConfigError."""
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
+            return
+    except TimeoutError:
+        why = f"no answer within {CONNECT_TIMEOUT_S:g} s"
+    except OSError as exc:
+        why = exc.strerror or str(exc) or type(exc).__name__
+    raise ConfigError(f"--mlflow {location}: cannot connect to {host}:{port} ({why}); is the tracking server "
+                      "running there?")
+
+
+def check_location(location: str) -> None:
+    """``--mlflow LOCATION`` checked before anything is written (module docstring); a ConfigError naming it."""
+    if "://" not in location:
+        _check_directory(location)
+        return
+    parts = urlsplit(location)
+    scheme = parts.scheme.lower()
+    known = _known_schemes()
+    if scheme not in known and scheme.split("+")[0] not in known:
+        raise ConfigError(f"--mlflow {location}: unknown tracking URI scheme {scheme!r}; give a directory (a local "
+                          f"store) or a URI of a scheme MLflow knows ({', '.join(known)})")
+    base = scheme.split("+")[0]
+    if base == "sqlite":
+        _check_sqlite(location, _sqlite_path(location) or "")
+    elif base in _SERVER_PORTS and parts.hostname:
+        try:
+            port = parts.port or _SERVER_PORTS[base]
+        except ValueError as exc:                      # a port that is no number, or out of range
+            raise ConfigError(f"--mlflow {location}: {exc}") from None
+        _check_reachable(location, parts.hostname, port)
 
 
 def _param_text(value: Any) -> str:
@@ -96,13 +210,15 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def require(values: dict[str, Any]) -> None:
+def require(values: dict[str, Any], *, check: bool = False) -> None:
     """With ``--mlflow``: a ConfigError (before anything is written) unless mlflow and, for a local
-    store, SQLAlchemy can be imported."""
+    store, SQLAlchemy can be imported; with ``check``, the location is checked too (:func:`check_location`)."""
     if values.get("mlflow") is None:
         return
     modules = ("mlflow.tracking",) if "://" in values["mlflow"] else ("mlflow.tracking", "sqlalchemy", "alembic")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")      # vaekit sends nothing anywhere
+    for name, value in _HTTP_LIMITS.items():
+        os.environ.setdefault(name, value)
     for module in modules:
         try:
             with _quiet():
@@ -110,6 +226,8 @@ def require(values: dict[str, Any]) -> None:
         except ImportError:
             raise ConfigError(f"--mlflow: needs the {module.split('.')[0]} package; install it with "
                               "pip install 'vaekit[mlflow]' (mlflow-skinny, sqlalchemy, alembic)") from None
+    if check:
+        check_location(values["mlflow"])
 
 
 def start_for_train(values: dict[str, Any], layout: RunLayout, resume: bool, hold: contextlib.ExitStack,
@@ -119,10 +237,20 @@ def start_for_train(values: dict[str, Any], layout: RunLayout, resume: bool, hol
     error or a stop signal."""
     if values.get("mlflow") is None:
         return None
-    run = MlflowRun.start(values["mlflow"], layout, experiment=values.get("mlflow_experiment") or EXPERIMENT,
-                          resume=resume, extra=extra)
+    try:
+        run = MlflowRun.start(values["mlflow"], layout, experiment=values.get("mlflow_experiment") or EXPERIMENT,
+                              resume=resume, extra=extra)
+    except Exception as exc:  # noqa: BLE001 - the location was checked; a tracker never costs the run
+        _warn(exc, "training goes on without it")
+        return None
     hold.push(run.end)
     return run
+
+
+def _warn(exc: BaseException, what: str) -> None:
+    text = " ".join(str(exc).split())[:300]
+    print(f"vaekit train: warning: --mlflow: the tracker failed ({type(exc).__name__}: {text}); {what}",
+          file=sys.stderr, flush=True)
 
 
 def _client(uri: str) -> Any:
@@ -144,6 +272,18 @@ class MlflowRun:
         self.run_id = run_id
         self.layout = layout
         self.extra = extra
+        #: Set when a call failed: the tracker then does nothing (one warning was printed).
+        self.failed = False
+
+    def _guarded(self, call: Callable[[], None], what: str) -> None:
+        """``call()``; an error in it (the server gone, ...) is one warning, and the tracker stops."""
+        if self.failed:
+            return
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 - a tracker never costs the run
+            self.failed = True
+            _warn(exc, what)
 
     @classmethod
     def start(cls, location: str, layout: RunLayout, *, experiment: str = EXPERIMENT, resume: bool = False,
@@ -193,8 +333,10 @@ class MlflowRun:
                 self.client.log_batch(self.run_id, tags=changed)
 
     def log_epoch(self, metrics: Any) -> None:
-        """A ``fit`` callback: the epoch's numbers (an EpochMetrics) at step = epoch; returns None (go on)."""
-        self.log_metrics(metrics.to_dict(), step=int(metrics.epoch))
+        """A ``fit`` callback: the epoch's numbers (an EpochMetrics) at step = epoch; returns None (go on).
+        A failure is a warning, and training goes on untracked."""
+        self._guarded(lambda: self.log_metrics(metrics.to_dict(), step=int(metrics.epoch)),
+                      "training goes on without it")
 
     def log_metrics(self, values: dict[str, Any], *, step: int, prefix: str = "") -> None:
         """The finite numbers of ``values`` (not epoch, step, booleans) as metrics at ``step``."""
@@ -208,7 +350,11 @@ class MlflowRun:
             self.client.log_batch(self.run_id, metrics=batch)
 
     def finish(self) -> None:
-        """The evaluations as metrics, the run's files as artefacts, and the status FINISHED."""
+        """The evaluations as metrics, the run's files as artefacts, and the status FINISHED; a failure is
+        a warning (the run itself is complete)."""
+        self._guarded(self._finish, "the run is complete, its MLflow record is not")
+
+    def _finish(self) -> None:
         layout = self.layout
         for split in ("test", "val", "train", "all"):
             path = layout.evaluation(split)
@@ -229,7 +375,7 @@ class MlflowRun:
 
     def end(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
         """An ExitStack exit callback: after an error, the status FAILED (KILLED for a stop signal)."""
-        if exc_type is not None:
+        if exc_type is not None and not self.failed:
             status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
             with contextlib.suppress(Exception), _quiet():               # the original error is the one to report
                 self.client.set_terminated(self.run_id, status=status)

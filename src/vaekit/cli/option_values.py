@@ -28,9 +28,13 @@ def integer(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def number(minimum: float, *, strict: bool = False, below: float | None = None) -> Callable[[str], float]:
+def number(minimum: float, *, strict: bool = False, below: float | None = None,
+           maximum: float | None = None) -> Callable[[str], float]:
+    """A float >= ``minimum`` (> with ``strict``), < ``below`` and <= ``maximum`` where given: an option
+    that must be moderate takes a ``maximum`` (1e308 is refused here, not left to diverge)."""
     bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
-    want = f"a number {bound}" + (f" and < {below:g}" if below is not None else "")
+    want = f"a number {bound}" + (f" and < {below:g}" if below is not None else "") + \
+        (f" and <= {maximum:g}" if maximum is not None else "")
 
     def parse(text: str) -> float:
         try:
@@ -38,7 +42,7 @@ def number(minimum: float, *, strict: bool = False, below: float | None = None) 
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
         if not math.isfinite(value) or value < minimum or (strict and value <= minimum) or \
-                (below is not None and value >= below):
+                (below is not None and value >= below) or (maximum is not None and value > maximum):
             raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}")
         return value
     return parse
@@ -102,10 +106,14 @@ def arch_name(text: str) -> str:
 
 
 def json_object(text: str) -> dict[str, Any]:
+    from vaekit.store.documents import DuplicateKeyError, loads
+
     try:
-        value = json.loads(text)
+        value = loads(text)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg}): {text[:80]!r}") from None
+    except DuplicateKeyError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, which value is meant is ambiguous: {text[:80]!r}") from None
     except RecursionError:
         raise argparse.ArgumentTypeError(f"not valid JSON (nested too deeply): {text[:80]!r}") from None
     if not isinstance(value, dict):

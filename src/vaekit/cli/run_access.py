@@ -238,6 +238,17 @@ def labelled(run: Run, labels: np.ndarray | None, spec: DataSpec, device: torch.
     return with_labels(run.model, labels_for(run, labels, spec, device))
 
 
+def check_decoding(run: Run, count: int, option: str, device: torch.device) -> None:
+    """A ConfigError naming ``option`` when decoding ``count`` points of ``run``'s model needs more memory
+    than ``device`` has available (:func:`vaekit.training.footprint.decoding_bytes`), before any is drawn."""
+    from vaekit.training.footprint import available_memory, decoding_bytes, describe_bytes
+
+    need, have = decoding_bytes(run.model, count), available_memory(device)
+    if have is not None and need > have[0]:
+        raise ConfigError(f"{option}: decoding {count:,} points needs about {describe_bytes(need)}, more than the "
+                          f"{describe_bytes(have[0])} of memory {have[1]} on {device}; ask for fewer")
+
+
 def model_dtype(run: Run) -> torch.dtype:
     """The floating dtype of the run's parameters."""
     import torch

@@ -158,6 +158,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             code = _train(args, hold)
         except BaseException as exc:
             distributed.shutdown(wait=False)
+            if isinstance(exc, distributed.RankDisagreement) and exc.rank != 0:
+                return 2                              # rank 0 says it, in one line
             signum = train_stops.stop_signal(exc)
             if signum is not None:
                 if distributed.env_rank() == 0:
@@ -186,7 +188,8 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     from vaekit.training.interrupts import stop_signals_raise
 
     values, explicit = options.resolve(args)
-    mlflow_tracking.require(values)                   # --mlflow without mlflow: stop before anything is written
+    mlflow_tracking.require(values, check=distributed.env_rank() == 0)  # --mlflow: the package and the location,
+    #                                                   checked by its writer before anything is written
     if args.auto_resume:
         if values["out"] is None:
             raise ConfigError("--auto-resume: needs --out RUN_DIR")
@@ -211,6 +214,7 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
                                      2 if values["conditional"] else 0)   # arch takes 1×1×1; any C > 0)
         train_checks.check_free_bits(probe, values)
         train_checks.check_objective_model(probe, values)
+        train_checks.check_memory(probe, values, probe=True)   # sizes that fit no data: now
         label_options.check_label_options(values)
         options.check_test_data(values, explicit)
         data_spec = options.data_spec(values)
@@ -218,6 +222,7 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     args.dist_timeout_s = values["dist_timeout"]
     values["device"] = distributed.init_from_env(options.train_device(values["device"]),  # torchrun: join the group
                                                  timeout_s=values["dist_timeout"])
+    distributed.check_agreement(train_checks.rank_values(values), values["device"])   # torchrun: the same options
     hold.enter_context(stop_signals_raise())          # SIGTERM and SIGHUP stop the command as Ctrl-C does
     main = distributed.is_main()
     train_config = options.train_config(values)
@@ -251,6 +256,7 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     val_x = preprocessing.prepare(dataset.val)
     if val_x.shape[0] == 0:
         raise ConfigError("--val-fraction: the validation split is empty; validation needs at least one example")
+    train_checks.check_memory(model_config, values, trust_code=args.trust_code)   # before the model is built
     torch.manual_seed(train_config.seed)
     try:
         model = build_vae(model_config, trust_code=args.trust_code)

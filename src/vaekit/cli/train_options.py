@@ -162,14 +162,15 @@ OPTIONS = (
     Opt("gradient", "train", choice(*GRADIENTS), "reparam", "the encoder's gradient estimator: reparam, stl "
         "(sticking the landing; elbo) or dreg (doubly reparameterised; iwae, miwae, piwae)",
         "{" + ",".join(GRADIENTS) + "}"),
-    Opt("beta", "train", number(0.0), 1.0, "weight β of the KL term", "B"),
-    Opt("kl_warmup", "train", number(0.0), 0.0, "epochs over which β ramps up linearly from 0", "EPOCHS"),
-    Opt("free_bits", "train", number(0.0), 0.0, "free bits λ per latent dimension (nats)", "L"),
+    Opt("beta", "train", number(0.0, maximum=1e6), 1.0, "weight β of the KL term", "B"),
+    Opt("kl_warmup", "train", number(0.0, maximum=1e6), 0.0, "epochs over which β ramps up linearly from 0",
+        "EPOCHS"),
+    Opt("free_bits", "train", number(0.0, maximum=1e3), 0.0, "free bits λ per latent dimension (nats)", "L"),
     Opt("epochs", "train", integer(1), 50, "training epochs", "N"),
     Opt("batch_size", "train", integer(1), 128, "examples per step", "N"),
     Opt("lr", "train", number(0.0, strict=True), 1e-3, "learning rate of Adam (--arch linear: 0.03, --init ppca: "
         "1e-4, unless set)", "LR"),
-    Opt("weight_decay", "train", number(0.0), 0.0, "decoupled weight decay (AdamW when > 0)", "WD"),
+    Opt("weight_decay", "train", number(0.0, maximum=1e2), 0.0, "decoupled weight decay (AdamW when > 0)", "WD"),
     Opt("schedule", "train", choice("constant", "cosine"), "constant", "learning-rate schedule (--arch linear: "
         "cosine unless set)",
         "{constant,cosine}"),
@@ -198,12 +199,15 @@ OPTIONS = (
         "mean over its steps (1: every step; a long run writes hundreds of thousands of steps)", "N"),
     Opt("mlflow", "run", text, None, "also log the run to MLflow (pip install 'vaekit[mlflow]'): params, metrics "
         "per epoch, the evaluation, figures and report. A directory is a local store (DIR/mlflow.db and "
-        "DIR/artifacts, offline); a value with a scheme (sqlite:///x.db, http://host:5000) is a tracking URI",
+        "DIR/artifacts, offline); a value with a scheme (sqlite:///x.db, http://host:5000) is a tracking URI. "
+        "The location is checked before anything is written (a server must accept a connection within 5 s; "
+        "MLflow's HTTP calls give up after about 10 s); a tracker that fails once training runs is a warning, and "
+        "the run goes on",
         "DIR|URI"),
     Opt("mlflow_experiment", "run", text, "vaekit", "the MLflow experiment of --mlflow", "NAME"),
-    Opt("dist_timeout", "run", number(0.0, strict=True), DEFAULT_TIMEOUT_S, "under torchrun: seconds a rank waits "
-        "for the others (at a step, a validation, a checkpoint) before the run fails, so that a frozen rank stops "
-        "the run rather than holding it", "SECONDS"),
+    Opt("dist_timeout", "run", number(0.0, strict=True, maximum=1e6), DEFAULT_TIMEOUT_S, "under torchrun: seconds a "
+        "rank waits for the others (at a step, a validation, a checkpoint) before the run fails, so that a frozen "
+        "rank stops the run rather than holding it", "SECONDS"),
 )
 #: Training defaults of a model family (--arch), used unless the option is set. The linear family (pPCA by the
 #: ELBO) has no saturating units and one smooth optimum, the closed-form maximum likelihood, so it takes Adam
@@ -248,11 +252,27 @@ def show(value: Any) -> str:
 
 def _read_yaml(path: Path) -> Any:
     """The value in a YAML file (``yaml.safe_load``: plain data only, no Python objects); a file that
-    is not UTF-8 YAML is a one-line ConfigError."""
+    is not UTF-8 YAML, or names a key twice in one mapping, is a one-line ConfigError."""
     import yaml
 
+    class UniqueKeys(yaml.SafeLoader):
+        """safe_load that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    repeated = key in seen
+                    seen.add(key)
+                except TypeError:                     # an unhashable key: the base class says so
+                    continue
+                if repeated:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            return super().construct_mapping(node, deep=deep)
+
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeys)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(f"--config {path}: not valid YAML ({' '.join(str(exc).split())})") from None
     except UnicodeDecodeError as exc:

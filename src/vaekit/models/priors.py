@@ -97,12 +97,17 @@ def _count(args: dict[str, Any], key: str) -> int:
     return value
 
 
+#: The largest magnitude of a prior's initial value (``init_mean``, ``init_std``): pseudo-inputs live in
+#: the data's space, which is [0, 1] for images and standardised for tables; 1e308 would not train.
+MAX_INIT = 1e4
+
+
 def _real(args: dict[str, Any], key: str, *, minimum: float | None = None) -> float:
     value = args[key]
     ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if not ok or (minimum is not None and value < minimum):
-        bound = "" if minimum is None else f" >= {minimum:g}"
-        raise ConfigError(f"prior_args: {key} must be a finite number{bound}, got {value!r}")
+    if not ok or not (-MAX_INIT if minimum is None else minimum) <= value <= MAX_INIT:
+        bound = f">= {minimum:g} and <= {MAX_INIT:g}" if minimum is not None else f"in [-{MAX_INIT:g}, {MAX_INIT:g}]"
+        raise ConfigError(f"prior_args: {key} must be a finite number {bound}, got {value!r}")
     return float(value)
 
 

@@ -23,6 +23,9 @@ __all__ = ["DecoderVariance", "FixedVariance", "LearnedVariance", "OptimalVarian
 
 #: Decoder variance modes besides a fixed positive number.
 VARIANCE_MODES = ("learned", "learned-per-dim", "optimal")
+#: The range of a fixed c: beyond it float32 loses c or 1/c (1e308 is infinite in float32), and no data
+#: has a noise variance of 1e-12 or 1e12 of its units (standardise the data instead).
+C_RANGE = (1e-12, 1e12)
 
 
 def _check_positive(c: float, name: str = "decoder variance c") -> float:
@@ -62,9 +65,9 @@ class LearnedVariance(DecoderVariance):
 
     def __init__(self, shape: tuple[int, ...] = (), init: float = 1.0):
         super().__init__()
-        raw = soft_clamp_inverse(torch.full(shape, math.log(_check_positive(init, "initial c"))),
-                                 DECODER_LOG_VAR_MIN, DECODER_LOG_VAR_MAX)
-        self.log_c = nn.Parameter(raw)
+        start = torch.tensor(math.log(_check_positive(init, "initial c")), device="cpu")   # float32, as c is
+        raw = soft_clamp_inverse(start, DECODER_LOG_VAR_MIN, DECODER_LOG_VAR_MAX)      # checked on the CPU, so
+        self.log_c = nn.Parameter(torch.full(shape, float(raw)))                        # a meta build works too
 
     def forward(self) -> Tensor:
         return soft_clamp(self.log_c, DECODER_LOG_VAR_MIN, DECODER_LOG_VAR_MAX).exp()
@@ -109,6 +112,8 @@ def parse_variance(value: object, name: str = "decoder_variance") -> float | str
                               f"got {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name}: the constant c must be a finite number > 0, got {value!r}")
+    if not C_RANGE[0] <= value <= C_RANGE[1]:
+        raise ConfigError(f"{name}: the constant c must lie in [{C_RANGE[0]:g}, {C_RANGE[1]:g}], got {value!r}")
     return float(value)
 
 

@@ -14,16 +14,40 @@ from typing import Any
 
 from vaekit.errors import CheckpointError
 
-__all__ = ["read_versioned_json", "read_json"]
+__all__ = ["read_versioned_json", "read_json", "loads", "DuplicateKeyError"]
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object names the same key twice (``{"k": 1, "k": 2}``): which value is meant is ambiguous,
+    and Python's ``json`` would silently keep the last."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"duplicate key {key!r} in a JSON object")
+        self.key = key
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(key)
+        out[key] = value
+    return out
+
+
+def loads(text: str | bytes) -> Any:
+    """``json.loads`` that refuses a key given twice in one object (:class:`DuplicateKeyError`)."""
+    return json.loads(text, object_pairs_hook=_unique)
 
 
 def read_json(path: Path, error: type[Exception] = CheckpointError, *, label: str | None = None) -> Any:
-    """The JSON value in ``path``; a file that is not UTF-8 JSON, or nested too deeply for the parser,
-    is an ``error`` whose one-line message starts with ``label`` (default: the path)."""
+    """The JSON value in ``path``; a file that is not UTF-8 JSON, nested too deeply for the parser or
+    with a key given twice in one object, is an ``error`` whose one-line message starts with ``label``
+    (default: the path)."""
     name = str(path) if label is None else label
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, DuplicateKeyError) as exc:
         raise error(f"{name}: not valid JSON ({exc})") from None
     except RecursionError:
         raise error(f"{name}: not valid JSON (nested too deeply)") from None

@@ -21,6 +21,7 @@ from typing import Any
 
 from vaekit.errors import DataError
 from vaekit.store.atomic import atomic_write_bytes, with_filename
+from vaekit.store.documents import DuplicateKeyError, loads
 from vaekit.store.layout import RunLayout
 
 __all__ = ["rewrite_metrics", "append_metrics", "read_history"]
@@ -76,9 +77,11 @@ def read_history(path: str | os.PathLike[str] | RunLayout) -> list[dict[str, Any
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+        except DuplicateKeyError as exc:
+            raise DataError(f"{path}:{lineno}: not valid JSON ({exc})") from None
         except RecursionError:
             raise DataError(f"{path}:{lineno}: not valid JSON (nested too deeply)") from None
         if not isinstance(row, dict):

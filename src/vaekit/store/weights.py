@@ -12,7 +12,6 @@ Nothing here knows about VAEs or run directories: :mod:`vaekit.store.model_files
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import struct
@@ -24,6 +23,7 @@ from safetensors.torch import load, save
 
 from vaekit.errors import CheckpointError
 from vaekit.store.atomic import atomic_write_bytes
+from vaekit.store.documents import loads
 
 __all__ = ["save_weights", "load_weights", "read_weights_bytes", "load_weights_bytes", "read_header", "count_values",
            "load_state_strict"]
@@ -61,7 +61,7 @@ def read_header(data: bytes, path: str | os.PathLike[str]) -> dict[str, tuple[st
     if size > min(len(data) - 8, MAX_HEADER_BYTES):
         raise bad(f"its header claims {size} bytes, the file has {len(data)}")
     try:
-        header = json.loads(data[8:8 + size])
+        header = loads(data[8:8 + size])          # a tensor named twice is refused (DuplicateKeyError)
     except (ValueError, RecursionError) as exc:        # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise bad(f"the header is not valid JSON: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") \
             from None

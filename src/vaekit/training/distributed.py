@@ -41,7 +41,16 @@ DEFAULT_TIMEOUT_S = 600.0
 
 __all__ = ["DEFAULT_TIMEOUT_S", "init_from_env", "is_distributed", "rank", "world_size", "is_main", "backend_for",
            "shard", "global_mean", "all_reduce_sum", "broadcast_flag", "barrier", "shutdown", "launched_by_torchrun",
-           "env_rank"]
+           "env_rank", "gather_texts", "check_agreement", "RankDisagreement"]
+
+
+class RankDisagreement(ConfigError):
+    """The ranks were started with different configurations (:func:`check_agreement`); ``rank`` is this
+    process's rank, so that rank 0 alone needs to say it."""
+
+    def __init__(self, message: str, rank: int) -> None:
+        super().__init__(message)
+        self.rank = rank
 
 
 def launched_by_torchrun() -> bool:
@@ -159,3 +168,37 @@ def global_mean(weight: float) -> Callable[[torch.Tensor], torch.Tensor]:
         all_reduce_sum(total)
         return (total[0] / total[1]).to(values.dtype)
     return reduce
+
+
+def gather_texts(text: str, device: torch.device | str = "cpu") -> list[str]:
+    """Every rank's ``text``, in rank order (``[text]`` for a single process), sent as UTF-8 bytes in
+    tensors (no pickling, unlike ``all_gather_object``)."""
+    if not is_distributed():
+        return [text]
+    data = torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8, device=device)
+    sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world_size())]
+    dist.all_gather(sizes, torch.tensor([data.numel()], dtype=torch.int64, device=device))
+    longest = max(int(n.item()) for n in sizes)
+    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+    padded[:data.numel()] = data
+    parts = [torch.zeros(longest, dtype=torch.uint8, device=device) for _ in range(world_size())]
+    dist.all_gather(parts, padded)
+    return [bytes(p[:int(n.item())].tolist()).decode("utf-8") for p, n in zip(parts, sizes, strict=True)]
+
+
+def check_agreement(values: dict[str, str], device: torch.device | str = "cpu") -> None:
+    """Compare ``values`` (name -> text) with rank 0's; the first name whose text differs on some rank
+    is a :class:`RankDisagreement` on every rank, ``NAME: rank R has A, rank 0 has B``. Without a
+    process group, nothing to compare."""
+    if not is_distributed():
+        return
+    import json
+
+    texts = gather_texts(json.dumps(values, sort_keys=True), device)
+    first = json.loads(texts[0])
+    for other, text in enumerate(texts[1:], 1):
+        theirs = json.loads(text)
+        for name in sorted(set(first) | set(theirs)):
+            if first.get(name) != theirs.get(name):
+                raise RankDisagreement(f"{name}: rank {other} has {theirs.get(name)}, rank 0 has {first.get(name)}; "
+                                       "every rank must be started with the same configuration", rank())
