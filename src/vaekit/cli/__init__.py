@@ -61,7 +61,7 @@ class _CommandList(argparse.HelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
-    from vaekit.cli import commands, report_cmd, train_cmd
+    from vaekit.cli import commands, disentanglement_cmd, report_cmd, train_cmd, tune_cmd
 
     parser = _Parser(prog="vaekit", description="Variational autoencoders on PyTorch, verified against closed forms.",
                      epilog="'vaekit COMMAND --help' shows a command's options and an example.",
@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.register(sub)
     commands.register(sub)
     report_cmd.register(sub)
+    tune_cmd.register(sub)
+    disentanglement_cmd.register(sub)
     for subparser in sub.choices.values():
         subparser.set_defaults(parser=subparser)
     return parser
