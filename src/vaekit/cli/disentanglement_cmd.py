@@ -1,9 +1,9 @@
 """``vaekit disentanglement RUN_DIR``: MIG, SAP, DCI and the FactorVAE score of a run trained on
 ``--data shapes`` (:mod:`vaekit.data.shapes`, whose images come with their generative factors).
 
-The representation is the posterior mean E_q[z|x] of each image (what ``vaekit encode`` writes); the
-metrics (:mod:`vaekit.inference.disentanglement`) draw factor combinations uniformly, render their
-images, encode them and compare the codes with the factors. ``--samples`` examples train the DCI
+The representation is the posterior mean E_q[z|x] of each image (what ``vaekit encode`` writes), of
+every image of the shapes grid; the metrics (:mod:`vaekit.inference.disentanglement`) draw factor
+combinations uniformly and compare their codes with the factors. ``--samples`` examples train the DCI
 classifiers and estimate MIG and SAP, and half as many more score DCI's informativeness; the
 FactorVAE score takes ``--votes`` votes of 64 images each (two thirds to fit its classifier, one third
 to score it). Everything is seeded by ``--seed``.
@@ -33,6 +33,8 @@ def register(subparsers: Any) -> None:
                    help="examples for MIG, SAP and the DCI classifiers (default 2000)")
     p.add_argument("--votes", metavar="N", type=_at_least(3), default=1200,
                    help="FactorVAE votes of 64 images each (default 1200)")
+    p.add_argument("--estimators", metavar="N", type=_at_least(1), default=100,
+                   help="boosting stages of each DCI classifier (default 100, as disentanglement_lib)")
     p.add_argument("--seed", metavar="S", type=ra.non_negative_int, default=0, help="seed (default 0)")
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     p.set_defaults(func=_cmd_disentanglement)
@@ -51,19 +53,22 @@ def _at_least(minimum: int) -> Any:
 
 
 def _representation(run: Any, device: Any) -> Any:
-    """represent(factor rows (N, 5)) -> posterior means (N, K) of their rendered images."""
+    """represent(factor rows (N, 5)) -> the posterior means (N, K) of their images: every image of the
+    shapes grid is encoded once, and each row looks its code up."""
     import numpy as np
     import torch
 
-    from vaekit.data.shapes import render
+    from vaekit.data.shapes import FACTOR_SIZES, factor_grid, render
+
+    images, codes = render(factor_grid()), []
+    with torch.no_grad():
+        for start in range(0, len(images), 1024):
+            x = run.preprocessing.prepare(images[start:start + 1024]).to(device, ra.model_dtype(run))
+            codes.append(run.model.summary(x).to("cpu", torch.float64).numpy())
+    table = np.concatenate(codes)                                     # row i: the code of factor_grid()[i]
 
     def represent(rows: np.ndarray) -> np.ndarray:
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(rows), 1024):
-                x = run.preprocessing.prepare(render(rows[start:start + 1024])).to(device)
-                out.append(run.model.summary(x.to(ra.model_dtype(run))).to("cpu", torch.float64).numpy())
-        return np.concatenate(out)
+        return table[np.ravel_multi_index(tuple(np.asarray(rows).T), FACTOR_SIZES)]
     return represent
 
 
@@ -84,11 +89,12 @@ def _cmd_disentanglement(args: argparse.Namespace) -> int:
     train_votes = args.votes * 2 // 3
     scores = disentanglement_scores(_representation(run, device), FACTOR_SIZES, samples=args.samples,
                                     test_samples=max(args.samples // 2, 2), seed=args.seed,
-                                    train_votes=train_votes, eval_votes=args.votes - train_votes)
+                                    estimators=args.estimators, train_votes=train_votes,
+                                    eval_votes=args.votes - train_votes)
     values = scores.to_dict()
     if args.json:
         print(json.dumps({"run_dir": str(args.run_dir), "samples": args.samples, "votes": args.votes,
-                          "seed": args.seed, **values}, indent=2))
+                          "estimators": args.estimators, "seed": args.seed, **values}, indent=2))
         return 0
     width = max(map(len, KEYS))
     for key in KEYS:

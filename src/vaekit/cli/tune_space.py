@@ -76,7 +76,7 @@ def _checked(path: Path, key: str, value: Any) -> None:
     try:
         opt.parse(_text(value))
     except (argparse.ArgumentTypeError, ConfigError, ValueError) as exc:
-        raise _fail(path, key, f"{value!r}: {exc}") from None
+        raise _fail(path, key, str(exc)) from None
 
 
 def _param(path: Path, key: str, spec: Any) -> Param:

@@ -50,13 +50,14 @@ def factor_values(indices: np.ndarray) -> np.ndarray:
     return np.stack([idx[:, 0].astype(float), scale, angle, pos_x, pos_y], axis=1)
 
 
-def _inside(shape: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Whether (u, v), in the sprite's own frame (unit half-width, v up), is inside ``shape``."""
-    square = np.maximum(np.abs(u), np.abs(v)) <= 1.0
-    ellipse = u ** 2 + (v / 0.5) ** 2 <= 1.0
-    hu, hv = u * 1.15, v * 1.15 + 0.15                # the heart's curve spans about [-1.14, 1.14] x [-1, 1.25]
-    heart = (hu ** 2 + hv ** 2 - 1.0) ** 3 - hu ** 2 * hv ** 3 <= 0.0
-    return np.where(shape == 0, square, np.where(shape == 1, ellipse, heart))
+_SHAPE_TESTS = (
+    lambda u, v: np.maximum(np.abs(u), np.abs(v)) <= 1.0,                       # square
+    lambda u, v: u ** 2 + (v / 0.5) ** 2 <= 1.0,                                 # ellipse
+    lambda u, v: ((1.15 * u) ** 2 + (1.15 * v + 0.15) ** 2 - 1.0) ** 3           # heart: the curve spans about
+    - (1.15 * u) ** 2 * (1.15 * v + 0.15) ** 3 <= 0.0,                           # [-1.14, 1.14] x [-1, 1.25]
+)
+#: The window around a sprite's centre that holds it (pixels; the largest reaches 0.16 * 32 * sqrt(2) < 8).
+_WINDOW = 16
 
 
 def render(indices: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
@@ -65,20 +66,23 @@ def render(indices: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
     if idx.size and (idx.min() < 0 or np.any(idx >= np.asarray(FACTOR_SIZES))):
         raise ValueError(f"factor indices out of range; sizes are {FACTOR_SIZES}")
     values = factor_values(idx)
-    n, s = len(idx), _SUBSAMPLES
-    grid = (np.arange(size * s) + 0.5) / (size * s)                   # sub-pixel centres in [0, 1]
-    px, py = np.meshgrid(grid, grid, indexing="xy")                   # (size*s, size*s); py grows downwards
-    centre_x = _MARGIN + (1 - 2 * _MARGIN) * values[:, 3]
-    centre_y = _MARGIN + (1 - 2 * _MARGIN) * values[:, 4]
-    out = np.empty((n, 1, size, size), dtype=np.uint8)
-    for start in range(0, n, 256):                                    # (256, size*s, size*s) at a time
-        sl = slice(start, start + 256)
-        half = (_HALF_WIDTH * values[sl, 1])[:, None, None]
-        dx = (px[None] - centre_x[sl, None, None]) / half
-        dy = -(py[None] - centre_y[sl, None, None]) / half            # v up
-        cos, sin = np.cos(values[sl, 2])[:, None, None], np.sin(values[sl, 2])[:, None, None]
-        u, v = cos * dx + sin * dy, -sin * dx + cos * dy              # rotate the frame by -angle
-        hit = _inside(idx[sl, 0][:, None, None], u, v).astype(np.float32)
-        coverage = hit.reshape(-1, size, s, size, s).mean(axis=(2, 4))
-        out[sl, 0] = (coverage >= 0.5).astype(np.uint8)
-    return out
+    n, s, w = len(idx), _SUBSAMPLES, max(_WINDOW, int(np.ceil(_HALF_WIDTH * size * 1.5)) * 2)
+    centre = (_MARGIN + (1 - 2 * _MARGIN) * values[:, 3:5]) * size             # (N, 2) x, y in pixels
+    origin = np.floor(centre).astype(np.int64) - w // 2                         # the window's top-left pixel
+    offsets = (np.arange(w * s) + 0.5) / s                                      # sub-pixel centres in the window
+    coverage = np.zeros((n, w, w), dtype=np.float32)
+    for shape, inside in enumerate(_SHAPE_TESTS):
+        rows = np.flatnonzero(idx[:, 0] == shape)
+        for start in range(0, len(rows), 512):
+            r = rows[start:start + 512]
+            half = (_HALF_WIDTH * size * values[r, 1])[:, None, None]
+            dx = (origin[r, 0, None, None] + offsets[None, None, :] - centre[r, 0, None, None]) / half
+            dy = -(origin[r, 1, None, None] + offsets[None, :, None] - centre[r, 1, None, None]) / half   # v up
+            cos, sin = np.cos(values[r, 2])[:, None, None], np.sin(values[r, 2])[:, None, None]
+            hit = inside(cos * dx + sin * dy, -sin * dx + cos * dy)          # the frame rotated by -angle
+            coverage[r] = hit.reshape(len(r), w, s, w, s).mean(axis=(2, 4))
+    canvas = np.zeros((n, size + 2 * w, size + 2 * w), dtype=np.uint8)         # room for windows past the edge
+    ys = origin[:, 1, None, None] + w + np.arange(w)[None, :, None]
+    xs = origin[:, 0, None, None] + w + np.arange(w)[None, None, :]
+    canvas[np.arange(n)[:, None, None], ys, xs] = coverage >= 0.5
+    return canvas[:, None, w:w + size, w:w + size].copy()
