@@ -193,3 +193,26 @@ def test_a_killed_study_resumes_its_trial_from_the_checkpoint(tmp_path, signum):
     assert [r["epoch"] for r in rows] == list(range(1, max(6, done_before) + 1))   # no epoch twice, none lost
     assert doc["trials"][1]["value"] == pytest.approx(max(r["val_elbo"] for r in rows), rel=1e-12)
     assert "resuming trials/trial-0000" in second.stderr
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_study(tmp_path):
+    """Two real processes on one SQLite study: together they run the study's trials, each trial once, each in
+    its own run directory."""
+    import optuna
+
+    space = _space(tmp_path, {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}})
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    argv = [sys.executable, "-m", "vaekit", "tune", "--space", str(space), "--trials", "4", "--storage", storage,
+            "--study", "two", "--out", "trials", "--epochs", "2", "--pruner", "none", *TINY]
+    procs = [subprocess.Popen([*argv, "--sampler-seed", str(seed)], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outputs]
+    trials = optuna.load_study(study_name="two", storage=storage).trials
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert 4 <= len(complete) <= 5 and len(complete) == len(trials)          # at most one trial more than asked
+    assert len({t.user_attrs["run_dir"] for t in complete}) == len(complete)
+    assert len({t.user_attrs["pid"] for t in complete}) == 2                  # both processes ran trials
+    for t in complete:
+        assert t.value == pytest.approx(_metric_best(tmp_path / t.user_attrs["run_dir"]), rel=1e-12)

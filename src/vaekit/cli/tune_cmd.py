@@ -11,8 +11,8 @@ whose value at an epoch is below the median of the earlier trials' at the same e
 trial's run directory holds the epochs it trained, evaluated like any run that stopped early.
 
 The study lives in Optuna's RDB storage (``--storage``, by default an SQLite file DIR/study.db), so
-that running the same command again continues the search until the study holds ``--trials`` finished
-trials (complete or pruned), and several processes, on one machine or on machines that share the
+that running the same command again continues the search until the study holds ``--trials`` trials
+complete, pruned or running in another process, and several processes, on one machine or on machines that share the
 database URL, work on one study. A trial stopped by Ctrl-C, SIGTERM or SIGHUP saves its checkpoint
 (as ``vaekit train`` does) and is queued again with the same parameters; a trial whose process was
 killed outright (SIGKILL, a lost machine) is found when the study is next opened, on the same

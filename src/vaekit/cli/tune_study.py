@@ -10,6 +10,7 @@ import contextlib
 import math
 import os
 import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,14 +30,7 @@ def open_study(optuna: Any, url: str, args: argparse.Namespace) -> Any:
     """The study ``args.study`` in the storage at ``url`` (created when new; maximised), with the pruner
     and sampler the options name, and a heartbeat: a trial whose process stopped beating for
     ``args.grace`` seconds is failed and queued again (:func:`requeue`) when a process opens a trial."""
-    try:
-        with warnings.catch_warnings():               # the heartbeat is marked experimental
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=args.grace,
-                                                 heartbeat_stale_trial_callback=requeue)
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's URL and connection errors, one line
-        raise ConfigError(f"--storage {url}: cannot open ({type(exc).__name__}: {' '.join(str(exc).split())})") \
-            from None
+    storage = _storage(optuna, url, args.grace)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=args.startup_trials) if args.pruner == "median"
               else optuna.pruners.NopPruner())
     study = optuna.create_study(storage=storage, study_name=args.study, direction="maximize", load_if_exists=True,
@@ -47,6 +41,27 @@ def open_study(optuna: Any, url: str, args: argparse.Namespace) -> Any:
     elif stored != args.metric:
         raise ConfigError(f"--metric {args.metric}: study {args.study} in {url} maximises {stored}")
     return study
+
+
+def _storage(optuna: Any, url: str, grace: int) -> Any:
+    """Optuna's RDB storage at ``url``. Processes that open a new database at the same moment race to create
+    its tables (the loser sees an integrity error): an attempt that fails is repeated twice, by which time
+    the tables exist. SQLite waits up to a minute for another process's write lock."""
+    import sqlalchemy.exc  # Optuna's own dependency
+
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():           # the heartbeat is marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
+                                                  grace_period=grace, heartbeat_stale_trial_callback=requeue)
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy's URL and connection errors, one line
+            error = exc
+            if not isinstance(exc, sqlalchemy.exc.DBAPIError):   # a bad URL: no use trying again
+                break
+            time.sleep(1.0 + attempt)
+    raise ConfigError(f"--storage {url}: cannot open ({type(error).__name__}: {' '.join(str(error).split())})")
 
 
 def requeue(study: Any, trial: Any) -> None:
@@ -166,8 +181,6 @@ class Objective:
             argv += [options.flag(opt.name)] + ([] if opt.parse is None else [options.show(value)])
         ns.argv = argv + ["--out", str(run_dir)] + (["--trust-code"] if self.args.trust_code else [])
         if ns.started is None:
-            import time
-
             ns.started = time.time()
         return ns
 
