@@ -51,7 +51,7 @@ class _CommandList(argparse.HelpFormatter):
     COMMAND line above them."""
 
     def __init__(self, prog: str) -> None:
-        super().__init__(prog, max_help_position=16)
+        super().__init__(prog, max_help_position=20)   # room for "disentanglement"
 
     def _format_action(self, action: argparse.Action) -> str:
         if isinstance(action, argparse._SubParsersAction):

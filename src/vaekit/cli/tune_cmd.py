@@ -47,7 +47,7 @@ MAX_FAILURES_IN_A_ROW = 3
 def register(subparsers: Any) -> None:
     """Add ``vaekit tune`` to ``subparsers``."""
     p = subparsers.add_parser(
-        "tune", help="search train options with Optuna; each trial a run directory",
+        "tune", help="search train options with Optuna, a run per trial",
         description=help_text.description((__doc__ or "").split("\n\n", 1)[1]) + "\n\nexample:\n"
         "  echo '{\"lr\": {\"type\": \"float\", \"low\": 1e-4, \"high\": 1e-2, \"log\": true}, "
         "\"latent_dim\": [2, 4, 8]}' > space.json\n"
