@@ -152,13 +152,14 @@ def _votes(represent: Represent, sizes: tuple[int, ...], scale: np.ndarray, acti
 
 def factorvae_score(represent: Represent, sizes: tuple[int, ...], *, train_votes: int = 800,
                     eval_votes: int = 400, batch_size: int = 64, variance_samples: int = 5000,
-                    seed: int = 0) -> float:
+                    seed: int = 0, min_std: float = 0.05) -> float:
     """The FactorVAE score: the eval accuracy of the majority-vote classifier (see the module); 0 when
-    no code dimension varies over the data."""
+    no code dimension varies over the data. ``min_std``: dimensions whose std over the data is below it
+    take no part (0.05 as Kim & Mnih and disentanglement_lib; disent keeps every dimension, 0)."""
     rng = np.random.default_rng(seed)
     c = np.asarray(represent(sample_factors(sizes, variance_samples, rng)), dtype=np.float64)
     scale = c.std(0, ddof=1)
-    active = scale >= 0.05
+    active = (scale >= min_std) & (scale > 0)
     if not active.any():
         return 0.0
     scale = np.where(active, scale, 1.0)
