@@ -56,7 +56,7 @@ from vaekit.errors import ConfigError, VaekitError
 from vaekit.store.layout import RunLayout
 from vaekit.store.lock import run_lock
 
-__all__ = ["register", "add_option_groups"]
+__all__ = ["register", "add_option_groups", "train_with"]
 
 EVAL_DATA_SEED = 0
 
@@ -179,6 +179,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             return 1
         distributed.shutdown()
         return code
+
+
+def train_with(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
+    """Run ``vaekit train`` on parsed ``args`` in this process, its run lock and signal handlers held by
+    ``hold`` (``vaekit tune`` runs each trial so); ``args.epoch_callbacks``, when set, are called with every
+    epoch's metrics besides the command's own (a truthy return stops training, as in :func:`vaekit.training.fit`)."""
+    return _train(args, hold)
 
 
 def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:

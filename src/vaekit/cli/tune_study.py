@@ -118,7 +118,7 @@ class Objective:
         self.pruned_at: int | None = None
 
     def __call__(self, trial: Any) -> float:
-        from vaekit.cli.train_cmd import _train
+        from vaekit.cli.train_cmd import train_with
         from vaekit.store.layout import RunLayout
         from vaekit.store.metrics import read_history
 
@@ -137,7 +137,7 @@ class Objective:
         try:
             if self.pruned_at is None:
                 with contextlib.ExitStack() as hold:
-                    _train(train_args, hold)
+                    train_with(train_args, hold)
         except KeyboardInterrupt:                     # stopped: the checkpoint is saved, the trial queued again
             requeue(self.study, self.study._storage.get_trial(trial._trial_id))
             raise
