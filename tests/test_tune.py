@@ -139,6 +139,22 @@ def test_bad_inputs_are_one_line_errors(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "t").exists()                             # nothing written before the checks
 
 
+def test_trials_that_fail_are_recorded_and_three_in_a_row_stop_the_command(tmp_path, monkeypatch, capsys):
+    import optuna
+
+    from vaekit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    space = str(_space(tmp_path, {"free_bits": [1.0], "posterior": ["iaf"]}))   # refused by vaekit train itself
+    assert main(["tune", "--space", space, "--trials", "5", "--out", "t", "--no-figures"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "3 trials in a row failed; the last: --free-bits 1.0: needs a KL" \
+        in captured.err
+    assert captured.out.count("trial ") == 3 and captured.out.count("  error: --free-bits 1.0") == 3
+    study = optuna.load_study(study_name="vaekit", storage=f"sqlite:///{tmp_path / 't' / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["FAIL"] * 3
+
+
 def test_without_optuna_the_command_says_how_to_install_it(tmp_path):
     good = _space(tmp_path, {"lr": [0.001, 0.01]})
     code = ("import sys; sys.modules['optuna'] = None; from vaekit.cli import main; "

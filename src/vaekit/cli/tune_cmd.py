@@ -103,7 +103,7 @@ def _import_optuna() -> Any:
         import optuna
     except ImportError:
         raise ConfigError("needs Optuna; install it with pip install 'vaekit[tune]'") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)   # a failed trial: our one line, not Optuna's traceback
     return optuna
 
 
@@ -156,7 +156,8 @@ def _one_trial(optuna: Any, study: Any, args: argparse.Namespace, params: Any, o
     with contextlib.redirect_stdout(out):
         study.optimize(objective, n_trials=1, catch=(VaekitError,))
     if objective.number is not None:
-        _note(args, tune_study.describe(optuna, study.trials[objective.number], args.metric))
+        line = tune_study.describe(optuna, study.trials[objective.number], args.metric)
+        _note(args, line + (f"\n  error: {objective.error}" if objective.error else ""))
     return objective.error
 
 

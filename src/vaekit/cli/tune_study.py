@@ -198,7 +198,8 @@ def describe(optuna: Any, trial: Any, metric: str) -> str:
     if trial.state == state.PRUNED:
         last = max(trial.intermediate_values) if trial.intermediate_values else 0
         return f"trial {trial.number}: pruned after epoch {last}  ({show_params(trial.params)})  {where}"
-    return f"trial {trial.number}: {trial.state.name.lower()}  ({show_params(trial.params)})  {where}"
+    what = {"FAIL": "failed"}.get(trial.state.name, trial.state.name.lower())
+    return f"trial {trial.number}: {what}  ({show_params(trial.params)})  {where}"
 
 
 def ranked(optuna: Any, study: Any) -> list[Any]:
