@@ -170,3 +170,27 @@ def test_the_command_scores_a_shapes_run(tmp_path):
     wrong = subprocess.run([*argv, "digits"], cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=120,
                            check=False)
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1 and "trained on 'digits'" in wrong.stderr
+
+
+@pytest.mark.slow
+def test_a_vae_trained_on_shapes_end_to_end(tmp_path):
+    """``vaekit train --data shapes`` then ``vaekit disentanglement`` on the run, both real commands: the run's
+    scores are those of its codes (the run loaded here, the same seed), and the table form prints every key."""
+    train = subprocess.run([sys.executable, "-m", "vaekit", "train", "--data", "shapes", "--likelihood", "bernoulli",
+                            "--latent-dim", "4", "--hidden", "64", "--epochs", "2", "--no-figures",
+                            "--importance-samples", "2", "--out", "run"], cwd=tmp_path, capture_output=True,
+                           text=True, env=ENV, timeout=600, check=False)
+    assert train.returncode == 0, train.stderr
+    argv = [sys.executable, "-m", "vaekit", "disentanglement", "run", "--samples", "300", "--votes", "30",
+            "--estimators", "10"]
+    table = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=600, check=False)
+    as_json = subprocess.run([*argv, "--json"], cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=600,
+                             check=False)
+    assert table.returncode == 0 and as_json.returncode == 0, table.stderr + as_json.stderr
+    doc = json.loads(as_json.stdout)
+    printed = dict(line.split() for line in table.stdout.splitlines())
+    assert list(printed) == ["mig", "sap", "dci_disentanglement", "dci_completeness", "dci_informativeness",
+                             "factorvae_score"]
+    for key, value in printed.items():
+        assert float(value) == pytest.approx(doc[key], abs=5e-5) and 0.0 <= doc[key] <= 1.0
+    assert doc["dci_informativeness"] > np.mean([1 / n for n in SIZES])   # a trained encoder beats chance
