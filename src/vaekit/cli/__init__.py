@@ -51,7 +51,7 @@ class _CommandList(argparse.HelpFormatter):
     COMMAND line above them."""
 
     def __init__(self, prog: str) -> None:
-        super().__init__(prog, max_help_position=16)
+        super().__init__(prog, max_help_position=20)   # room for "disentanglement"
 
     def _format_action(self, action: argparse.Action) -> str:
         if isinstance(action, argparse._SubParsersAction):
@@ -61,7 +61,7 @@ class _CommandList(argparse.HelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
-    from vaekit.cli import commands, report_cmd, score_cmd, train_cmd
+    from vaekit.cli import commands, disentanglement_cmd, report_cmd, score_cmd, train_cmd, tune_cmd
 
     parser = _Parser(prog="vaekit", description="Variational autoencoders on PyTorch, verified against closed forms.",
                      epilog="'vaekit COMMAND --help' shows a command's options and an example.",
@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.register(sub)
     report_cmd.register(sub)
     score_cmd.register(sub)
+    tune_cmd.register(sub)
+    disentanglement_cmd.register(sub)
     for subparser in sub.choices.values():
         subparser.set_defaults(parser=subparser)
     return parser

@@ -57,7 +57,7 @@ from vaekit.errors import ConfigError, VaekitError
 from vaekit.store.layout import RunLayout
 from vaekit.store.lock import run_lock
 
-__all__ = ["register"]
+__all__ = ["register", "add_option_groups", "train_with"]
 
 EVAL_DATA_SEED = 0
 
@@ -71,16 +71,7 @@ def register(subparsers: Any) -> None:
         "  vaekit train --config runs/digits/config.json --out runs/digits-again   # repeat a run\n"
         "  vaekit train --arch my_nets.py:build --arch-args '{\"width\": 16}' --trust-code --out runs/conv",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    titles = {"data": "data", "model": "model", "train": "training", "run": "run"}
-    groups = {g: p.add_argument_group(titles[g]) for g in options.GROUPS}
-    for opt in options.OPTIONS:
-        default = "" if opt.default is None else f" (default: {options.show(opt.default)})"
-        if opt.parse is None:
-            groups[opt.group].add_argument(options.flag(opt.name), dest=opt.name, action="store_true", default=None,
-                                           help=opt.help)
-        else:
-            groups[opt.group].add_argument(options.flag(opt.name), dest=opt.name, type=opt.parse, default=None,
-                                           metavar=opt.metavar, help=opt.help + default)
+    groups = add_option_groups(p)
     groups["model"].add_argument("--trust-code", action="store_true",
                                  help="allow --arch MODULE:FUNCTION (or the resumed run's) to import and run that "
                                       "code; never stored with the run")
@@ -96,10 +87,29 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+def add_option_groups(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Add the option table's flags (:data:`~vaekit.cli.train_options.OPTIONS`, but ``skip``) to ``p`` in
+    their groups (each defaulting to None: :func:`~vaekit.cli.train_options.resolve` fills the defaults);
+    the groups by name. ``vaekit tune`` takes the same options."""
+    titles = {"data": "data", "model": "model", "train": "training", "run": "run"}
+    groups = {g: p.add_argument_group(titles[g]) for g in options.GROUPS}
+    for opt in options.OPTIONS:
+        if opt.name in skip:
+            continue
+        default = "" if opt.default is None else f" (default: {options.show(opt.default)})"
+        if opt.parse is None:
+            groups[opt.group].add_argument(options.flag(opt.name), dest=opt.name, action="store_true", default=None,
+                                           help=opt.help)
+        else:
+            groups[opt.group].add_argument(options.flag(opt.name), dest=opt.name, type=opt.parse, default=None,
+                                           metavar=opt.metavar, help=opt.help + default)
+    return groups
+
+
 # --------------------------------------------------------------------------- the command
 
 def _default_out(spec: str) -> Path:
-    name = Path(spec).stem if spec not in ("digits", "mnist", "fashion-mnist") else spec
+    name = Path(spec).stem if spec not in ("digits", "mnist", "fashion-mnist", "shapes") else spec
     return Path("runs") / f"{name or 'data'}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -172,6 +182,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             return 1
         distributed.shutdown()
         return code
+
+
+def train_with(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
+    """Run ``vaekit train`` on parsed ``args`` in this process, its run lock and signal handlers held by
+    ``hold`` (``vaekit tune`` runs each trial so); ``args.epoch_callbacks``, when set, are called with every
+    epoch's metrics besides the command's own (a truthy return stops training, as in :func:`vaekit.training.fit`)."""
+    return _train(args, hold)
 
 
 def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
@@ -282,6 +299,7 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     tracker = mlflow_tracking.start_for_train(values, layout, args.resume, hold, extra) if main else None
     if tracker is not None:                           # --mlflow: params now, metrics every epoch, files at the end
         callbacks.append(tracker.log_epoch)
+    callbacks += list(getattr(args, "epoch_callbacks", ()))   # vaekit tune: report each epoch to its trial
     result = fit(model, train_x, val_x, train_config, preprocessing=preprocessing, run_dir=run_dir,
                  resume=args.resume, progress=bars, callbacks=callbacks, model_extra=extra,
                  tensorboard_images=values["tensorboard_images"], tensorboard_steps=values["tensorboard_steps"],

@@ -91,7 +91,7 @@ class Opt:
 
 
 OPTIONS = (
-    Opt("data", "data", text, "digits", "dataset name (digits, mnist, fashion-mnist) or a .npy/.npz/.csv/IDX "
+    Opt("data", "data", text, "digits", "dataset name (digits, mnist, fashion-mnist, shapes) or a .npy/.npz/.csv/IDX "
         "file or image folder", "SPEC"),
     Opt("data_dir", "data", text, None, "where the mnist / fashion-mnist files are", "DIR"),
     Opt("download", "run", None, False, "download mnist / fashion-mnist if missing"),

@@ -27,7 +27,7 @@ from vaekit.errors import ConfigError, DataError
 __all__ = ["KNOWN_DATASETS", "Dataset", "load_dataset", "split_indices"]
 
 #: Dataset names that :func:`load_dataset` understands besides paths.
-KNOWN_DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist")
+KNOWN_DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "shapes")
 _ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist"}
 
 
@@ -195,6 +195,15 @@ def _load_digits(val_fraction: float, test_fraction: float, seed: int) -> Datase
     return _build("digits", x, y, "image", (1, 8, 8), 17, val_fraction, test_fraction, seed)
 
 
+def _load_shapes(val_fraction: float, test_fraction: float, seed: int) -> Dataset:
+    """The 6,144 binary 32x32 images of :mod:`vaekit.data.shapes` (values 0..1, 2 levels), labelled by shape."""
+    from vaekit.data import shapes
+
+    factors = shapes.factor_grid()
+    return _build("shapes", shapes.render(factors), factors[:, 0].copy(), "image", (1, shapes.IMAGE_SIZE,
+                  shapes.IMAGE_SIZE), 2, val_fraction, test_fraction, seed)
+
+
 def _default_data_dir(name: str) -> Path:
     """``$VAEKIT_DATA_DIR/<name>`` if the variable is set, else ``~/.cache/vaekit/<name>``."""
     root = os.environ.get("VAEKIT_DATA_DIR")
@@ -274,7 +283,8 @@ def load_dataset(
 ) -> Dataset:
     """Load a dataset by name or path and split it deterministically.
 
-    ``spec`` is ``"digits"`` (scikit-learn's 8x8 digits), ``"mnist"`` or ``"fashion-mnist"``
+    ``spec`` is ``"digits"`` (scikit-learn's 8x8 digits), ``"shapes"`` (:mod:`vaekit.data.shapes`), ``"mnist"`` or
+    ``"fashion-mnist"``
     (the IDX files in ``data_dir``, default ``$VAEKIT_DATA_DIR/<name>`` or
     ``~/.cache/vaekit/<name>``; fetched when ``download=True``, from ``mirrors`` if given), or a
     path to a ``.npy``/``.npz``/``.csv``/IDX file or a folder of images, or of class sub-folders of
@@ -309,6 +319,8 @@ def load_dataset(
             raise ConfigError(f"label_column: only applies to .csv files, not to {key}")
         if key == "digits":
             return _load_digits(val_fraction, test_fraction, seed)
+        if key == "shapes":
+            return _load_shapes(val_fraction, test_fraction, seed)
         return _load_idx_named(key, data_dir, download, mirrors, progress, val_fraction, seed)
 
     path = Path(spec)
