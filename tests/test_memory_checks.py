@@ -1,5 +1,5 @@
 """Sizes from options are checked against an estimate of memory before anything is allocated
-(:mod:`vaekit.training.footprint`, :func:`vaekit.cli.train_checks.check_memory`): the estimate's
+(:mod:`vaekit.cli.footprint`, :func:`vaekit.cli.train_checks.check_memory`): the estimate's
 parameter count equals the real model's, its activations grow with the batch, and ``vaekit train`` with
 a huge size exits 2 with one line naming the option, the estimate and the memory available, also in a
 child whose address space is limited (``RLIMIT_AS``), which would fail on any large allocation made
@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from vaekit import VAEConfig, build_vae
-from vaekit.training.footprint import ADAM_COPIES, available_memory, estimate
+from vaekit.cli.footprint import ADAM_COPIES, available_memory, estimate
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc are Linux's")
 
@@ -64,7 +64,7 @@ def _vaekit(args: tuple[str, ...], cwd, limited: bool = True) -> subprocess.Comp
 
 @pytest.mark.slow                                           # a subprocess importing torch
 def test_available_memory_sees_the_address_space_limit(tmp_path):
-    code = ("from vaekit.training.footprint import available_memory; v, what = available_memory('cpu'); "
+    code = ("from vaekit.cli.footprint import available_memory; v, what = available_memory('cpu'); "
             "print(v, what, sep='|')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
                           preexec_fn=_limited, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -240,8 +240,8 @@ def labelled(run: Run, labels: np.ndarray | None, spec: DataSpec, device: torch.
 
 def check_decoding(run: Run, count: int, option: str, device: torch.device) -> None:
     """A ConfigError naming ``option`` when decoding ``count`` points of ``run``'s model needs more memory
-    than ``device`` has available (:func:`vaekit.training.footprint.decoding_bytes`), before any is drawn."""
-    from vaekit.training.footprint import available_memory, decoding_bytes, describe_bytes
+    than ``device`` has available (:func:`vaekit.cli.footprint.decoding_bytes`), before any is drawn."""
+    from vaekit.cli.footprint import available_memory, decoding_bytes, describe_bytes
 
     need, have = decoding_bytes(run.model, count), available_memory(device)
     if have is not None and need > have[0]:

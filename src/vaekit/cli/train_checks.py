@@ -90,7 +90,7 @@ def _size_option(model_config: Any, values: dict[str, Any], name: str, shape: tu
 def check_memory(model_config: Any, values: dict[str, Any], *, trust_code: bool = False, probe: bool = False) -> None:
     """A ConfigError naming the option at fault when training the model of ``model_config`` with the
     options' batch size and samples needs more memory than the device has available
-    (:mod:`vaekit.training.footprint`, estimated on the meta device: nothing is allocated). A ``probe``
+    (:mod:`vaekit.cli.footprint`, estimated on the meta device: nothing is allocated). A ``probe``
     configuration (data of shape 1×1×1, before the data are read) of a user's --arch is not built."""
     from vaekit.models.custom import is_custom_arch
 
@@ -101,7 +101,7 @@ def check_memory(model_config: Any, values: dict[str, Any], *, trust_code: bool 
 
     import torch
 
-    from vaekit.training.footprint import available_memory, describe_bytes, estimate
+    from vaekit.cli.footprint import available_memory, describe_bytes, estimate
 
     world = max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
     batch, samples = math.ceil(values["batch_size"] / world), values["samples"]   # one process's share
