@@ -76,7 +76,10 @@ def test_config_round_trip_and_defaults(kw):
     ({"layer_args": {"width": 3}}, "layer_args: unknown ['width']"),
     ({"layer_args": [50]}, "layer_args: expected a JSON object"),
     ({"arch": "linear", "hidden": None, "layer_args": {"hidden": [[4]]}}, "layer_args: unknown ['hidden'] for linear"),
-    ({"prior": "mixture"}, "prior: layers > 1 put N(0, I) on the top layer"),
+    ({"inference": "sideways"}, "inference: unknown 'sideways'"),
+    ({"inference": "top-down", "layers": 1}, "inference: top-down needs layers > 1"),
+    ({"inference": "top-down", "posterior": "full"}, "inference: top-down merges diagonal Gaussians"),
+    ({"prior": "vamp", "posterior": "iaf"}, "prior: vamp on several layers encodes its pseudo-inputs"),
     ({"layers": 1, "layer_args": {"latent_dims": [2]}}, "layer_args: apply to layers > 1 only"),
     ({"layers": 9}, "layers: must be an integer from 1 to 8"),
 ])
