@@ -57,6 +57,7 @@ MIRRORED: dict[str, tuple[str, ...]] = {
     "vaekit.inference.objectives:OBJECTIVES": ("elbo", "iwae"),
     "vaekit.training.config:PRECISIONS": ("auto", "fp32", "bf16", "fp16"),
     "vaekit.data.preprocessing:STANDARDIZE": ("columns", "none"),
+    "vaekit.models.hierarchical:INFERENCE": ("bottom-up", "top-down"),
 }
 LIKELIHOODS = MIRRORED["vaekit.models.likelihoods:LIKELIHOODS"]
 POSTERIORS = MIRRORED["vaekit.models.posteriors:POSTERIORS"]
@@ -65,6 +66,7 @@ ACTIVATIONS = MIRRORED["vaekit.models.networks:ACTIVATIONS"]
 OBJECTIVES = MIRRORED["vaekit.inference.objectives:OBJECTIVES"]
 PRECISIONS = MIRRORED["vaekit.training.config:PRECISIONS"]
 STANDARDIZE = MIRRORED["vaekit.data.preprocessing:STANDARDIZE"]
+INFERENCE = MIRRORED["vaekit.models.hierarchical:INFERENCE"]
 #: Constants of the same modules, mirrored the same way (MODULE:NAME -> value).
 MIRRORED_VALUES: dict[str, Any] = {"vaekit.models.hierarchical:MAX_LAYERS": 8,
                                    "vaekit.training.distributed:DEFAULT_TIMEOUT_S": 600.0}
@@ -144,6 +146,9 @@ OPTIONS = (
     Opt("layer_args", "model", json_object, None, "arguments of the layers above the first, a JSON object: "
         "latent_dims (sizes of z_2..z_L; default each half the one below), hidden (one list of widths per upper "
         "layer; default the mlp's halved layer by layer), activation", "JSON"),
+    Opt("inference", "model", choice(*INFERENCE), "bottom-up", "direction of q(z|x) with --layers > 1: bottom-up "
+        "(q(z_1|x) q(z_2|z_1)...) or top-down (Ladder VAE: a bottom-up pass merged by precision into the generative "
+        "top-down path, a KL per layer)", "{" + ",".join(INFERENCE) + "}"),
     Opt("conditional", "model", None, False, "a conditional VAE (Sohn et al. 2015): the encoder and the decoder "
         "take the data's class labels y, q(z|x,y) and p(x|z,y); the prior p(z) stays --prior (N(0, I) by default). "
         "Labels: digits, mnist, fashion-mnist, an IDX images file with its labels file beside it, .npz y, a folder "
@@ -153,7 +158,8 @@ OPTIONS = (
     Opt("samples", "train", integer(1), 1, "draws of z per example (S for elbo, K for iwae)", "K"),
     Opt("beta", "train", number(0.0), 1.0, "weight β of the KL term", "B"),
     Opt("kl_warmup", "train", number(0.0), 0.0, "epochs over which β ramps up linearly from 0", "EPOCHS"),
-    Opt("free_bits", "train", number(0.0), 0.0, "free bits λ per latent dimension (nats)", "L"),
+    Opt("free_bits", "train", number(0.0), 0.0, "free bits λ per latent dimension (nats), where the KL is their sum "
+        "(--posterior diagonal, --prior standard); per stochastic layer with --layers > 1", "L"),
     Opt("epochs", "train", integer(1), 50, "training epochs", "N"),
     Opt("batch_size", "train", integer(1), 128, "examples per step", "N"),
     Opt("lr", "train", number(0.0, strict=True), 1e-3, "learning rate of Adam", "LR"),
@@ -201,7 +207,7 @@ MLP_OPTIONS = ("hidden", "activation")
 JSON_OPTIONS = ("arch_args", "likelihood_args", "posterior_args", "prior_args", "layer_args")
 #: Model options that are VAEConfig fields of the same name, set as given.
 MODEL_FIELDS = ("latent_dim", "likelihood", "decoder_variance", "posterior", "prior", "layers",
-                "likelihood_args", "posterior_args", "prior_args", "layer_args")
+                "likelihood_args", "posterior_args", "prior_args", "layer_args", "inference")
 
 
 

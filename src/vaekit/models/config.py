@@ -137,6 +137,20 @@ class VAEConfig:
         """The resolved architecture (:mod:`vaekit.models.architectures`)."""
         return self._architecture  # type: ignore[attr-defined]
 
+    def free_bits_groups(self) -> str:
+        """What free bits floor in this model (:func:`vaekit.inference.objectives.elbo_terms`): ``"layer"``
+        with several stochastic layers (any posterior), ``"dimension"`` where the KL is a sum over latent
+        dimensions (a diagonal posterior and the standard prior); otherwise a ConfigError that says why."""
+        if self.layers > 1:
+            return "layer"
+        if self.posterior == "diagonal" and self.prior == "standard":
+            return "dimension"
+        why = (f"the {self.posterior} posterior's latent dimensions are dependent under q"
+               if self.posterior != "diagonal" else f"the {self.prior} prior is not a product over dimensions")
+        raise ConfigError(f"free_bits: floor the KL of each latent dimension only where the KL is their sum, and {why} "
+                          "(the floored objective would differ from the ELBO's KL by more than the floors); use "
+                          "several stochastic layers (free bits per layer) or no free bits")
+
     @property
     def data_dim(self) -> int:
         """Number of dimensions of one example, D = prod(data_shape)."""

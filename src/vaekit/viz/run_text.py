@@ -146,4 +146,8 @@ def training_text(record: RunRecord) -> str:
                                        ("kl_warmup_epochs", "KL warm-up epochs"), ("samples", "samples per example"),
                                        ("seed", "seed"), ("device", "device"), ("precision", "precision"))
     shown = [f"{label} {_fraction(train[key])}" for key, label in keys if train.get(key) is not None]
+    floors = train.get("free_bits") or 0
+    if floors or (train.get("objective") == "elbo" and (train.get("beta") or 1.0) < 1):
+        shown.append("the training objective is not a bound on log p(x)"
+                     + (f" (free bits {_fraction(floors)})" if floors else " (β < 1)"))
     return text + (f"; {', '.join(shown)}" if shown else "")
