@@ -210,6 +210,56 @@ class MarkovChain(Distribution):
             drawn.append(m)
         return self._join(drawn)
 
+    def gaussian_moments(self) -> tuple[Tensor, Tensor]:
+        """E[z] (*batch, K) and Cov[z] (*batch, K, K) of a chain whose first block is Gaussian and whose
+        conditionals are affine-Gaussian with a variance that does not depend on the parent,
+        c_j(u) = N(A_j u + a_j, diag s_j) (the linear architecture, in either direction). Each (A_j, a_j, s_j) is
+        read off the conditional at u = 0 and at the unit vectors, and checked at one more point; any other
+        chain raises NotImplementedError. Drawing order o: m_{o_j} = A_j m_{o_{j-1}} + a_j,
+        Cov[z_{o_j}, z_{o_i}] = A_j Cov[z_{o_{j-1}}, z_{o_i}] (i < j),
+        Var[z_{o_j}] = A_j Var[z_{o_{j-1}}] A_jᵀ + diag s_j."""
+        first = self.first
+        if not hasattr(first, "covariance_matrix") and not hasattr(first, "scale"):
+            raise NotImplementedError(f"gaussian_moments: the first block is a {type(first).__name__}")
+        mean0 = first.mean
+        cov0 = getattr(first, "covariance_matrix", None)
+        cov0 = torch.diag_embed(first.variance) if cov0 is None else cov0
+        means, covs = [mean0], [[cov0]]                           # covs[j][i] = Cov[z_{o_j}, z_{o_i}], i <= j
+        for j, conditional in enumerate(self.conditionals):
+            A, a, s = self._affine(conditional, self._drawn[j])
+            means.append((A @ means[-1].unsqueeze(-1)).squeeze(-1) + a)
+            row = [A @ covs[j][i] for i in range(j + 1)]
+            row.append(A @ covs[j][j] @ A.transpose(-1, -2) + torch.diag_embed(s))
+            covs.append(row)
+        n = len(self._drawn)
+        blocks = [[covs[j][i] if i <= j else covs[i][j].transpose(-1, -2) for i in range(n)] for j in range(n)]
+        order = list(range(n)) if self.order == "up" else list(range(n))[::-1]    # z-order → drawing index
+        mean = torch.cat([means[k] for k in order], -1)
+        cov = torch.cat([torch.cat([blocks[r][c] for c in order], -1) for r in order], -2)
+        return mean, cov
+
+    def _affine(self, conditional: Conditional, d_in: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(A (*batch, d, d_in), a (*batch, d), s (*batch, d)) of an affine-Gaussian conditional with constant
+        variance, probed at 0 and the unit vectors (and checked at 0.5 + the unit vectors' sum)."""
+        ref = self.first.mean
+        eye = torch.eye(d_in, dtype=ref.dtype, device=ref.device)
+        zero = torch.zeros(1, d_in, dtype=ref.dtype, device=ref.device)
+        probe = torch.cat([zero, eye, 0.5 + eye.sum(0, keepdim=True)])             # (d_in + 2, d_in)
+        probe = probe.reshape(d_in + 2, *([1] * len(self.batch_shape)), d_in).expand(d_in + 2, *self.batch_shape, d_in)
+        out = conditional(probe)
+        scale = getattr(out, "scale", None)
+        if scale is None:
+            raise NotImplementedError(f"gaussian_moments: a conditional gives a {type(out).__name__}")
+        mean = out.mean                                                # (d_in + 2, *batch, d)
+        a = mean[0]
+        A = (mean[1:-1] - a).movedim(0, -1)                            # (*batch, d, d_in)
+        check = (A @ probe[-1].unsqueeze(-1)).squeeze(-1) + a
+        var = scale.expand_as(mean) ** 2
+        tol = 1e-6 * (1 + a.abs().max())
+        if (check - mean[-1]).abs().max() > tol or (var - var[0]).abs().max() > 1e-6 * var[0].abs().max():
+            raise NotImplementedError("gaussian_moments: a conditional is not affine-Gaussian with a constant variance")
+        return A, a, var[0]
+
     def _anchor(self) -> Tensor:
         """A tensor of the first block's (a Gaussian's ``loc``) dtype and device, for drawing ε."""
         loc = getattr(self.first, "loc", None)
