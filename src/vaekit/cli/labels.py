@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vaekit.errors import ConfigError
+from vaekit.models.protocol import LatentModel
 
 if TYPE_CHECKING:
     import numpy as np
@@ -74,7 +75,8 @@ def training_labels(dataset: Any, num_classes: int, spec: str) -> tuple[Any, Any
             checked_labels(dataset.val_labels, num_classes, f"--data {spec}"))
 
 
-def draw_samples(model: Any, n: int, label: str | None, generator: Any, mean: bool) -> tuple[Any, int | None, str]:
+def draw_samples(model: LatentModel, n: int, label: str | None, generator: Any,
+                 mean: bool) -> tuple[Any, int | None, str]:
     """``vaekit sample``'s draws: (samples (n, *data_shape), images per row of a PNG grid or None, what was
     drawn). ``label`` (``--label``, a class index or name) gives n samples of that class; without it a
     conditional model's samples go through the classes 0..C-1 in turn, one z per row of C (the same z in

@@ -29,7 +29,7 @@ from torch.distributions import Distribution
 
 from vaekit.errors import ConfigError
 from vaekit.inference.objectives import check_batch, evaluation_mode, log_importance_weights
-from vaekit.models.protocol import with_labels
+from vaekit.models.protocol import LatentModel, with_labels
 from vaekit.prob.distributions import kl_per_dimension as _kl_per_dimension
 
 __all__ = ["LikelihoodEstimate", "estimate_log_likelihood", "log_likelihood", "posterior_gap",
@@ -71,7 +71,7 @@ def default_chunk_size(batch_size: int, data_dim: int, budget: int | None = None
 
 
 @torch.no_grad()
-def estimate_log_likelihood(model: Any, x: Tensor, *, n_samples: int = 5000, chunk_size: int | None = None,
+def estimate_log_likelihood(model: LatentModel, x: Tensor, *, n_samples: int = 5000, chunk_size: int | None = None,
                             proposal: Distribution | None = None, y: Any = None) -> LikelihoodEstimate:
     """Importance-sampled log p(x), the ELBO and the posterior gap for x (B, *data_shape).
 

@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from vaekit.errors import ConfigError, ShapeError
-from vaekit.models.protocol import with_labels
+from vaekit.models.protocol import LatentModel, with_labels
 from vaekit.prob.chain import MarkovChain, layer_kl_terms
 from vaekit.prob.distributions import Reduction, kl_divergence, kl_summed_over_dimensions, rsample_with_log_prob
 
@@ -37,7 +37,7 @@ __all__ = ["ELBOTerms", "elbo_terms", "elbo", "iwae_bound", "log_importance_weig
            "check_batch", "evaluation_mode", "Objective", "ELBO", "IWAE", "OBJECTIVES", "make_objective"]
 
 
-def check_batch(model: Any, x: Tensor) -> None:
+def check_batch(model: LatentModel, x: Tensor) -> None:
     """Raise a ShapeError unless x has shape (B, *model.data_shape) with B >= 1."""
     shape = tuple(model.data_shape)
     if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape or x.shape[0] == 0:
@@ -69,7 +69,7 @@ class ELBOTerms:
 
 
 @contextlib.contextmanager
-def evaluation_mode(model: Any) -> Iterator[None]:
+def evaluation_mode(model: LatentModel) -> Iterator[None]:
     """``model.eval()`` within the block, then the mode it had (the estimators' guard: a model in
     training mode would refit a profiled decoder variance to the data it is measured on)."""
     was_training = bool(getattr(model, "training", False))
@@ -80,7 +80,7 @@ def evaluation_mode(model: Any) -> Iterator[None]:
         model.train(was_training)
 
 
-def elbo_terms(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analytic_kl: bool = True,
+def elbo_terms(model: LatentModel, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analytic_kl: bool = True,
                free_bits: float = 0.0, eps: Tensor | None = None, reduce: Reduction | None = None,
                y: Any = None) -> ELBOTerms:
     """E_q[log p(x|z)] (mean over ``n_samples`` draws) and KL(q_x(z) || p(z)) (closed form when
@@ -145,7 +145,7 @@ def _kl_by_dimension(q: Distribution, p: Distribution) -> Tensor:
                           f"and a diagonal Gaussian prior) or several stochastic layers; {exc}") from None
 
 
-def elbo(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analytic_kl: bool = True,
+def elbo(model: LatentModel, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analytic_kl: bool = True,
          y: Any = None) -> Tensor:
     """ELBO(x) = E_q[log p(x|z)] - beta KL(q_x(z) || p(z)), shape (B,). See :func:`elbo_terms`.
 
@@ -157,7 +157,7 @@ def elbo(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analyt
         return elbo_terms(model, x, beta=beta, n_samples=n_samples, analytic_kl=analytic_kl, y=y).objective
 
 
-def importance_terms(model: Any, x: Tensor, n_samples: int, *, posterior: Distribution | None = None,
+def importance_terms(model: LatentModel, x: Tensor, n_samples: int, *, posterior: Distribution | None = None,
                      eps: Tensor | None = None, reduce: Reduction | None = None,
                      y: Any = None) -> tuple[Tensor, Tensor, Tensor]:
     """log p(x|z_k), log p(z_k) and log q_x(z_k) for K reparameterised draws z_k ~ q_x(z), each (K, B).
@@ -174,7 +174,7 @@ def importance_terms(model: Any, x: Tensor, n_samples: int, *, posterior: Distri
     return model.log_px(x, z, reduce=reduce), model.log_pz(z), log_q
 
 
-def log_importance_weights(model: Any, x: Tensor, n_samples: int, *,
+def log_importance_weights(model: LatentModel, x: Tensor, n_samples: int, *,
                            posterior: Distribution | None = None, y: Any = None) -> Tensor:
     """log w_k = log p(x|z_k) + log p(z_k) - log q_x(z_k), z_k ~ q_x(z) reparameterised: (K, B).
     ``posterior``: q_x(z) if already computed (see :func:`importance_terms`); ``y``: labels, for a
@@ -183,7 +183,7 @@ def log_importance_weights(model: Any, x: Tensor, n_samples: int, *,
     return log_px + log_pz - log_q
 
 
-def iwae_bound(model: Any, x: Tensor, *, n_samples: int, y: Any = None) -> Tensor:
+def iwae_bound(model: LatentModel, x: Tensor, *, n_samples: int, y: Any = None) -> Tensor:
     """L_K(x) = log (1/K) Σ_k w_k for one set of K draws (an unbiased estimate of the bound), (B,).
     An estimator, in eval mode like :func:`elbo`; to train, use :class:`IWAE`. ``y``: labels, for a
     conditional model."""
@@ -201,11 +201,11 @@ class Objective:
     uses_beta: ClassVar[bool] = False
     samples: int
 
-    def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
+    def terms(self, model: LatentModel, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
               reduce: Reduction | None = None) -> ELBOTerms:
         raise NotImplementedError
 
-    def __call__(self, model: Any, x: Tensor, *, beta: float = 1.0) -> Tensor:
+    def __call__(self, model: LatentModel, x: Tensor, *, beta: float = 1.0) -> Tensor:
         """The value to maximise per example, shape (B,): ``terms(model, x, beta=beta).objective``."""
         return self.terms(model, x, beta=beta).objective
 
@@ -228,7 +228,7 @@ class ELBO(Objective):
     def from_options(cls, *, samples: int, free_bits: float = 0.0) -> ELBO:
         return cls(samples=samples, free_bits=free_bits)
 
-    def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
+    def terms(self, model: LatentModel, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
               reduce: Reduction | None = None) -> ELBOTerms:
         return elbo_terms(model, x, beta=beta, n_samples=self.samples, free_bits=self.free_bits, eps=eps,
                           reduce=reduce)
@@ -252,7 +252,7 @@ class IWAE(Objective):
             raise ConfigError("free_bits: applies to objective elbo only, not 'iwae'")
         return cls(samples=samples)
 
-    def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
+    def terms(self, model: LatentModel, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
               reduce: Reduction | None = None) -> ELBOTerms:
         """The bound and its parts. A decoder variance profiled out in training (c* = the mean squared
         error, the maximiser of the ELBO) is refused: the maximiser of L_K is a different, importance-

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -198,11 +199,15 @@ class VAE(LatentModel):
         return self.decode(z).mean
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, mean: bool = True) -> Tensor:
+    def sample(self, n: int, y: Any = None, *, generator: torch.Generator | None = None,
+               mean: bool = True) -> Tensor:
         """n examples from the model: z ~ p(z), then E[x|z] (``mean=True``) or x ~ p(x|z). (n, *data_shape).
 
         With a ``generator``, the prior's draws come from it: z = μ + σ ε for a diagonal Gaussian, else the
-        prior's own ``sample_with(n, generator)`` (a learned prior), else torch's global generator seeded from it."""
+        prior's own ``sample_with(n, generator)`` (a learned prior), else torch's global generator seeded from it.
+        ``y``: labels, which an unconditional model refuses (:meth:`~vaekit.models.protocol.LatentModel.labels`)."""
+        if y is not None:
+            self.labels(y, n)
         px = self.decode(self.prior_draws(n, generator=generator))
         return px.mean if mean else px.sample()
 
