@@ -257,7 +257,7 @@ def test_free_bits_per_dimension_are_refused_with_learned_priors():
         model = _model(prior, args)
         with pytest.raises(ConfigError, match="free_bits: need a KL that is a sum over latent dimensions"):
             elbo_terms(model, _x(8), free_bits=5.0)
-        with pytest.raises(ConfigError, match=f"free_bits: .*the {prior} prior is not a product"):
+        with pytest.raises(ConfigError, match=f"free_bits: .*against the {prior} prior the KL is no sum"):
             model.config.free_bits_groups()
 
 

@@ -146,7 +146,8 @@ class VAEConfig:
         if self.posterior == "diagonal" and self.prior == "standard":
             return "dimension"
         why = (f"the {self.posterior} posterior's latent dimensions are dependent under q"
-               if self.posterior != "diagonal" else f"the {self.prior} prior is not a product over dimensions")
+               if self.posterior != "diagonal" else f"against the {self.prior} prior the KL is no sum of "
+               "per-dimension terms")
         raise ConfigError(f"free_bits: floor the KL of each latent dimension only where the KL is their sum, and {why} "
                           "(the floored objective would differ from the ELBO's KL by more than the floors); use "
                           "several stochastic layers (free bits per layer) or no free bits")

@@ -155,7 +155,7 @@ class MarkovChain(Distribution):
     def sample_with(self, n: int, generator: torch.Generator) -> Tensor:
         """``n`` draws (n, *batch, Σ d_l) whose random numbers come from ``generator`` (reproducible figures):
         every block's ε, or the first block's own ``sample_with(n, generator)`` (a mixture on z_L) and then
-        the other blocks' ε."""
+        the other blocks' ε, or else torch's global generator seeded from ``generator`` in a forked state."""
         shape = self.noise_shape
         with torch.no_grad():
             if shape is not None:
@@ -163,8 +163,11 @@ class MarkovChain(Distribution):
                                   device=self._device())
                 return self.rsample_with_log_prob(n, eps)[0]
             own = getattr(self.first, "sample_with", None)
-            if not callable(own) or self.batch_shape:
-                raise ConfigError("sample_with: the first block draws its own noise")
+            if not callable(own) or self.batch_shape:                   # torch's generator, seeded from ours
+                seed = int(torch.randint(0, 2**62, (), generator=generator))
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    return self.sample((n,))
             first = own(n, generator)                                   # (n, d)
             later = [torch.randn((n, d), generator=generator, dtype=first.dtype, device=first.device)
                      for d in self._drawn[1:]]
