@@ -55,7 +55,7 @@ def test_combination_trains_evaluates_and_samples(tmp_path, name):
     samples = np.load(tmp_path / "samples.npy")
     assert samples.shape[0] == 4 and np.isfinite(samples).all()
     if "--free-bits" in COMBINATIONS[name]:
-        assert config["train"]["free_bits"] == 0.5
+        assert config["extra"]["train"]["free_bits"] == 0.5
 
 
 @pytest.mark.parametrize(("argv", "mentions"), [
