@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vaekit.errors import ConfigError
-from vaekit.models.protocol import LatentModel
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from vaekit.models.protocol import LatentModel
 
 __all__ = ["check_label_options", "data_classes", "checked_labels", "training_labels", "draw_samples"]
 

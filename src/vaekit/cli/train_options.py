@@ -242,10 +242,15 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"--config {path}: not valid YAML (nested too deeply)") from None
 
 
-def _from_file(path: Path) -> dict[str, Any]:
+#: Reads a run's own config.json given to --config: (path, document) -> option values
+#: (:func:`vaekit.cli.train_resume.config_file_values`, passed in by the caller: that module imports this one).
+RunConfigReader = Callable[[Path, dict[str, Any]], dict[str, Any]]
+
+
+def _from_file(path: Path, read_run_config: RunConfigReader | None) -> dict[str, Any]:
     """The option values in a --config file, parsed like the command line: a JSON object or (.yaml,
     .yml) a YAML mapping of option names, or a run's own config.json (its nested model, data and
-    training sections; :func:`vaekit.cli.train_resume.config_file_values`)."""
+    training sections, read by ``read_run_config``)."""
     if not path.is_file():
         raise ConfigError(f"--config {path}: file not found")
     yaml = path.suffix.lower() in (".yaml", ".yml")
@@ -253,9 +258,9 @@ def _from_file(path: Path) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ConfigError(f"--config {path}: expected a {'YAML mapping' if yaml else 'JSON object'} of option values")
     if "format" in doc and "model" in doc:             # a run's config.json: repeat that run
-        from vaekit.cli.train_resume import config_file_values
-
-        doc = config_file_values(path, doc)
+        if read_run_config is None:
+            raise ConfigError(f"--config {path}: a run's config.json is read by 'vaekit train' only")
+        doc = read_run_config(path, doc)
     values: dict[str, Any] = {}
     for key, value in doc.items():
         if key == "trust_code":
@@ -288,10 +293,12 @@ def _from_file(path: Path) -> dict[str, Any]:
     return values
 
 
-def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], set[str]]:
-    """All option values (defaults < --config file < command line) and the names set explicitly."""
+def resolve(args: argparse.Namespace,
+            read_run_config: RunConfigReader | None = None) -> tuple[dict[str, Any], set[str]]:
+    """All option values (defaults < --config file < command line) and the names set explicitly;
+    ``read_run_config`` reads a run's own config.json given to --config."""
     values = {o.name: o.default for o in OPTIONS}
-    explicit: dict[str, Any] = _from_file(args.config) if args.config is not None else {}
+    explicit: dict[str, Any] = _from_file(args.config, read_run_config) if args.config is not None else {}
     explicit.update({o.name: getattr(args, o.name) for o in OPTIONS if getattr(args, o.name) is not None})
     values.update(explicit)
     if values["objective"] == "iwae" and "decoder_variance" not in explicit:
