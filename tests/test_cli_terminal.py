@@ -255,7 +255,9 @@ def test_saved_names_carry_the_options(tmp_path, capsys):
 
 
 def _resolve(*argv: str) -> tuple[dict, set]:
-    return options.resolve(build_parser().parse_args(["train", *argv]))
+    from vaekit.cli.train_resume import config_file_values
+
+    return options.resolve(build_parser().parse_args(["train", *argv]), config_file_values)
 
 
 def test_yaml_config_is_read_like_json(tmp_path):

@@ -151,7 +151,6 @@ def test_config_round_trip_and_refusals(tmp_path):
                       ({"num_classes": 2, "class_names": ["a"]}, "class_names: 1 names"),
                       ({"num_classes": 2, "class_names": ["a", "a"]}, "must differ"),
                       ({"class_names": ["a"]}, "class_names"),
-                      ({"num_classes": 2, "layers": 2}, "^layers: a conditional model"),
                       ({"num_classes": 2, "prior": "vamp"}, "^prior: the vamp prior")]:
         with pytest.raises(ConfigError, match=match):
             VAEConfig((1, 4, 4), latent_dim=2, **kw)
@@ -314,7 +313,6 @@ def _save_run(path: Path, model) -> Path:
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--data", "{npy}", "--conditional"], "--conditional: --data .* has no labels"),
-    (["--conditional", "--layers", "2"], "--layers: a conditional model"),
     (["--conditional", "--prior", "vamp"], "--prior: the vamp prior"),
     (["--data", "{npy}", "--label-column", "3"], "--label-column: applies to a .csv"),
     (["--data", "{npy}", "--conditional", "--stream"], "--conditional: a --stream"),

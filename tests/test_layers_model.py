@@ -13,6 +13,7 @@ from vaekit import ConfigError, ShapeError, VAEConfig, build_vae, load_model, sa
 from vaekit.errors import CheckpointError
 from vaekit.inference.objectives import ELBO, IWAE, make_objective
 from vaekit.models.stacked import StackedVAE
+from vaekit.prob.chain import MarkovChain
 from vaekit.prob.distributions import noise_shape, rsample_with_log_prob, standard_normal
 from vaekit.store.model_files import _shapes_of, check_shapes
 from vaekit.store.weights import read_header, read_weights_bytes
@@ -76,7 +77,10 @@ def test_config_round_trip_and_defaults(kw):
     ({"layer_args": {"width": 3}}, "layer_args: unknown ['width']"),
     ({"layer_args": [50]}, "layer_args: expected a JSON object"),
     ({"arch": "linear", "hidden": None, "layer_args": {"hidden": [[4]]}}, "layer_args: unknown ['hidden'] for linear"),
-    ({"prior": "mixture"}, "prior: layers > 1 put N(0, I) on the top layer"),
+    ({"inference": "sideways"}, "inference: unknown 'sideways'"),
+    ({"inference": "top-down", "layers": 1}, "inference: top-down needs layers > 1"),
+    ({"inference": "top-down", "posterior": "full"}, "inference: top-down merges diagonal Gaussians"),
+    ({"prior": "vamp", "posterior": "iaf"}, "prior: vamp on several layers encodes its pseudo-inputs"),
     ({"layers": 1, "layer_args": {"latent_dims": [2]}}, "layer_args: apply to layers > 1 only"),
     ({"layers": 9}, "layers: must be an integer from 1 to 8"),
 ])
@@ -182,10 +186,33 @@ def test_both_objectives_train_every_layer(objective, arch):
     assert float(objective.terms(model, x, eps=eps).objective.detach().mean()) > before + 1.0
 
 
-def test_free_bits_need_a_per_dimension_kl():
-    model = _model(layers=2)
-    with pytest.raises(ConfigError, match="free_bits: needs a KL per latent dimension"):
-        make_objective("elbo", free_bits=0.5).terms(model, torch.rand(2, *SHAPE))
+def test_free_bits_floor_each_layers_kl_term():
+    """With layers, free bits floor the batch mean of each layer's KL term k_l = log q(z_l|z_{l-1}) −
+    log p(z_l|z_{l+1}) (bottom-up; on the objective's own draws): a layer below λ enters as λ, the others as
+    their terms, whose sum is the ELBO's KL; the ELBO is unchanged and the objective not a bound."""
+    model = _model(layers=3)
+    x = torch.rand(5, *SHAPE)
+    eps = torch.randn(2, 5, model.noise_shape[0], generator=torch.Generator().manual_seed(0))
+    plain = make_objective("elbo", samples=2).terms(model, x, eps=eps)
+    z, _ = rsample_with_log_prob(model.encode(x), 2, eps)
+    q, p = model.encode(x), model.prior()
+    blocks = torch.split(z, list(model.dims), -1)
+    terms = []
+    for i in range(3):                              # by hand: q's parent is the block below, p's the one above
+        q_l = model.encoder(x) if i == 0 else model.up[i - 1](blocks[i - 1])
+        p_l = p.first if i == 2 else model.prior_module.layers[i](blocks[i + 1])
+        terms.append((q_l.log_prob(blocks[i]) - p_l.log_prob(blocks[i])).mean(0))
+    by_layer = torch.stack(terms, -1).detach()                                  # (B, 3)
+    torch.testing.assert_close(by_layer.sum(-1), plain.kl)
+    lam = float(by_layer.mean(0).sort().values[1])                               # between two layers' means
+    floored = make_objective("elbo", samples=2, free_bits=lam).terms(model, x, eps=eps)
+    active = by_layer.mean(0) > lam
+    assert 0 < int(active.sum()) < 3
+    want = torch.where(active, by_layer, torch.full_like(by_layer, lam)).sum(-1)
+    torch.testing.assert_close(floored.kl_penalty, want)
+    torch.testing.assert_close(floored.elbo, plain.elbo)
+    assert plain.lower_bound and not floored.lower_bound
+    assert isinstance(q, MarkovChain)
 
 
 @pytest.mark.parametrize("arch", ["mlp", "linear"])

@@ -276,12 +276,15 @@ def test_kl_per_dimension_against_a_mixture_prior():
     torch.testing.assert_close(vaekit.kl_per_dimension(one, x), want.detach(), rtol=1e-9, atol=1e-9)
 
 
-def test_free_bits_floor_the_per_dimension_kl_of_learned_priors():
+def test_free_bits_per_dimension_are_refused_with_learned_priors():
+    """A mixture's per-dimension marginal KLs do not add up to the KL (the objective would exceed or fall short
+    of the ELBO without saying so): free bits per dimension are refused, in the objective and in the config."""
     for prior, args in (("mixture", {"components": 3}), ("vamp", {"pseudo_inputs": 4})):
         model = _model(prior, args)
-        t = elbo_terms(model, _x(8), free_bits=5.0)
-        torch.testing.assert_close(t.kl_penalty.mean(), torch.tensor(3 * 5.0, dtype=torch.float64))
-        torch.testing.assert_close(t.elbo, t.reconstruction - t.kl)
+        with pytest.raises(ConfigError, match="free_bits: need a KL that is a sum over latent dimensions"):
+            elbo_terms(model, _x(8), free_bits=5.0)
+        with pytest.raises(ConfigError, match=f"free_bits: .*against the {prior} prior the KL is no sum"):
+            model.config.free_bits_groups()
 
 
 def test_sample_with_a_generator_is_reproducible_and_leaves_the_global_generator_alone():

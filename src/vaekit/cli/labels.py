@@ -19,6 +19,8 @@ from vaekit.errors import ConfigError
 if TYPE_CHECKING:
     import numpy as np
 
+    from vaekit.models.protocol import LatentModel
+
 __all__ = ["check_label_options", "data_classes", "checked_labels", "training_labels", "draw_samples"]
 
 _SOURCES = ("digits, mnist, fashion-mnist, an IDX images file with its labels file beside it, an .npz file with y, "
@@ -74,7 +76,8 @@ def training_labels(dataset: Any, num_classes: int, spec: str) -> tuple[Any, Any
             checked_labels(dataset.val_labels, num_classes, f"--data {spec}"))
 
 
-def draw_samples(model: Any, n: int, label: str | None, generator: Any, mean: bool) -> tuple[Any, int | None, str]:
+def draw_samples(model: LatentModel, n: int, label: str | None, generator: Any,
+                 mean: bool) -> tuple[Any, int | None, str]:
     """``vaekit sample``'s draws: (samples (n, *data_shape), images per row of a PNG grid or None, what was
     drawn). ``label`` (``--label``, a class index or name) gives n samples of that class; without it a
     conditional model's samples go through the classes 0..C-1 in turn, one z per row of C (the same z in

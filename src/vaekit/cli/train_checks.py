@@ -1,7 +1,7 @@
 """Checks ``vaekit train`` makes before it trains: the run directory (another process's lock, a run
-already there), options that cannot work together (free bits without a per-dimension KL), the memory
-the sizes the options give need (:func:`check_memory`), and the warning for a KL warm-up longer than
-training."""
+already there), options that cannot work together (free bits where they would not floor a KL), the
+memory the sizes the options give need (:func:`check_memory`), and the warning for a KL warm-up longer
+than training."""
 
 from __future__ import annotations
 
@@ -44,18 +44,14 @@ def refuse_existing(layout: RunLayout) -> None:
 
 
 def check_free_bits(model_config: Any, values: dict[str, Any]) -> None:
-    """Free bits need KL(q_x(z_i) || p(z_i)) per latent dimension, which a flow posterior and a model of
-    several stochastic layers have none of."""
-    from vaekit.models.posteriors import POSTERIORS
-
-    if values["free_bits"] > 0 and not POSTERIORS[model_config.posterior].per_dimension_kl:
-        raise ConfigError(f"--free-bits {options.show(values['free_bits'])}: needs a KL per latent dimension, which "
-                          f"the {model_config.posterior} posterior has none of (its z_i are dependent under q); "
-                          "use --free-bits 0 or another --posterior")
-    if values["free_bits"] > 0 and model_config.layers > 1:
-        raise ConfigError(f"--free-bits {options.show(values['free_bits'])}: needs a KL per latent dimension, which "
-                          f"a model of {model_config.layers} stochastic layers has none of (its prior p(z) is a "
-                          "chain, p(z1|z2) p(z2)); use --free-bits 0 or --layers 1")
+    """Free bits floor the KL of each stochastic layer (layers > 1) or of each latent dimension where the KL
+    is their sum (:meth:`~vaekit.models.config.VAEConfig.free_bits_groups`); anything else is refused."""
+    if values["free_bits"] > 0:
+        try:
+            model_config.free_bits_groups()
+        except ConfigError as exc:
+            raise ConfigError(f"--free-bits {options.show(values['free_bits'])}: "
+                              f"{str(exc).partition(': ')[2]}") from None
 
 
 def check_objective_model(model_config: Any, values: dict[str, Any]) -> None:

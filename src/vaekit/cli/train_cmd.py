@@ -195,7 +195,7 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     import torch
 
     from vaekit.cli import mlflow_tracking
-    from vaekit.cli.train_resume import merge_for_resume
+    from vaekit.cli.train_resume import config_file_values, merge_for_resume
     from vaekit.data import Preprocessing, fit_preprocessing
     from vaekit.models.likelihoods import build_likelihood
     from vaekit.models.vae import build_vae
@@ -204,7 +204,7 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     from vaekit.training import distributed, fit
     from vaekit.training.interrupts import stop_signals_raise
 
-    values, explicit = options.resolve(args)
+    values, explicit = options.resolve(args, config_file_values)
     mlflow_tracking.require(values, check=distributed.env_rank() == 0)  # --mlflow: the package and the location,
     #                                                   checked by its writer before anything is written
     if args.auto_resume:

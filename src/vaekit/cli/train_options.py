@@ -58,6 +58,7 @@ MIRRORED: dict[str, tuple[str, ...]] = {
     "vaekit.inference.objectives:GRADIENTS": ("reparam", "stl", "dreg"),
     "vaekit.training.config:PRECISIONS": ("auto", "fp32", "bf16", "fp16"),
     "vaekit.data.preprocessing:STANDARDIZE": ("columns", "none"),
+    "vaekit.models.hierarchical:INFERENCE": ("bottom-up", "top-down"),
 }
 LIKELIHOODS = MIRRORED["vaekit.models.likelihoods:LIKELIHOODS"]
 POSTERIORS = MIRRORED["vaekit.models.posteriors:POSTERIORS"]
@@ -69,6 +70,7 @@ GRADIENTS = MIRRORED["vaekit.inference.objectives:GRADIENTS"]
 #: Objectives bounded by importance weights, whose optimum decoder variance is not c* = the mean squared error.
 IMPORTANCE_WEIGHTED = ("iwae", "miwae", "piwae", "ciwae", "vr")
 STANDARDIZE = MIRRORED["vaekit.data.preprocessing:STANDARDIZE"]
+INFERENCE = MIRRORED["vaekit.models.hierarchical:INFERENCE"]
 #: Constants of the same modules, mirrored the same way (MODULE:NAME -> value).
 MIRRORED_VALUES: dict[str, Any] = {"vaekit.models.hierarchical:MAX_LAYERS": 8,
                                    "vaekit.training.distributed:DEFAULT_TIMEOUT_S": 600.0}
@@ -148,6 +150,9 @@ OPTIONS = (
     Opt("layer_args", "model", json_object, None, "arguments of the layers above the first, a JSON object: "
         "latent_dims (sizes of z_2..z_L; default each half the one below), hidden (one list of widths per upper "
         "layer; default the mlp's halved layer by layer), activation", "JSON"),
+    Opt("inference", "model", choice(*INFERENCE), "bottom-up", "direction of q(z|x) with --layers > 1: bottom-up "
+        "(q(z_1|x) q(z_2|z_1)...) or top-down (Ladder VAE: a bottom-up pass merged by precision into the generative "
+        "top-down path, a KL per layer)", "{" + ",".join(INFERENCE) + "}"),
     Opt("conditional", "model", None, False, "a conditional VAE (Sohn et al. 2015): the encoder and the decoder "
         "take the data's class labels y, q(z|x,y) and p(x|z,y); the prior p(z) stays --prior (N(0, I) by default). "
         "Labels: digits, mnist, fashion-mnist, an IDX images file with its labels file beside it, .npz y, a folder "
@@ -165,7 +170,8 @@ OPTIONS = (
     Opt("beta", "train", number(0.0, maximum=1e6), 1.0, "weight β of the KL term", "B"),
     Opt("kl_warmup", "train", number(0.0, maximum=1e6), 0.0, "epochs over which β ramps up linearly from 0",
         "EPOCHS"),
-    Opt("free_bits", "train", number(0.0, maximum=1e3), 0.0, "free bits λ per latent dimension (nats)", "L"),
+    Opt("free_bits", "train", number(0.0, maximum=1e3), 0.0, "free bits λ per latent dimension (nats), where the KL "
+        "is their sum (--posterior diagonal, --prior standard); per stochastic layer with --layers > 1", "L"),
     Opt("epochs", "train", integer(1), 50, "training epochs", "N"),
     Opt("batch_size", "train", integer(1), 128, "examples per step", "N"),
     Opt("lr", "train", number(0.0, strict=True), 1e-3, "learning rate of Adam (--arch linear: 0.03, --init ppca: "
@@ -230,7 +236,7 @@ MLP_OPTIONS = ("hidden", "activation")
 JSON_OPTIONS = ("arch_args", "likelihood_args", "posterior_args", "prior_args", "layer_args", "objective_args")
 #: Model options that are VAEConfig fields of the same name, set as given.
 MODEL_FIELDS = ("latent_dim", "likelihood", "decoder_variance", "posterior", "prior", "layers",
-                "likelihood_args", "posterior_args", "prior_args", "layer_args")
+                "likelihood_args", "posterior_args", "prior_args", "layer_args", "inference")
 
 
 
@@ -281,10 +287,15 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"--config {path}: not valid YAML (nested too deeply)") from None
 
 
-def _from_file(path: Path) -> dict[str, Any]:
+#: Reads a run's own config.json given to --config: (path, document) -> option values
+#: (:func:`vaekit.cli.train_resume.config_file_values`, passed in by the caller: that module imports this one).
+RunConfigReader = Callable[[Path, dict[str, Any]], dict[str, Any]]
+
+
+def _from_file(path: Path, read_run_config: RunConfigReader | None) -> dict[str, Any]:
     """The option values in a --config file, parsed like the command line: a JSON object or (.yaml,
     .yml) a YAML mapping of option names, or a run's own config.json (its nested model, data and
-    training sections; :func:`vaekit.cli.train_resume.config_file_values`)."""
+    training sections, read by ``read_run_config``)."""
     if not path.is_file():
         raise ConfigError(f"--config {path}: file not found")
     yaml = path.suffix.lower() in (".yaml", ".yml")
@@ -292,9 +303,9 @@ def _from_file(path: Path) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ConfigError(f"--config {path}: expected a {'YAML mapping' if yaml else 'JSON object'} of option values")
     if "format" in doc and "model" in doc:             # a run's config.json: repeat that run
-        from vaekit.cli.train_resume import config_file_values
-
-        doc = config_file_values(path, doc)
+        if read_run_config is None:
+            raise ConfigError(f"--config {path}: a run's config.json is read by 'vaekit train' only")
+        doc = read_run_config(path, doc)
     values: dict[str, Any] = {}
     for key, value in doc.items():
         if key == "trust_code":
@@ -327,10 +338,12 @@ def _from_file(path: Path) -> dict[str, Any]:
     return values
 
 
-def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], set[str]]:
-    """All option values (defaults < --config file < command line) and the names set explicitly."""
+def resolve(args: argparse.Namespace,
+            read_run_config: RunConfigReader | None = None) -> tuple[dict[str, Any], set[str]]:
+    """All option values (defaults < --config file < command line) and the names set explicitly;
+    ``read_run_config`` reads a run's own config.json given to --config."""
     values = {o.name: o.default for o in OPTIONS}
-    explicit: dict[str, Any] = _from_file(args.config) if args.config is not None else {}
+    explicit: dict[str, Any] = _from_file(args.config, read_run_config) if args.config is not None else {}
     explicit.update({o.name: getattr(args, o.name) for o in OPTIONS if getattr(args, o.name) is not None})
     values.update(explicit)
     if values["objective"] in IMPORTANCE_WEIGHTED and "decoder_variance" not in explicit:

@@ -30,7 +30,7 @@ from torch.distributions import Distribution
 from vaekit.errors import ConfigError
 from vaekit.inference.objectives import check_batch, evaluation_mode, log_importance_weights
 from vaekit.inference.pareto import K_HAT_THRESHOLD, effective_sample_size, pareto_k, tail_length
-from vaekit.models.protocol import with_labels
+from vaekit.models.protocol import LatentModel, with_labels
 from vaekit.prob.distributions import kl_per_dimension as _kl_per_dimension
 
 __all__ = ["LikelihoodEstimate", "estimate_log_likelihood", "log_likelihood", "iwae_bound", "posterior_gap",
@@ -82,7 +82,7 @@ def default_chunk_size(batch_size: int, data_dim: int, budget: int | None = None
     return max(1, budget // max(1, batch_size * data_dim))
 
 
-def estimate_log_likelihood(model: Any, x: Tensor, *, n_samples: int = 5000, chunk_size: int | None = None,
+def estimate_log_likelihood(model: LatentModel, x: Tensor, *, n_samples: int = 5000, chunk_size: int | None = None,
                             proposal: Distribution | None = None, y: Any = None,
                             requires_grad: bool = False) -> LikelihoodEstimate:
     """Importance-sampled log p(x), the ELBO and the posterior gap for x (B, *data_shape), with the

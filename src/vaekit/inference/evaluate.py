@@ -81,7 +81,7 @@ from vaekit.inference.estimators import active_units, bits_per_dim, estimate_log
 from vaekit.inference.gaps import Refinement, gap_terms
 from vaekit.inference.objectives import check_batch, elbo_terms
 from vaekit.inference.pareto import K_HAT_THRESHOLD
-from vaekit.models.protocol import with_labels
+from vaekit.models.protocol import LatentModel, with_labels
 
 __all__ = ["Evaluation", "evaluate"]
 
@@ -213,7 +213,7 @@ def _exact_split(exact: _Exact, shift: float) -> tuple[dict[str, Any], tuple[str
 
 
 @torch.no_grad()
-def evaluate(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: int = 256,
+def evaluate(model: LatentModel, x: Any, *, importance_samples: int = 5000, batch_size: int = 256,
              levels: int | None = None, progress: bool | Callable[..., Any] = False, chunk_size: int | None = None,
              elbo_samples: int = 1, refinement: Refinement | None = None,
              gap_elbo_samples: int = 1000, log_jacobian: float = 0.0, y: Any = None) -> Evaluation:

@@ -39,7 +39,7 @@ from torch.distributions.kl import kl_divergence as closed_form_kl
 from vaekit.errors import ConfigError
 from vaekit.inference.estimators import default_chunk_size, evaluation_mode
 from vaekit.inference.objectives import check_batch
-from vaekit.models.protocol import with_labels
+from vaekit.models.protocol import LatentModel, with_labels
 from vaekit.prob.distributions import kl_divergence, noise_shape, rsample_with_log_prob
 from vaekit.prob.families import free_parameters
 
@@ -67,13 +67,13 @@ class Refinement:
         return asdict(self)
 
 
-def _elbo_draws(model: Any, x: Tensor, q: Distribution, eps: Tensor | None, n: int) -> Tensor:
+def _elbo_draws(model: LatentModel, x: Tensor, q: Distribution, eps: Tensor | None, n: int) -> Tensor:
     """E_q[log p(x|z)] over n draws (ε given or drawn) − KL(q || p(z)) (closed form where registered), (B,)."""
     z, log_q = rsample_with_log_prob(q, n, eps)                   # (n, B, K), (n, B)
     return model.log_px(x, z).mean(0) - kl_divergence(q, model.prior(), z, log_q)
 
 
-def refine_posterior(model: Any, x: Tensor, refinement: Refinement | None = None, *,
+def refine_posterior(model: LatentModel, x: Tensor, refinement: Refinement | None = None, *,
                      posterior: Distribution | None = None, y: Any = None) -> Distribution:
     """q*_x: the member of the posterior's family that maximises each example's ELBO, found by Adam
     from ``posterior`` (default: the encoder's q_x) with the model fixed. Returns a distribution of
@@ -106,7 +106,7 @@ def refine_posterior(model: Any, x: Tensor, refinement: Refinement | None = None
 
 
 @torch.no_grad()
-def elbo_of(model: Any, x: Tensor, q: Distribution, *, n_samples: int = 1000,
+def elbo_of(model: LatentModel, x: Tensor, q: Distribution, *, n_samples: int = 1000,
             eps: Tensor | None = None, chunk_size: int | None = None, y: Any = None) -> Tensor:
     """ELBO(x; q) of a given posterior q (batch (B,)) under the model: E_q[log p(x|z)] by ``n_samples``
     reparameterised draws (``eps`` (n, B, *noise) gives them), taken ``chunk_size`` at a time, minus
@@ -145,7 +145,7 @@ class GapTerms:
 
 
 @torch.no_grad()
-def gap_terms(model: Any, x: Tensor, refinement: Refinement | None = None, *, elbo_samples: int = 1000,
+def gap_terms(model: LatentModel, x: Tensor, refinement: Refinement | None = None, *, elbo_samples: int = 1000,
               chunk_size: int | None = None, y: Any = None) -> GapTerms:
     """ELBO(x; q_x) and ELBO(x; q*_x) for x (B, *data_shape); with log p̂(x) from
     :func:`vaekit.inference.estimators.estimate_log_likelihood` the amortisation gap is

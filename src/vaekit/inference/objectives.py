@@ -38,11 +38,12 @@ from torch.distributions import Distribution
 from vaekit.errors import ConfigError, ShapeError
 from vaekit.inference.bounds import ciwae_value, iwae_value, miwae_value, renyi_value, reweight_path_gradient
 from vaekit.inference.total_correlation import ESTIMATORS, tc_decomposition
-from vaekit.models.protocol import with_labels
+from vaekit.models.protocol import LatentModel, with_labels
+from vaekit.prob.chain import MarkovChain, layer_kl_terms
 from vaekit.prob.distributions import (
     Reduction,
     kl_divergence,
-    kl_per_dimension,
+    kl_summed_over_dimensions,
     rsample_with_log_prob,
     stop_gradient,
 )
@@ -52,7 +53,7 @@ __all__ = ["ELBOTerms", "elbo_terms", "elbo", "log_importance_weights", "importa
            "GRADIENTS", "weighted_draws", "MIWAE", "PIWAE", "CIWAE", "VR", "BTCVAE"]
 
 
-def check_batch(model: Any, x: Tensor) -> None:
+def check_batch(model: LatentModel, x: Tensor) -> None:
     """Raise a ShapeError unless x has shape (B, *model.data_shape) with B >= 1."""
     shape = tuple(model.data_shape)
     if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape or x.shape[0] == 0:
@@ -71,7 +72,8 @@ class ELBOTerms:
 
     ``objective`` is what training maximises: ``reconstruction - beta * kl_penalty`` for the ELBO
     (``= elbo`` when beta = 1 and no free bits), L_K for the IWAE bound. ``kl`` is
-    KL(q_x(z) || p(z)) (after free bits, ``kl_penalty`` is what entered the objective).
+    KL(q_x(z) || p(z)) (after free bits, ``kl_penalty`` is what entered the objective). ``lower_bound``: whether
+    ``objective`` is a lower bound on log p(x) (not with free bits or β < 1: then it may exceed the ELBO).
     """
 
     objective: Tensor
@@ -88,7 +90,7 @@ class ELBOTerms:
 
 
 @contextlib.contextmanager
-def evaluation_mode(model: Any) -> Iterator[None]:
+def evaluation_mode(model: LatentModel) -> Iterator[None]:
     """``model.eval()`` within the block, then the mode it had (the estimators' guard: a model in
     training mode would refit a profiled decoder variance to the data it is measured on)."""
     was_training = bool(getattr(model, "training", False))
@@ -99,17 +101,22 @@ def evaluation_mode(model: Any) -> Iterator[None]:
         model.train(was_training)
 
 
-def elbo_terms(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analytic_kl: bool = True,
+def elbo_terms(model: LatentModel, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analytic_kl: bool = True,
                free_bits: float = 0.0, eps: Tensor | None = None, reduce: Reduction | None = None,
                y: Any = None) -> ELBOTerms:
     """E_q[log p(x|z)] (mean over ``n_samples`` draws) and KL(q_x(z) || p(z)) (closed form when
-    ``analytic_kl`` and one exists, else the Monte Carlo estimate on the same draws).
+    ``analytic_kl`` and one exists, else the Monte Carlo estimate on the same draws). With several stochastic
+    layers and both chains drawn in the same direction (top-down inference) the KL is Σ_l of the per-layer
+    KLs, each analytic between Gaussian conditionals (:func:`~vaekit.prob.chain.layer_kl_terms`).
 
-    ``free_bits`` λ > 0 (Kingma et al. 2016) replaces each latent dimension's KL(q_x(z_i) || p(z_i)),
-    averaged over the batch, by max(λ, ·) in ``kl_penalty`` (posteriors and priors with a
-    per-dimension KL): a dimension whose batch mean is at most λ contributes the constant λ, with no
-    gradient; the others their KL. ``elbo`` is never changed. The batch mean is ``reduce``'s (the global
-    batch under data parallelism), so the choice of dimensions does not depend on the number of ranks.
+    ``free_bits`` λ > 0 (Kingma et al. 2016) replaces each group's KL, averaged over the batch, by max(λ, ·)
+    in ``kl_penalty``: a group whose batch mean is at most λ contributes the constant λ, with no gradient;
+    the others their KL. The groups are the stochastic layers of a model with several (any posterior; the
+    layer terms of :func:`~vaekit.prob.chain.layer_kl_terms`), else the latent dimensions, only where the KL
+    is their sum (a diagonal Gaussian q against a diagonal Gaussian p); anything else (a full covariance, a
+    flow, a mixture prior: their marginal KLs do not sum to the KL) is a ConfigError. ``elbo`` is never
+    changed; the objective is then not a bound (``lower_bound`` False). The batch mean is ``reduce``'s (the
+    global batch under data parallelism), so the choice of groups does not depend on the number of ranks.
     ``eps`` (n_samples, B, latent) gives the reparameterisation's standard-normal draws
     (see :func:`vaekit.prob.distributions.rsample_with_log_prob`);
     by default torch's generator draws them. ``reduce``: the batch mean a profiled decoder variance uses.
@@ -128,27 +135,38 @@ def elbo_terms(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, 
     z, log_q = rsample_with_log_prob(q, n_samples, eps)          # (S, B, K), (S, B)
     reconstruction = model.log_px(x, z, reduce=reduce).mean(0)   # (B,)
     prior = model.prior()
-    if analytic_kl:
+    per_layer = None
+    if isinstance(q, MarkovChain) and isinstance(prior, MarkovChain) and (q.order == prior.order or free_bits > 0):
+        per_layer = layer_kl_terms(q, prior, z, analytic=analytic_kl).mean(0)      # (B, L)
+        kl = per_layer.sum(-1)                                                 # (B,)
+    elif analytic_kl:
         kl = kl_divergence(q, prior, z, log_q)                   # (B,)
     else:
         kl = (log_q - model.log_pz(z)).mean(0)                   # (B,)
     kl_penalty = kl
     if free_bits > 0:
-        try:
-            per_dim = kl_per_dimension(q, prior)                 # (B, K)
-        except NotImplementedError as exc:
-            raise ConfigError(f"free_bits: needs a KL per latent dimension ({exc})") from None
-        stat = per_dim.detach()
+        groups = per_layer if per_layer is not None else _kl_by_dimension(q, prior)   # (B, G)
+        stat = groups.detach()
         batch_mean = (stat.mean(0) if reduce is None
                       else torch.stack([reduce(stat[:, i]) for i in range(stat.shape[-1])]))
-        active = batch_mean > free_bits                          # (K,): batch-mean KL above λ
-        kl_penalty = torch.where(active, per_dim, torch.full_like(per_dim, free_bits)).sum(-1)
+        active = batch_mean > free_bits                          # (G,): batch-mean KL above λ
+        kl_penalty = torch.where(active, groups, torch.full_like(groups, free_bits)).sum(-1)
     elbo_value = reconstruction - kl
     return ELBOTerms(reconstruction - beta * kl_penalty, elbo_value, reconstruction, kl, kl_penalty,
-                     lower_bound=beta >= 1 and free_bits <= 0)
+                     lower_bound=free_bits == 0 and beta >= 1)
 
 
-def elbo(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analytic_kl: bool = True,
+def _kl_by_dimension(q: Distribution, p: Distribution) -> Tensor:
+    """KL(q_i || p_i) per latent dimension, (B, K), where they sum to KL(q || p): both diagonal Gaussians over
+    vectors; otherwise the ConfigError that free bits per dimension would not mean what they say."""
+    try:
+        return kl_summed_over_dimensions(q, p)
+    except NotImplementedError as exc:
+        raise ConfigError(f"free_bits: need a KL that is a sum over latent dimensions (a diagonal Gaussian posterior "
+                          f"and a diagonal Gaussian prior) or several stochastic layers; {exc}") from None
+
+
+def elbo(model: LatentModel, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analytic_kl: bool = True,
          y: Any = None, requires_grad: bool = False) -> Tensor:
     """ELBO(x) = E_q[log p(x|z)] - beta KL(q_x(z) || p(z)), shape (B,). See :func:`elbo_terms`.
 
@@ -161,7 +179,7 @@ def elbo(model: Any, x: Tensor, *, beta: float = 1.0, n_samples: int = 1, analyt
         return elbo_terms(model, x, beta=beta, n_samples=n_samples, analytic_kl=analytic_kl, y=y).objective
 
 
-def importance_terms(model: Any, x: Tensor, n_samples: int, *, posterior: Distribution | None = None,
+def importance_terms(model: LatentModel, x: Tensor, n_samples: int, *, posterior: Distribution | None = None,
                      eps: Tensor | None = None, reduce: Reduction | None = None,
                      y: Any = None) -> tuple[Tensor, Tensor, Tensor]:
     """log p(x|z_k), log p(z_k) and log q_x(z_k) for K reparameterised draws z_k ~ q_x(z), each (K, B).
@@ -178,7 +196,7 @@ def importance_terms(model: Any, x: Tensor, n_samples: int, *, posterior: Distri
     return model.log_px(x, z, reduce=reduce), model.log_pz(z), log_q
 
 
-def log_importance_weights(model: Any, x: Tensor, n_samples: int, *,
+def log_importance_weights(model: LatentModel, x: Tensor, n_samples: int, *,
                            posterior: Distribution | None = None, y: Any = None) -> Tensor:
     """log w_k = log p(x|z_k) + log p(z_k) - log q_x(z_k), z_k ~ q_x(z) reparameterised: (K, B).
     ``posterior``: q_x(z) if already computed (see :func:`importance_terms`); ``y``: labels, for a
@@ -245,11 +263,11 @@ class Objective:
         ``options`` (``objective_args``)."""
         raise NotImplementedError
 
-    def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
+    def terms(self, model: LatentModel, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
               reduce: Reduction | None = None) -> ELBOTerms:
         raise NotImplementedError
 
-    def __call__(self, model: Any, x: Tensor, *, beta: float = 1.0) -> Tensor:
+    def __call__(self, model: LatentModel, x: Tensor, *, beta: float = 1.0) -> Tensor:
         """The value to maximise per example, shape (B,): ``terms(model, x, beta=beta).objective``."""
         return self.terms(model, x, beta=beta).objective
 
@@ -315,7 +333,7 @@ class ELBO(Objective):
         """β >= 1 without free bits: E_q[log p(x|z)] - β KL <= ELBO <= log p(x)."""
         return beta >= 1 and self.free_bits <= 0
 
-    def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
+    def terms(self, model: LatentModel, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
               reduce: Reduction | None = None) -> ELBOTerms:
         if self.gradient == "reparam":
             return elbo_terms(model, x, beta=beta, n_samples=self.samples, free_bits=self.free_bits, eps=eps,
@@ -358,7 +376,7 @@ class IWAE(Objective):
         _options(cls.name, options, ())
         return cls(samples=samples, gradient=gradient)
 
-    def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
+    def terms(self, model: LatentModel, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
               reduce: Reduction | None = None) -> ELBOTerms:
         """The bound and its parts. A decoder variance profiled out in training (c* = the mean squared
         error, the maximiser of the ELBO) is refused: the maximiser of L_K is a different, importance-

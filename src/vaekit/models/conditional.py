@@ -11,8 +11,11 @@ so that ELBO(x|y) = E_q(z|x,y)[log p(x|z, y)] − KL(q(z|x, y) ‖ p(z)) ≤ log
 output features, before the heads, works for every architecture (mlp, linear, conv, resnet, a user's):
 the trunk is unchanged and the heads take trunk_dim + C inputs; f is the architecture's decoder network
 built for latent_dim + C inputs. The prior is the configuration's (``standard`` or ``mixture``); a prior
-defined through the encoder (``vamp``) and several stochastic layers are refused when the configuration
-is made (:func:`~vaekit.models.conditioning.check_conditioning`).
+defined through the encoder (``vamp``) is refused when the configuration is made
+(:func:`~vaekit.models.conditioning.check_conditioning`). With several stochastic layers the labels join
+q(z_1|x, y) and p(x|z_1, y); the layers above and p(z) are those of the unconditional model
+(:mod:`vaekit.models.chain_layers`), so q(z|x, y) = q(z_1|x, y) Π q(z_l|z_{l-1}) (bottom-up) and
+p(x, z|y) = p(z) p(x|z_1, y).
 
 :class:`ConditionalVAE` takes y in ``encode``, ``decode``, ``log_px``, ``summary``, ``reconstruct`` and
 ``sample``. Objectives, estimators, the trainer and evaluation know only the unconditional protocol
@@ -33,17 +36,17 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from vaekit.errors import ConfigError, ShapeError
+from vaekit.models.chain_layers import GaussianLayer
 from vaekit.models.conditioning import check_labels, one_hot
 from vaekit.models.config import VAEConfig
+from vaekit.models.core import VAE, VAEOutput
 from vaekit.models.decoders import Decoder
-from vaekit.models.likelihoods import build_likelihood
-from vaekit.models.posteriors import build_encoder
-from vaekit.models.priors import Prior, build_prior
+from vaekit.models.priors import Prior
 from vaekit.models.protocol import LatentModel, with_labels
-from vaekit.models.vae import VAE, VAEOutput
+from vaekit.prob.chain import MarkovChain
 from vaekit.prob.distributions import Reduction
 
-__all__ = ["ConditionalEncoder", "ConditionalVAE", "LabelledModel", "with_labels", "build_conditional_vae"]
+__all__ = ["ConditionalEncoder", "ConditionalVAE", "LabelledModel", "with_labels"]
 
 
 class ConditionalEncoder(nn.Module):
@@ -73,7 +76,9 @@ class ConditionalEncoder(nn.Module):
 
 class ConditionalVAE(VAE):
     """q(z|x, y), p(x|z, y) and p(z) (module docstring). ``encoder``: a :class:`ConditionalEncoder`;
-    ``decoder``: a :class:`~vaekit.models.decoders.Decoder` whose f takes latent_dim + C inputs.
+    ``decoder``: a :class:`~vaekit.models.decoders.Decoder` whose f takes d_1 + C inputs (d_1 = latent_dim
+    for one layer). ``up``, ``inference`` and a :class:`~vaekit.models.chain_layers.ChainPrior` ``prior``: the
+    layers above z_1, as for :class:`~vaekit.models.core.VAE`.
     ``class_names``: the names of the C classes (optional), so that labels may be given by name.
 
     Labels y: an int64 tensor (B,) matching x's batch (or z's last batch dimension), or one label
@@ -82,8 +87,10 @@ class ConditionalVAE(VAE):
 
     def __init__(self, encoder: ConditionalEncoder, decoder: Decoder, latent_dim: int, data_shape: tuple[int, ...],
                  num_classes: int, config: VAEConfig | None = None, prior: Prior | None = None,
-                 class_names: Sequence[str] = ()):
-        super().__init__(encoder, decoder, latent_dim, data_shape, config=config, prior=prior)
+                 class_names: Sequence[str] = (), *, up: Sequence[GaussianLayer] = (),
+                 inference: str = "bottom-up"):
+        super().__init__(encoder, decoder, latent_dim, data_shape, config=config, prior=prior, up=up,
+                         inference=inference)
         if not 0 < int(num_classes):
             raise ConfigError(f"num_classes: a conditional model needs at least one class, got {num_classes!r}")
         self.num_classes = int(num_classes)
@@ -118,14 +125,15 @@ class ConditionalVAE(VAE):
     # ----------------------------------------------------------------- the model
 
     def encode(self, x: Tensor, y: Any = None) -> Distribution:
-        """q(z|x, y) for x (B, *data_shape) and y (B,) (or one label)."""
-        return self.encoder(x, self._e(y, (x.shape[0],)))
+        """q(z|x, y) for x (B, *data_shape) and y (B,) (or one label): q(z_1|x, y) and the layers above."""
+        return self.posterior_from(self.encoder(x, self._e(y, (x.shape[0],))))
 
     def decode(self, z: Tensor, y: Any = None, *, reduce: Reduction | None = None) -> Distribution:
-        """p(x|z, y) for z (*lead, latent_dim) and y (lead[-1],) (or one label): f([z, e_y])."""
+        """p(x|z, y) for z (*lead, latent_dim) and y (lead[-1],) (or one label): f([z_1, e_y])."""
         if z.ndim < 1 or z.shape[-1] != self.latent_dim:
             raise ShapeError(f"decoder input of shape {tuple(z.shape)} does not end with latent_dim {self.latent_dim}")
-        zy = torch.cat([z, self._e(y, tuple(z.shape[:-1])).to(z.dtype)], -1)   # (*lead, K + C)
+        z1 = self.first_block(z)                                                # (*lead, d_1)
+        zy = torch.cat([z1, self._e(y, tuple(z.shape[:-1])).to(z.dtype)], -1)  # (*lead, d_1 + C)
         return self.decoder(zy, reduce=reduce)
 
     def log_px(self, x: Tensor, z: Tensor, y: Any = None, *, reduce: Reduction | None = None) -> Tensor:
@@ -133,8 +141,9 @@ class ConditionalVAE(VAE):
         return self.decode(z, y, reduce=reduce).log_prob(x)
 
     def summary(self, x: Tensor, y: Any = None) -> Tensor:
-        """E_q[z] of q(z|x, y), (B, latent_dim)."""
-        return self.encode(x, y).mean
+        """E_q[z] of q(z|x, y) (the chained means with several layers), (B, latent_dim)."""
+        q = self.encode(x, y)
+        return q.chained_mean() if isinstance(q, MarkovChain) else q.mean
 
     def closed_form(self) -> None:
         """None: p(x|y) of each class is linear-Gaussian for an affine f, but not p(x) (not computed)."""
@@ -216,25 +225,11 @@ class LabelledModel(LatentModel):
     def values_per_dim(self) -> int:
         return self.model.values_per_dim
 
+    def summary(self, x: Tensor) -> Tensor:
+        return self.model.summary(x, self.y)
+
     def decoder_mean(self, z: Tensor) -> Tensor:
         return self.model.decoder_mean(z, self.y)
 
     def reconstruct(self, x: Tensor) -> Tensor:
         return self.model.reconstruct(x, self.y)
-
-
-def build_conditional_vae(config: VAEConfig, *, trust_code: bool = False) -> ConditionalVAE:
-    """The conditional VAE a configuration with ``num_classes`` C > 0 describes: the architecture's trunk
-    and f (built for latent_dim + C inputs), the posterior family's heads on trunk_dim + C features, the
-    likelihood and the prior (module docstring)."""
-    shape, k, c = config.data_shape, config.latent_dim, config.num_classes
-    likelihood = build_likelihood(config.likelihood, shape, config.decoder_variance, config.initial_variance,
-                                  config.likelihood_args)
-    p = likelihood.params_per_dim
-    trunk, trunk_dim, f = config.architecture.build(shape, k + c, trust_code=trust_code,
-                                                    **({"params_per_dim": p} if p > 1 else {}))
-    encoder = ConditionalEncoder(build_encoder(config.posterior, config.posterior_args, trunk, trunk_dim + c, k,
-                                               shape), c)
-    prior = build_prior(config.prior, config.prior_args, k, shape)
-    return ConditionalVAE(encoder, Decoder(f, k + c, shape, likelihood), k, shape, c, config=config, prior=prior,
-                          class_names=config.class_names)

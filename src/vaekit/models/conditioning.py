@@ -26,9 +26,9 @@ MAX_CLASSES = 100_000
 
 def check_conditioning(num_classes: Any, class_names: Any, *, layers: int, prior: str) -> tuple[int, tuple[str, ...]]:
     """(``num_classes``, ``class_names``) checked: C an integer from 0 (unconditional) to :data:`MAX_CLASSES`,
-    the names empty or C distinct non-empty strings; a conditional model has one stochastic layer and a prior
-    that does not go through the encoder (the VampPrior's pseudo-inputs have no labels). A ConfigError names
-    the field (``layers`` or ``prior`` for those two)."""
+    the names empty or C distinct non-empty strings; a conditional model has a prior that does not go
+    through the encoder (the VampPrior's pseudo-inputs have no labels). A ConfigError names the field
+    (``prior`` for that one); ``layers`` is any."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
             or not 0 <= num_classes <= MAX_CLASSES:
         raise ConfigError(f"num_classes: must be an integer from 0 (unconditional) to {MAX_CLASSES}, "
@@ -47,8 +47,6 @@ def check_conditioning(num_classes: Any, class_names: Any, *, layers: int, prior
         if len(set(names)) != len(names):
             raise ConfigError(f"class_names: the names must differ, got {list(names)!r}")
     if num_classes:
-        if layers != 1:
-            raise ConfigError(f"layers: a conditional model (--conditional) has one stochastic layer, got {layers}")
         if prior == "vamp":
             raise ConfigError("prior: the vamp prior encodes pseudo-inputs that have no labels, so it does not "
                               "combine with a conditional model (--conditional); use the standard or mixture prior")

@@ -12,7 +12,7 @@ from typing import Any
 from vaekit.errors import ConfigError
 from vaekit.models.architectures import MAX_SIZE, Architecture, resolve_arch, sizes
 from vaekit.models.conditioning import check_conditioning
-from vaekit.models.hierarchical import MAX_LAYERS, check_layer_args
+from vaekit.models.hierarchical import MAX_LAYERS, check_inference, check_layer_args
 from vaekit.models.likelihoods import LIKELIHOODS, check_likelihood_args
 from vaekit.models.posteriors import POSTERIORS, check_posterior_args
 from vaekit.models.priors import check_prior_args
@@ -23,7 +23,7 @@ __all__ = ["VAEConfig"]
 
 _FIELDS = ("data_shape", "latent_dim", "arch", "arch_args", "likelihood", "decoder_variance", "posterior",
            "initial_variance", "prior", "prior_args", "posterior_args", "likelihood_args", "layers", "layer_args",
-           "num_classes", "class_names")
+           "num_classes", "class_names", "inference")
 #: The decoder variance of a stored configuration that does not name one: c = 1, the default before
 #: it became "optimal" (to_dict always writes the key; hand-written and older files may lack it).
 _STORED_DEFAULT_VARIANCE = 1.0
@@ -31,7 +31,7 @@ _STORED_DEFAULT_VARIANCE = 1.0
 #: the configuration of a seed model reads as it did before the model families.
 _FAMILY_DEFAULTS: dict[str, Any] = {"prior": "standard", "prior_args": {}, "posterior_args": {},
                                     "likelihood_args": {}, "layers": 1, "layer_args": {}, "num_classes": 0,
-                                    "class_names": ()}
+                                    "class_names": (), "inference": "bottom-up"}
 
 
 @dataclass(frozen=True, init=False)
@@ -53,7 +53,8 @@ class VAEConfig:
     with ``posterior_args``; ``likelihood_args`` for the likelihoods that take any; ``layers`` stochastic
     layers (1: the seed's model; more: :mod:`vaekit.models.hierarchical`) with ``layer_args``;
     ``num_classes`` C > 0 makes a conditional VAE, q(z|x, y) and p(x|z, y) for labels y in 0..C-1
-    (:mod:`vaekit.models.conditional`), with optional ``class_names``.
+    (:mod:`vaekit.models.conditional`), with optional ``class_names``. ``inference``: the direction of
+    q(z|x) with several layers, ``bottom-up`` (default) or ``top-down`` (:mod:`vaekit.models.chain_layers`).
     """
 
     data_shape: tuple[int, ...]
@@ -72,6 +73,7 @@ class VAEConfig:
     layer_args: dict[str, Any] = field(default_factory=dict)
     num_classes: int = 0
     class_names: tuple[str, ...] = ()
+    inference: str = "bottom-up"
 
     def __init__(self, data_shape: Sequence[int], latent_dim: int = 16, arch: str = "mlp",
                  arch_args: Mapping[str, Any] | None = None, likelihood: str = "gaussian",
@@ -79,7 +81,7 @@ class VAEConfig:
                  prior: str = "standard", prior_args: Mapping[str, Any] | None = None,
                  posterior_args: Mapping[str, Any] | None = None, likelihood_args: Mapping[str, Any] | None = None,
                  layers: int = 1, layer_args: Mapping[str, Any] | None = None, num_classes: int = 0,
-                 class_names: Sequence[str] = (), *,
+                 class_names: Sequence[str] = (), inference: str = "bottom-up", *,
                  hidden: Sequence[int] | None = None, activation: str | None = None):
         if arch_args is not None and not isinstance(arch_args, Mapping):
             raise ConfigError(f"arch_args: expected a JSON object of arguments, got {arch_args!r}")
@@ -117,7 +119,8 @@ class VAEConfig:
                   "posterior_args": check_posterior_args(posterior, posterior_args),
                   "likelihood_args": check_likelihood_args(likelihood, likelihood_args),
                   "layers": layers,
-                  "layer_args": check_layer_args(layers, layer_args, latent_dim, architecture, prior)}
+                  "layer_args": check_layer_args(layers, layer_args, latent_dim, architecture),
+                  "inference": check_inference(inference, layers, posterior, prior)}
         family["num_classes"], family["class_names"] = check_conditioning(num_classes, class_names, layers=layers,
                                                                           prior=prior)
         values: dict[str, Any] = {
@@ -133,6 +136,21 @@ class VAEConfig:
     def architecture(self) -> Architecture:
         """The resolved architecture (:mod:`vaekit.models.architectures`)."""
         return self._architecture  # type: ignore[attr-defined]
+
+    def free_bits_groups(self) -> str:
+        """What free bits floor in this model (:func:`vaekit.inference.objectives.elbo_terms`): ``"layer"``
+        with several stochastic layers (any posterior), ``"dimension"`` where the KL is a sum over latent
+        dimensions (a diagonal posterior and the standard prior); otherwise a ConfigError that says why."""
+        if self.layers > 1:
+            return "layer"
+        if self.posterior == "diagonal" and self.prior == "standard":
+            return "dimension"
+        why = (f"the {self.posterior} posterior's latent dimensions are dependent under q"
+               if self.posterior != "diagonal" else f"against the {self.prior} prior the KL is no sum of "
+               "per-dimension terms")
+        raise ConfigError(f"free_bits: floor the KL of each latent dimension only where the KL is their sum, and {why} "
+                          "(the floored objective would differ from the ELBO's KL by more than the floors); use "
+                          "several stochastic layers (free bits per layer) or no free bits")
 
     @property
     def data_dim(self) -> int:

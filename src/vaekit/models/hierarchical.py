@@ -10,6 +10,8 @@ p(z_L) p(z_{L-1}|z_L) ⋯ p(z_1|z_2) p(x|z_1) (built by :mod:`vaekit.models.stac
                    half the ones below, at least 1; required with ``conv``, ``resnet`` and a user architecture);
 * ``activation``   of those MLPs (default: the architecture's, ``tanh`` for a user architecture).
 
+The configuration's ``prior`` is the prior on z_L; ``inference`` (:data:`INFERENCE`) the direction of q.
+
 ``linear`` takes ``latent_dims`` only: its upper layers are affine. So ``--hidden 200,200 --latent-dim 100
 --layers 2`` is the paper's MNIST model: 784-200-200-100 (z_1) and 100-100-50 (z_2), tanh.
 
@@ -25,7 +27,10 @@ from vaekit.errors import ConfigError
 from vaekit.models.architectures import Architecture, LinearArch, MLPArch, sizes
 from vaekit.models.networks import ACTIVATIONS
 
-__all__ = ["MAX_LAYERS", "check_layer_args", "latent_dims"]
+__all__ = ["MAX_LAYERS", "INFERENCE", "check_layer_args", "check_inference", "latent_dims"]
+
+#: The inference directions of a model with several stochastic layers (:mod:`vaekit.models.chain_layers`).
+INFERENCE = ("bottom-up", "top-down")
 
 #: The most stochastic layers a configuration may name.
 MAX_LAYERS = 8
@@ -33,10 +38,9 @@ _KEYS = ("latent_dims", "hidden", "activation")
 
 
 def check_layer_args(layers: int, args: Mapping[str, Any] | None, latent_dim: int,
-                     architecture: Architecture | None = None, prior: str = "standard") -> dict[str, Any]:
+                     architecture: Architecture | None = None) -> dict[str, Any]:
     """``layer_args`` checked and completed for ``layers`` stochastic layers above a first of size
-    ``latent_dim`` built by ``architecture`` (see the module docstring); JSON-ready. The upper layers need
-    the standard prior on z_L (``prior``)."""
+    ``latent_dim`` built by ``architecture`` (see the module docstring); JSON-ready."""
     if args is not None and not isinstance(args, Mapping):
         raise ConfigError(f"layer_args: expected a JSON object of arguments, got {args!r}")
     args = dict(args or {})
@@ -44,9 +48,6 @@ def check_layer_args(layers: int, args: Mapping[str, Any] | None, latent_dim: in
         if args:
             raise ConfigError(f"layer_args: apply to layers > 1 only, got {sorted(args)} with layers 1")
         return {}
-    if prior != "standard":
-        raise ConfigError(f"prior: layers > 1 put N(0, I) on the top layer z_{layers}; prior {prior!r} applies "
-                          f"to one layer only")
     linear = isinstance(architecture, LinearArch)
     known = ("latent_dims",) if linear else _KEYS
     unknown = sorted(set(args) - set(known))
@@ -69,6 +70,23 @@ def check_layer_args(layers: int, args: Mapping[str, Any] | None, latent_dim: in
         raise ConfigError(f"layer_args.activation: unknown {activation!r}; choose one of {list(ACTIVATIONS)}")
     out["activation"] = activation
     return out
+
+
+def check_inference(inference: Any, layers: int, posterior: str, prior: str) -> str:
+    """``inference`` checked against the model: ``top-down`` needs several layers and a diagonal Gaussian
+    q̂(z_1|x) to merge by precision; a VampPrior over several layers with bottom-up inference passes its
+    pseudo-inputs through the means of q(z_1|u), which a flow posterior does not give."""
+    if not isinstance(inference, str) or inference not in INFERENCE:
+        raise ConfigError(f"inference: unknown {inference!r}; choose one of {list(INFERENCE)}")
+    if inference == "top-down" and layers == 1:
+        raise ConfigError("inference: top-down needs layers > 1 (with one layer there is no path to share)")
+    if inference == "top-down" and posterior != "diagonal":
+        raise ConfigError(f"inference: top-down merges diagonal Gaussians by precision; posterior {posterior!r} "
+                          "is not one (use posterior diagonal, or inference bottom-up)")
+    if layers > 1 and prior == "vamp" and posterior == "iaf":
+        raise ConfigError("prior: vamp on several layers encodes its pseudo-inputs through the means of q(z_1|u), "
+                          "which posterior 'iaf' does not give; use posterior diagonal or full")
+    return inference
 
 
 def latent_dims(latent_dim: int, layer_args: Mapping[str, Any]) -> tuple[int, ...]:

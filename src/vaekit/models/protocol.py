@@ -21,6 +21,10 @@ A latent-variable model gives, for data x of shape (B, *data_shape) and latents 
 * ``values_per_dim``          numbers the decoder computes per data dimension (1; 3K for a mixture of K
                               discretized logistics): estimators size their chunks of draws by it.
 
+What figures and the command line call has a default here, from the methods above: ``decoder_mean(z)``
+E[x|z], ``reconstruct(x)`` E[x|z] at the summary of q_x, ``prior_draws(n, generator=)`` and
+``sample(n, generator=, mean=)``; a conditional model adds ``sample_classes``.
+
 Objectives and estimators are functions of this interface only; they never look at the model's parts.
 
 A conditional model (:mod:`vaekit.models.conditional`) has ``num_classes`` C > 0 (0: unconditional) and
@@ -34,6 +38,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
@@ -119,8 +124,43 @@ class LatentModel(nn.Module, ABC):
         """Numbers the decoder computes per data dimension for one draw of z (memory scales with it)."""
         return 1
 
+    def decoder_mean(self, z: Tensor) -> Tensor:
+        """E[x|z] for z (*lead, latent_dim), (*lead, *data_shape)."""
+        return self.decode(z).mean
 
-def with_labels(model: Any, y: Any) -> Any:
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """E[x|z] at z = ``summary(x)``, (B, *data_shape)."""
+        with torch.no_grad():
+            return self.decoder_mean(self.summary(x))
+
+    def prior_draws(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """n draws z ~ p(z), (n, latent_dim); with a ``generator``, torch's generator seeded from it in a forked
+        random state (the global one is left as it was)."""
+        with torch.no_grad():
+            if generator is None:
+                return self.prior().sample((n,))
+            seed = int(torch.randint(0, 2**62, (), generator=generator))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self.prior().sample((n,))
+
+    def sample(self, n: int, y: Any = None, *, generator: torch.Generator | None = None,
+               mean: bool = True) -> Tensor:
+        """n examples: z ~ p(z) (:meth:`prior_draws`), then E[x|z] (``mean``) or x ~ p(x|z). (n, *data_shape).
+        ``y``: a conditional model's label(s); an unconditional model takes none (:meth:`labels`)."""
+        if y is not None:
+            self.labels(y, n)
+        with torch.no_grad():
+            px = self.decode(self.prior_draws(n, generator=generator))
+            return px.mean if mean else px.sample()
+
+    def sample_classes(self, rows: int, *, generator: torch.Generator | None = None, mean: bool = True) -> Tensor:
+        """A conditional model's ``rows`` draws of z, each decoded in every class, (rows, C, *data_shape)."""
+        self.labels(0)
+        raise NotImplementedError(f"{type(self).__name__}.sample_classes")
+
+
+def with_labels(model: LatentModel, y: Any) -> LatentModel:
     """The model that objectives and estimators should see: ``model.given(y)`` for a conditional model
     (``num_classes`` > 0) with labels, ``model`` itself for an unconditional one without; a conditional
     model without labels, or labels for an unconditional model, is a one-line ConfigError."""

@@ -28,11 +28,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
+from torch.distributions import kl_divergence as _torch_kl
 
 from vaekit.errors import ConfigError, ShapeError
 from vaekit.prob.distributions import noise_shape, rsample_with_log_prob
 
-__all__ = ["MarkovChain", "Conditional", "ORDERS"]
+__all__ = ["MarkovChain", "Conditional", "ORDERS", "layer_kl_terms"]
 
 #: z_{l-1} (*lead, d_{l-1}) ↦ a distribution over z_l with batch shape ``lead`` and event shape (d_l,).
 Conditional = Callable[[Tensor], Distribution]
@@ -133,18 +134,51 @@ class MarkovChain(Distribution):
         return z.reshape(*sample_shape, *self.batch_shape, *self.event_shape)
 
     def sample(self, sample_shape: Sequence[int] = ()) -> Tensor:
+        sample_shape = torch.Size(sample_shape)
         with torch.no_grad():
-            return self.rsample(sample_shape)
+            if self.first.has_rsample:
+                return self.rsample(sample_shape)
+            n = max(1, math.prod(sample_shape))                     # a first block without rsample (a mixture)
+            z = self._continue(self.first.sample((n,)), None)
+            return z.reshape(*sample_shape, *self.batch_shape, *self.event_shape)
+
+    def _continue(self, first: Tensor, eps: list[Tensor] | None) -> Tensor:
+        """The chain drawn on from a first block ``first`` (n, *batch, d), with the later blocks' ε (in
+        drawing order) or fresh ones; no log-density."""
+        drawn, z = [first], first
+        for i, conditional in enumerate(self.conditionals):
+            step = conditional(z)
+            z = step.rsample() if eps is None else rsample_with_log_prob(step, 1, eps[i].unsqueeze(0))[0].squeeze(0)
+            drawn.append(z)
+        return self._join(drawn)
 
     def sample_with(self, n: int, generator: torch.Generator) -> Tensor:
-        """``n`` draws (n, *batch, Σ d_l) whose ε come from ``generator`` (reproducible figures)."""
+        """``n`` draws (n, *batch, Σ d_l) whose random numbers come from ``generator`` (reproducible figures):
+        every block's ε, or the first block's own ``sample_with(n, generator)`` (a mixture on z_L) and then
+        the other blocks' ε, or else torch's global generator seeded from ``generator`` in a forked state."""
         shape = self.noise_shape
-        if shape is None:
-            raise ConfigError("sample_with: the first block draws its own noise")
-        eps = torch.randn((n, *self.batch_shape, *shape), generator=generator, dtype=self._dtype(),
-                          device=self._device())
         with torch.no_grad():
-            return self.rsample_with_log_prob(n, eps)[0]
+            if shape is not None:
+                eps = torch.randn((n, *self.batch_shape, *shape), generator=generator, dtype=self._dtype(),
+                                  device=self._device())
+                return self.rsample_with_log_prob(n, eps)[0]
+            own = getattr(self.first, "sample_with", None)
+            if not callable(own) or self.batch_shape:                   # torch's generator, seeded from ours
+                seed = int(torch.randint(0, 2**62, (), generator=generator))
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    return self.sample((n,))
+            first = own(n, generator)                                   # (n, d)
+            later = [torch.randn((n, d), generator=generator, dtype=first.dtype, device=first.device)
+                     for d in self._drawn[1:]]
+            return self._continue(first, later)
+
+    def block_distributions(self, value: Tensor) -> list[Distribution]:
+        """Each block's distribution given its parent's value in ``value`` (*lead, *batch, Σ d_l), in the order
+        of z: [r(z_1 | ·), …, r(z_L | ·)] (the first block drawn has no parent)."""
+        blocks = self._split(value)
+        out = [self.first] + [c(previous) for c, previous in zip(self.conditionals, blocks, strict=False)]
+        return out if self.order == "up" else out[::-1]
 
     def log_prob(self, value: Tensor) -> Tensor:
         """log r(z) for z (*lead, *batch, Σ d_l): log first(z_{o_1}) + Σ_j log c_j(z_{o_j} | z_{o_{j-1}}),
@@ -179,6 +213,56 @@ class MarkovChain(Distribution):
             drawn.append(m)
         return self._join(drawn)
 
+    def gaussian_moments(self) -> tuple[Tensor, Tensor]:
+        """E[z] (*batch, K) and Cov[z] (*batch, K, K) of a chain whose first block is Gaussian and whose
+        conditionals are affine-Gaussian with a variance that does not depend on the parent,
+        c_j(u) = N(A_j u + a_j, diag s_j) (the linear architecture, in either direction). Each (A_j, a_j, s_j) is
+        read off the conditional at u = 0 and at the unit vectors, and checked at one more point; any other
+        chain raises NotImplementedError. Drawing order o: m_{o_j} = A_j m_{o_{j-1}} + a_j,
+        Cov[z_{o_j}, z_{o_i}] = A_j Cov[z_{o_{j-1}}, z_{o_i}] (i < j),
+        Var[z_{o_j}] = A_j Var[z_{o_{j-1}}] A_jᵀ + diag s_j."""
+        first = self.first
+        if not hasattr(first, "covariance_matrix") and not hasattr(first, "scale"):
+            raise NotImplementedError(f"gaussian_moments: the first block is a {type(first).__name__}")
+        mean0 = first.mean
+        cov0 = getattr(first, "covariance_matrix", None)
+        cov0 = torch.diag_embed(first.variance) if cov0 is None else cov0
+        means, covs = [mean0], [[cov0]]                           # covs[j][i] = Cov[z_{o_j}, z_{o_i}], i <= j
+        for j, conditional in enumerate(self.conditionals):
+            A, a, s = self._affine(conditional, self._drawn[j])
+            means.append((A @ means[-1].unsqueeze(-1)).squeeze(-1) + a)
+            row = [A @ covs[j][i] for i in range(j + 1)]
+            row.append(A @ covs[j][j] @ A.transpose(-1, -2) + torch.diag_embed(s))
+            covs.append(row)
+        n = len(self._drawn)
+        blocks = [[covs[j][i] if i <= j else covs[i][j].transpose(-1, -2) for i in range(n)] for j in range(n)]
+        order = list(range(n)) if self.order == "up" else list(range(n))[::-1]    # z-order → drawing index
+        mean = torch.cat([means[k] for k in order], -1)
+        cov = torch.cat([torch.cat([blocks[r][c] for c in order], -1) for r in order], -2)
+        return mean, cov
+
+    def _affine(self, conditional: Conditional, d_in: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(A (*batch, d, d_in), a (*batch, d), s (*batch, d)) of an affine-Gaussian conditional with constant
+        variance, probed at 0 and the unit vectors (and checked at 0.5 + the unit vectors' sum)."""
+        ref = self.first.mean
+        eye = torch.eye(d_in, dtype=ref.dtype, device=ref.device)
+        zero = torch.zeros(1, d_in, dtype=ref.dtype, device=ref.device)
+        probe = torch.cat([zero, eye, 0.5 + eye.sum(0, keepdim=True)])             # (d_in + 2, d_in)
+        probe = probe.reshape(d_in + 2, *([1] * len(self.batch_shape)), d_in).expand(d_in + 2, *self.batch_shape, d_in)
+        out = conditional(probe)
+        scale = getattr(out, "scale", None)
+        if scale is None:
+            raise NotImplementedError(f"gaussian_moments: a conditional gives a {type(out).__name__}")
+        mean = out.mean                                                # (d_in + 2, *batch, d)
+        a = mean[0]
+        A = (mean[1:-1] - a).movedim(0, -1)                            # (*batch, d, d_in)
+        check = (A @ probe[-1].unsqueeze(-1)).squeeze(-1) + a
+        var = scale.expand_as(mean) ** 2
+        tol = 1e-6 * (1 + a.abs().max())
+        if (check - mean[-1]).abs().max() > tol or (var - var[0]).abs().max() > 1e-6 * var[0].abs().max():
+            raise NotImplementedError("gaussian_moments: a conditional is not affine-Gaussian with a constant variance")
+        return A, a, var[0]
+
     def _anchor(self) -> Tensor:
         """A tensor of the first block's (a Gaussian's ``loc``) dtype and device, for drawing ε."""
         loc = getattr(self.first, "loc", None)
@@ -189,3 +273,33 @@ class MarkovChain(Distribution):
 
     def _device(self) -> torch.device:
         return self._anchor().device
+
+
+def layer_kl_terms(q: MarkovChain, p: MarkovChain, z: Tensor, *, analytic: bool = True) -> Tensor:
+    """Layer l's term of KL(q || p) at draws z ~ q (S, *batch, Σ d_l), shape (S, *batch, L):
+
+        k_l(z) = KL(q(z_l | pa_q) || p(z_l | pa_p))          where both are conditioned on the same block
+                                                           (same direction, both Gaussian: analytic, the
+                                                           VDVAE / Ladder VAE per-layer KL),
+        k_l(z) = log q(z_l | pa_q(z)) − log p(z_l | pa_p(z))  otherwise (Monte Carlo, on the draw),
+
+    pa_q, pa_p the parent blocks under each chain's direction. E_q[Σ_l k_l] = KL(q || p) either way, and
+    mean_S Σ_l k_l is its estimate on the given draws (the analytic terms replace a draw of z_l by its
+    expectation given the parent). ``analytic=False`` uses the Monte Carlo terms everywhere."""
+    if q.dims != p.dims:
+        raise ShapeError(f"layer_kl_terms: chains over blocks {q.dims} and {p.dims}")
+    blocks = list(torch.split(z, list(q.dims), dim=-1))
+    qs, ps = q.block_distributions(z), p.block_distributions(z)
+    same_parents = q.order == p.order
+    terms = []
+    for ql, pl, zl in zip(qs, ps, blocks, strict=True):
+        value = None
+        if analytic and same_parents:
+            try:
+                value = _torch_kl(ql, pl)                                      # (*batch) or (S, *batch)
+            except NotImplementedError:
+                value = None
+        if value is None:
+            value = ql.log_prob(zl) - pl.log_prob(zl)                          # (S, *batch)
+        terms.append(value.expand(z.shape[:-1]))
+    return torch.stack(terms, -1)

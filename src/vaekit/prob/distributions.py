@@ -33,6 +33,7 @@ __all__ = [
     "ProfiledNormal",
     "bernoulli",
     "standard_normal",
+    "kl_summed_over_dimensions",
     "kl_divergence",
     "as_multivariate_normal",
     "rsample_with_log_prob",
@@ -173,6 +174,16 @@ def kl_per_dimension(q: Distribution, p: Distribution) -> Tensor:
     mean, var = marginal_moments(q)
     var_p = p.scale**2
     return 0.5 * ((var + (mean - p.loc) ** 2) / var_p - 1 + var_p.log() - var.log())
+
+
+def kl_summed_over_dimensions(q: Distribution, p: Distribution) -> Tensor:
+    """KL(q_i || p_i) per latent dimension, (*batch, K), only where Σ_i KL_i = KL(q || p): q and p both
+    diagonal Gaussians over vectors (:func:`kl_per_dimension`); any other pair raises NotImplementedError
+    (a full covariance or a flow has dependent dimensions, a mixture is no product over them)."""
+    if not (isinstance(q, DiagonalNormal) and isinstance(p, DiagonalNormal) and len(q.event_shape) == 1):
+        raise NotImplementedError(f"a {type(q).__name__} posterior against a {type(p).__name__} prior has none "
+                                  "(its per-dimension KLs do not add up to the KL)")
+    return kl_per_dimension(q, p)
 
 
 def noise_shape(q: Distribution) -> tuple[int, ...] | None:

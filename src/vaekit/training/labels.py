@@ -14,11 +14,12 @@ import torch
 from torch import Tensor
 
 from vaekit.errors import ConfigError
+from vaekit.models.protocol import LatentModel
 
 __all__ = ["training_labels"]
 
 
-def training_labels(model: Any, train_y: Any, val_y: Any, train_x: Any, val_x: Tensor,
+def training_labels(model: LatentModel, train_y: Any, val_y: Any, train_x: Any, val_x: Tensor,
                     device: torch.device) -> tuple[Tensor | None, Tensor | None]:
     """(train labels, validation labels) for ``model``: None and None for an unconditional model (labels
     given to one are a ConfigError), else both checked (one per example, each in 0..C−1) and on ``device``."""

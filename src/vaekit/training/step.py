@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from vaekit.errors import ConfigError
 from vaekit.inference.objectives import Objective
-from vaekit.models.protocol import with_labels
+from vaekit.models.protocol import LatentModel, with_labels
 from vaekit.ops.linear import bfloat16_products
 from vaekit.prob.distributions import Reduction
 from vaekit.training import distributed
@@ -45,7 +45,7 @@ class RoutedLoss:
         return self.generative.detach() + self.inference.detach()
 
 
-def batch_loss(model: nn.Module, objective: Objective, x: Tensor, beta: float, eps: Tensor | None, scale: float,
+def batch_loss(model: LatentModel, objective: Objective, x: Tensor, beta: float, eps: Tensor | None, scale: float,
                reduce: Reduction | None = None, y: Tensor | None = None) -> tuple[Tensor | RoutedLoss, Tensor]:
     """The scalar loss ``scale · Σ_b -objective_b`` and the batch sums of (loss, elbo, kl,
     reconstruction) in float64; the caller weights the sums. ``y``: the batch's labels, for a
@@ -85,7 +85,7 @@ class ObjectiveModule(nn.Module):
     """The training loss as a module, for DistributedDataParallel, which synchronises gradients
     only for work done inside a wrapped module's forward. The model itself computes no loss."""
 
-    def __init__(self, model: nn.Module, objective: Objective):
+    def __init__(self, model: LatentModel, objective: Objective):
         super().__init__()
         self.model = model
         self.objective = objective

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from vaekit.errors import ConfigError
+from vaekit.models.protocol import LatentModel
 from vaekit.store.layout import RunLayout
 from vaekit.training.state import EpochMetrics, EpochTotals, FitResult
 
@@ -175,19 +176,19 @@ class TensorBoardLog:
 
     # ----------------------------------------------------------------- per epoch
 
-    def epoch(self, metrics: EpochMetrics, model: nn.Module, *, last: bool = False) -> None:
+    def epoch(self, metrics: EpochMetrics, model: LatentModel, *, last: bool = False) -> None:
         """The epoch's scalars, and its images every ``images_every`` epochs (and at the ``last`` one)."""
         self.flush_steps()
         for key, value in metrics.to_dict().items():
             if key not in ("epoch", "step") and isinstance(value, (int, float)):
                 self.writer.add_scalar(f"epoch/{key}", value, metrics.epoch)
         due = self.images_every > 0 and (metrics.epoch % self.images_every == 0 or last)
-        if due and _is_image_shape(tuple(getattr(model, "data_shape", ()))):
+        if due and _is_image_shape(tuple(model.data_shape)):
             self.images(model, metrics.epoch)
         self.writer.flush()
 
     @torch.no_grad()
-    def images(self, model: Any, epoch: int) -> None:
+    def images(self, model: LatentModel, epoch: int) -> None:
         """``images/samples`` and ``images/reconstructions`` of ``model`` at ``epoch`` (eval mode, then
         restored; torch's global RNG left as it was)."""
         was_training = model.training

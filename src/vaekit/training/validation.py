@@ -3,13 +3,12 @@ log-likelihood) on the fixed validation set, the same whatever the number of ran
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from vaekit.inference.estimators import estimate_log_likelihood, evaluation_mode
 from vaekit.inference.objectives import elbo_terms
+from vaekit.models.protocol import LatentModel
 from vaekit.training import distributed
 from vaekit.training.config import TrainConfig
 from vaekit.training.state import STREAM_VALIDATION, derive_seed, seed_global
@@ -18,7 +17,7 @@ __all__ = ["validate"]
 
 
 @torch.no_grad()
-def validate(model: Any, x: Tensor, config: TrainConfig, device: torch.device, rank_part: tuple[int, int],
+def validate(model: LatentModel, x: Tensor, config: TrainConfig, device: torch.device, rank_part: tuple[int, int],
               noise: tuple[int, tuple[int, ...], torch.dtype] | None,
               y: Tensor | None = None) -> tuple[float, float, float, float | None]:
     """Mean ELBO, KL and reconstruction (and log-likelihood if asked) over the fixed validation

@@ -18,12 +18,12 @@ from torch import Tensor
 
 from vaekit.errors import ConfigError
 from vaekit.models.conditioning import label_index
-from vaekit.models.protocol import with_labels
+from vaekit.models.protocol import LatentModel, with_labels
 
 __all__ = ["figure_labels", "given", "prior_samples", "class_columns"]
 
 
-def figure_labels(model: Any, labels: np.ndarray | None, n: int, what: str) -> Tensor | None:
+def figure_labels(model: LatentModel, labels: np.ndarray | None, n: int, what: str) -> Tensor | None:
     """The labels (n,) of ``what`` (the examples, the scatter's examples) as the model takes them: None for an
     unconditional model; a conditional model needs them (a ConfigError naming ``what``)."""
     classes = int(getattr(model, "num_classes", 0) or 0)
@@ -34,12 +34,12 @@ def figure_labels(model: Any, labels: np.ndarray | None, n: int, what: str) -> T
     return model.labels(np.asarray(labels)[:n], n, name=what)
 
 
-def given(model: Any, labels: Tensor | None, index: slice | int) -> Any:
+def given(model: LatentModel, labels: Tensor | None, index: slice | int) -> Any:
     """``model`` given ``labels[index]`` (a conditional model), or ``model`` itself (no labels)."""
     return model if labels is None else with_labels(model, labels[index])
 
 
-def class_columns(model: Any, per_row: int | None) -> list[str] | None:
+def class_columns(model: LatentModel, per_row: int | None) -> list[str] | None:
     """The column labels of a grid of classes (one column per class: ``per_row`` is the number of classes),
     the model's class names or their indices; None for any other grid."""
     classes = int(getattr(model, "num_classes", 0) or 0)
@@ -48,7 +48,8 @@ def class_columns(model: Any, per_row: int | None) -> list[str] | None:
     return list(getattr(model, "class_names", ()) or ()) or [str(c) for c in range(classes)]
 
 
-def prior_samples(model: Any, n: int, generator: torch.Generator, label: Any = None) -> tuple[Tensor, int | None, str]:
+def prior_samples(model: LatentModel, n: int, generator: torch.Generator,
+                  label: Any = None) -> tuple[Tensor, int | None, str]:
     """(samples, images per row or None, caption's description) of the prior-samples figure: n draws of an
     unconditional model; for a conditional one of C classes, max(1, n // C) rows of one z in every class
     (C per row), or with ``label`` n samples of that class."""

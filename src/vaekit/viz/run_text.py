@@ -149,4 +149,8 @@ def training_text(record: RunRecord) -> str:
     used = next((s.get("precision_used") for s in reversed(record.sessions) if s.get("precision_used")), None)
     if train.get("precision") == "auto" and used is not None:        # what auto chose on the training device
         shown = [f"{item} ({used} used)" if item == "precision auto" else item for item in shown]
+    floors = train.get("free_bits") or 0
+    if floors or (train.get("objective") == "elbo" and (train.get("beta") or 1.0) < 1):
+        shown.append("the training objective is not a bound on log p(x)"
+                     + (f" (free bits {_fraction(floors)})" if floors else " (β < 1)"))
     return text + (f"; {', '.join(shown)}" if shown else "")
