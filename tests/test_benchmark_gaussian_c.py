@@ -22,6 +22,7 @@ pytestmark = pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").is_fil
                                 reason=f"MNIST IDX files not found in {MNIST}" + HOW)
 
 
+@pytest.mark.slow  # a whole run of processes; the default suite stays under 5 minutes
 def test_gaussian_c_tiny_run(tmp_path):
     out, figs = tmp_path / "gaussian_c.json", tmp_path / "figs"
     cmd = [sys.executable, str(SCRIPT), "--epochs", "1", "--train-n", "300", "--val-n", "20", "--test-n", "16",

@@ -20,6 +20,7 @@ MNIST = REPO.parent / "shared" / "data" / "mnist"
 @pytest.mark.skipif(not (MNIST / "train-images-idx3-ubyte").exists()
                     and not (MNIST / "train-images-idx3-ubyte.gz").exists(),
                     reason="real MNIST IDX files not present in ../shared/data/mnist" + HOW)
+@pytest.mark.slow  # a whole run of processes; the default suite stays under 5 minutes
 def test_iwae_table1_smoke(tmp_path):
     out = tmp_path / "iwae_table1.json"
     cmd = [sys.executable, str(SCRIPT), "--rows", "all", "--budget-minutes", "0.02", "--train-subset", "600",

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.skipif(not (Path("/proc/self/status").is_file() and Pat
                                 reason="needs Linux /proc and GNU /usr/bin/time")
 
 
+@pytest.mark.slow  # a whole run of processes; the default suite stays under 5 minutes
 def test_memory_training_tiny_run(tmp_path):
     out, data = tmp_path / "memory.json", tmp_path / "tiny.npy"
     np.save(data, np.random.default_rng(0).integers(0, 256, size=(300, 8, 8), dtype=np.uint8))

@@ -58,6 +58,7 @@ def test_shard_matches_tensor_split(count, parts):
     assert all(bounds[r][1] == bounds[r + 1][0] for r in range(parts - 1))
 
 
+@pytest.mark.slow  # a whole run of processes; the default suite stays under 5 minutes
 @pytest.mark.parametrize(("n_train", "batch", "variance", "sizes"),
                          [(37, 37, "optimal", [[19], [18]]),         # one step, uneven halves
                           (33, 32, "learned", [[16, 1], [16, 0]])])  # last batch of 1: rank 1 stands in
@@ -106,6 +107,7 @@ def test_cli_two_ranks_match_one_rank_and_resume_with_one(tmp_path):
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=1e-4, msg=k)
 
 
+@pytest.mark.slow  # a whole run of processes; the default suite stays under 5 minutes
 def test_auto_resume_starts_then_continues(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "vaekit", "train", "--data", "digits", "--latent-dim", "2", "--hidden", "8",
@@ -118,6 +120,7 @@ def test_auto_resume_starts_then_continues(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2]
 
 
+@pytest.mark.slow  # a whole run of processes; the default suite stays under 5 minutes
 def test_single_process_interrupt_resumed_on_two_ranks(tmp_path, monkeypatch):
     """A Ctrl-C checkpoint taken mid-epoch by one process, finished by two: the same run."""
     import vaekit.training.step as train_mod
