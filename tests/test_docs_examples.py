@@ -119,6 +119,7 @@ def _workspace(root: Path) -> None:
     images = (rng.random((200, 8, 8)) < 0.3).astype(np.float32)
     np.save(root / "train.npy", images[:150])
     np.save(root / "test.npy", images[150:])
+    np.save(root / "new.npy", images[150:])              # `vaekit score ... --data new.npy`: new data to score
     np.save(root / "big.npy", images)
     (root / "options.yaml").write_text("epochs: 2\nlatent_dim: 4\n", encoding="utf-8")
     shutil.copy(REPO / "examples" / "my_nets.py", root / "my_nets.py")
