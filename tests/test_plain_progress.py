@@ -45,9 +45,10 @@ def test_the_interval_comes_from_the_environment(monkeypatch):
 
 @pytest.mark.slow                      # a whole command with figures: about 25 s on a busy 2-core machine
 def test_train_without_a_terminal_prints_progress_lines_for_each_phase(tmp_path):
-    env = {**os.environ, "VAEKIT_PROGRESS_SECONDS": "0.05", "OMP_NUM_THREADS": "1"}
+    # lines every 10 ms, and an evaluation long enough (K = 2000) to outlast several of them on any machine
+    env = {**os.environ, "VAEKIT_PROGRESS_SECONDS": "0.01", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "vaekit", "train", "--data", "digits", "--epochs", "1", "--hidden",
-                           "16", "--latent-dim", "2", "--importance-samples", "200", "--out", str(tmp_path / "run")],
+                           "16", "--latent-dim", "2", "--importance-samples", "2000", "--out", str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=300, env=env)      # stdout and stderr: pipes
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
