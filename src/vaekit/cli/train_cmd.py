@@ -54,6 +54,7 @@ from vaekit.cli import labels as label_options
 from vaekit.cli import train_options as options
 from vaekit.cli.plain_progress import heartbeat, progress_for
 from vaekit.errors import ConfigError, VaekitError
+from vaekit.models.protocol import LatentModel
 from vaekit.store.layout import RunLayout
 from vaekit.store.lock import run_lock
 
@@ -316,7 +317,7 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     return 0
 
 
-def _init_ppca(model: Any, train_x: Any) -> None:
+def _init_ppca(model: LatentModel, train_x: Any) -> None:
     """--init ppca: the model set to the pPCA fit of the prepared training split (:mod:`vaekit.models.ppca_init`)."""
     import torch
 

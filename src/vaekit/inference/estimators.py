@@ -156,7 +156,7 @@ def log_likelihood(model, x: Tensor, *, n_samples: int = 5000, chunk_size: int |
     return estimate_log_likelihood(model, x, n_samples=n_samples, chunk_size=chunk_size, y=y).log_likelihood
 
 
-def iwae_bound(model: Any, x: Tensor, *, n_samples: int, y: Any = None, requires_grad: bool = False) -> Tensor:
+def iwae_bound(model: LatentModel, x: Tensor, *, n_samples: int, y: Any = None, requires_grad: bool = False) -> Tensor:
     """L_K(x) = log (1/K) Σ_k w_k for one set of K = ``n_samples`` draws (an unbiased estimate of the bound
     of Burda et al. 2016), shape (B,): an alias of ``estimate_log_likelihood(...).log_likelihood`` (the same
     draws, the same answer for the same seed), under ``torch.no_grad`` unless ``requires_grad``. To train

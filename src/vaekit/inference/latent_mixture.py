@@ -26,6 +26,7 @@ from torch import Tensor
 from vaekit.data.inputs import as_examples
 from vaekit.errors import ConfigError
 from vaekit.inference.objectives import evaluation_mode
+from vaekit.models.protocol import LatentModel
 from vaekit.prob.mixtures import Mixture, gaussian_mixture
 
 __all__ = ["LatentGMM", "fit_latent_gmm", "sample_gmm", "FIT_ON"]
@@ -66,7 +67,7 @@ class LatentGMM:
 
 
 @torch.no_grad()
-def _latent_points(model: Any, x: Tensor, fit_on: str, batch_size: int, seed: int) -> np.ndarray:
+def _latent_points(model: LatentModel, x: Tensor, fit_on: str, batch_size: int, seed: int) -> np.ndarray:
     """E_q[z|x_i] or one z_i ~ q(z|x_i) per example, (N, K) float64; the draws from their own seeded
     generator (torch's global one is left as it was)."""
     points = []
@@ -79,7 +80,7 @@ def _latent_points(model: Any, x: Tensor, fit_on: str, batch_size: int, seed: in
     return torch.cat(points).double().cpu().numpy()
 
 
-def fit_latent_gmm(model: Any, x: Any, *, components: int = 10, fit_on: str = "means", batch_size: int = 512,
+def fit_latent_gmm(model: LatentModel, x: Any, *, components: int = 10, fit_on: str = "means", batch_size: int = 512,
                    seed: int = 0, reg_covar: float = 1e-6, max_iter: int = 200) -> LatentGMM:
     """Fit g(z) (module docstring) with ``components`` C full-covariance Gaussians on the aggregate
     posterior of the examples x (N, *data_shape), prepared for the model (a tensor, array, Dataset or
@@ -112,7 +113,7 @@ def fit_latent_gmm(model: Any, x: Any, *, components: int = 10, fit_on: str = "m
 
 
 @torch.no_grad()
-def sample_gmm(model: Any, gmm: LatentGMM, n: int, *, generator: torch.Generator | None = None,
+def sample_gmm(model: LatentModel, gmm: LatentGMM, n: int, *, generator: torch.Generator | None = None,
                mean: bool = True) -> Tensor:
     """n examples decoded from z ~ g(z): E[x|z] (``mean``) or x ~ p(x|z) (torch's global generator, as
     :meth:`vaekit.VAE.sample`), (n, *data_shape). ``generator`` (on the CPU) draws z."""

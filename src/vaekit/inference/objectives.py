@@ -277,7 +277,7 @@ class Objective:
         return True
 
 
-def weighted_draws(model: Any, x: Tensor, n_samples: int, *, gradient: str = "reparam", groups: int = 1,
+def weighted_draws(model: LatentModel, x: Tensor, n_samples: int, *, gradient: str = "reparam", groups: int = 1,
                    eps: Tensor | None = None, reduce: Reduction | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """log p(x|z_k), log p(z_k) and log q_x(z_k), each (K, B), like :func:`importance_terms`, with the
     encoder's gradient of ``gradient``: "reparam" as they are; "stl" and "dreg" with q's parameters
@@ -429,11 +429,11 @@ class MIWAE(Objective):
         given = _options(cls.name, options, ("groups",))
         return cls(groups=given.get("groups", 8), group_size=samples, gradient=gradient)
 
-    def _log_weights(self, model: Any, x: Tensor, eps: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    def _log_weights(self, model: LatentModel, x: Tensor, eps: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         return weighted_draws(model, x, self.samples, gradient=self.gradient, groups=self.groups, eps=eps,
                               reduce=_no_profiled_variance(self.name))
 
-    def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
+    def terms(self, model: LatentModel, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
               reduce: Reduction | None = None) -> ELBOTerms:
         log_px, log_pz, log_q = self._log_weights(model, x, eps)
         return _iw_terms(log_px, log_pz, log_q, miwae_value(log_px + log_pz - log_q, self.groups))
@@ -451,7 +451,7 @@ class PIWAE(MIWAE):
     name: ClassVar[str] = "piwae"
     routes_gradients: ClassVar[bool] = True
 
-    def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
+    def terms(self, model: LatentModel, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
               reduce: Reduction | None = None) -> ELBOTerms:
         log_px, log_pz, log_q = self._log_weights(model, x, eps)
         log_w = log_px + log_pz - log_q                                   # (M·K, B)
@@ -483,7 +483,7 @@ class CIWAE(Objective):
         given = _options(cls.name, options, ("beta",))
         return cls(beta=given.get("beta", 0.5), samples=samples)
 
-    def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
+    def terms(self, model: LatentModel, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
               reduce: Reduction | None = None) -> ELBOTerms:
         log_px, log_pz, log_q = weighted_draws(model, x, self.samples, eps=eps,
                                                reduce=_no_profiled_variance(self.name))
@@ -513,7 +513,7 @@ class VR(Objective):
         given = _options(cls.name, options, ("alpha",))
         return cls(alpha=given.get("alpha", 0.5), samples=samples)
 
-    def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
+    def terms(self, model: LatentModel, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
               reduce: Reduction | None = None) -> ELBOTerms:
         log_px, log_pz, log_q = weighted_draws(model, x, self.samples, eps=eps,
                                                reduce=_no_profiled_variance(self.name))
@@ -564,7 +564,7 @@ class BTCVAE(Objective):
         given = _options(cls.name, options, ("alpha", "beta", "gamma", "estimator", "dataset_size"))
         return cls(samples=samples, **given)
 
-    def terms(self, model: Any, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
+    def terms(self, model: LatentModel, x: Tensor, *, beta: float = 1.0, eps: Tensor | None = None,
               reduce: Reduction | None = None) -> ELBOTerms:
         check_batch(model, x)
         q = model.encode(x)

@@ -46,7 +46,7 @@ from vaekit.data.stream import NpyStream
 from vaekit.errors import ConfigError
 from vaekit.inference.estimators import bits_per_dim, estimate_log_likelihood, level_bits_per_dim
 from vaekit.inference.objectives import check_batch, elbo_terms, evaluation_mode
-from vaekit.models.protocol import with_labels
+from vaekit.models.protocol import LatentModel, with_labels
 
 __all__ = ["Scores", "score", "iter_scores", "score_batches", "stream_batches", "threshold", "flags",
            "HIGHER_IS_NORMAL", "SCORE_NAMES"]
@@ -92,7 +92,7 @@ class Scores:
         return cls(**joined, importance_samples=first.importance_samples, log_jacobian=first.log_jacobian)
 
 
-def _bits_per_dim(model: Any, log_p: Tensor, levels: int | None) -> Tensor | None:
+def _bits_per_dim(model: LatentModel, log_p: Tensor, levels: int | None) -> Tensor | None:
     """Bits/dim of each example from its log p̂ (without the log-Jacobian), as ``evaluate`` defines them."""
     d = math.prod(model.data_shape)
     if getattr(model, "probability_of_levels", False):
@@ -103,7 +103,7 @@ def _bits_per_dim(model: Any, log_p: Tensor, levels: int | None) -> Tensor | Non
 
 
 @torch.no_grad()
-def iter_scores(model: Any, batches: Iterable[tuple[Tensor, Tensor | None]], *, importance_samples: int = 5000,
+def iter_scores(model: LatentModel, batches: Iterable[tuple[Tensor, Tensor | None]], *, importance_samples: int = 5000,
                 chunk_size: int | None = None, levels: int | None = None,
                 log_jacobian: float = 0.0) -> Iterator[Scores]:
     """The :class:`Scores` of each batch (x (B, *data_shape), labels (B,) or None) in turn, drawing as
@@ -143,7 +143,7 @@ def stream_batches(stream: NpyStream, preprocessing: Any, batch_size: int, *, da
             yield prepared[b:b + batch_size], None
 
 
-def _model_device_dtype(model: Any) -> tuple[torch.device, torch.dtype]:
+def _model_device_dtype(model: LatentModel) -> tuple[torch.device, torch.dtype]:
     for t in (*model.parameters(), *model.buffers()):
         if t.is_floating_point():
             return t.device, t.dtype
@@ -156,7 +156,7 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
     return value
 
 
-def score_batches(model: Any, x: Any, *, batch_size: int = 256, y: Any = None, preprocessing: Any = None,
+def score_batches(model: LatentModel, x: Any, *, batch_size: int = 256, y: Any = None, preprocessing: Any = None,
                   data_seed: int = 0) -> tuple[Iterator[tuple[Tensor, Tensor | None]], int]:
     """(the batches (x (B, *data_shape), labels (B,) or None) that :func:`score` scores, their number of
     examples) for ``x`` as :func:`score` takes it, on the model's device and in its dtype."""
@@ -177,9 +177,9 @@ def score_batches(model: Any, x: Any, *, batch_size: int = 256, y: Any = None, p
             for s in range(0, len(data), batch_size)), len(data)
 
 
-def score(model: Any, x: Any, *, importance_samples: int = 5000, batch_size: int = 256, levels: int | None = None,
-          progress: bool = False, chunk_size: int | None = None, log_jacobian: float = 0.0, y: Any = None,
-          preprocessing: Any = None, data_seed: int = 0) -> Scores:
+def score(model: LatentModel, x: Any, *, importance_samples: int = 5000, batch_size: int = 256,
+          levels: int | None = None, progress: bool = False, chunk_size: int | None = None,
+          log_jacobian: float = 0.0, y: Any = None, preprocessing: Any = None, data_seed: int = 0) -> Scores:
     """Per-example scores (module docstring) of x (N, *data_shape), N >= 1: a tensor, numpy array,
     Dataset or DataLoader prepared for the model (as for :func:`vaekit.inference.evaluate.evaluate`,
     whose ``levels``, ``chunk_size``, ``log_jacobian`` and ``y`` these are), or a

@@ -13,7 +13,7 @@ import contextlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -59,7 +59,7 @@ def batch_loss(model: LatentModel, objective: Objective, x: Tensor, beta: float,
     return per_example.sum() * scale, stats
 
 
-def inference_parameters(model: Any) -> list[Tensor]:
+def inference_parameters(model: LatentModel) -> list[Tensor]:
     """The parameters of the model's inference network (``model.inference_parameters()`` of the protocol);
     a ConfigError for a model without one."""
     try:
@@ -72,7 +72,7 @@ def routed_backward(loss: RoutedLoss, params: list[Tensor], model: nn.Module,
                     scale: Callable[[Tensor], Tensor] = lambda t: t) -> None:
     """Accumulate the gradient of ``loss.inference`` into the inference network's parameters among
     ``params`` and that of ``loss.generative`` into the others (two backward passes over one graph)."""
-    ids = {id(p) for p in inference_parameters(model)}
+    ids = {id(p) for p in inference_parameters(cast(LatentModel, model))}   # the step's model: the protocol's
     inference = [p for p in params if id(p) in ids]
     generative = [p for p in params if id(p) not in ids]
     if inference:
