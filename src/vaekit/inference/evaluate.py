@@ -132,7 +132,7 @@ class Evaluation:
         return out
 
 
-def _device_dtype(model) -> tuple[torch.device, torch.dtype]:
+def device_dtype(model: LatentModel) -> tuple[torch.device, torch.dtype]:
     """The device and floating dtype of the model's first floating parameter or buffer."""
     for t in itertools.chain(model.parameters(), model.buffers()):
         if t.is_floating_point():
@@ -140,10 +140,25 @@ def _device_dtype(model) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.get_default_dtype()
 
 
-def _check_int(value, name: str, minimum: int) -> int:
+def check_int(value: Any, name: str, minimum: int) -> int:
+    """``value`` if it is an integer >= ``minimum``, else a ConfigError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name}: must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def check_sampling_options(importance_samples: int, levels: int | None, chunk_size: int | None,
+                           log_jacobian: float) -> int:
+    """The options that :func:`evaluate` and :func:`vaekit.inference.scores.score` share, checked: K >= 1,
+    levels >= 2 and chunk_size >= 1 where given, a finite log-Jacobian. Returns K."""
+    importance_samples = check_int(importance_samples, "importance_samples", 1)
+    if levels is not None:
+        check_int(levels, "levels", 2)
+    if chunk_size is not None:
+        check_int(chunk_size, "chunk_size", 1)
+    if isinstance(log_jacobian, bool) or not isinstance(log_jacobian, (int, float)) or not math.isfinite(log_jacobian):
+        raise ConfigError(f"log_jacobian: must be a finite number, got {log_jacobian!r}")
+    return importance_samples
 
 
 def _batches(x: Tensor, batch_size: int) -> Iterator[Tensor]:
@@ -248,21 +263,15 @@ def evaluate(model: LatentModel, x: Any, *, importance_samples: int = 5000, batc
         if not isinstance(x, Tensor):
             raise ConfigError("x: evaluate needs the examples in memory, not a streamed file")
     check_batch(model, x)
-    importance_samples = _check_int(importance_samples, "importance_samples", 1)
-    elbo_samples = _check_int(elbo_samples, "elbo_samples", 1)
-    gap_elbo_samples = _check_int(gap_elbo_samples, "gap_elbo_samples", 1)
-    batch_size = _check_int(batch_size, "batch_size", 1)
-    if levels is not None:
-        _check_int(levels, "levels", 2)
-    if chunk_size is not None:
-        _check_int(chunk_size, "chunk_size", 1)
-    if isinstance(log_jacobian, bool) or not isinstance(log_jacobian, (int, float)) or not math.isfinite(log_jacobian):
-        raise ConfigError(f"log_jacobian: must be a finite number, got {log_jacobian!r}")
+    importance_samples = check_sampling_options(importance_samples, levels, chunk_size, log_jacobian)
+    elbo_samples = check_int(elbo_samples, "elbo_samples", 1)
+    gap_elbo_samples = check_int(gap_elbo_samples, "gap_elbo_samples", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
     shift = float(log_jacobian)
     n = x.shape[0]
     if n < 2:
         raise ConfigError(f"evaluate: needs at least 2 examples (active units are a variance), got {n}")
-    device, dtype = _device_dtype(model)
+    device, dtype = device_dtype(model)
     x = x.to(device=device, dtype=dtype)
     with_labels(model, y)                      # a conditional model without labels, or labels without one: refused
     labels: Tensor | None = None

@@ -45,6 +45,7 @@ from vaekit.data.inputs import as_examples
 from vaekit.data.stream import NpyStream
 from vaekit.errors import ConfigError
 from vaekit.inference.estimators import bits_per_dim, estimate_log_likelihood, level_bits_per_dim
+from vaekit.inference.evaluate import check_int, check_sampling_options, device_dtype
 from vaekit.inference.objectives import check_batch, elbo_terms, evaluation_mode
 from vaekit.models.protocol import LatentModel, with_labels
 
@@ -143,25 +144,12 @@ def stream_batches(stream: NpyStream, preprocessing: Any, batch_size: int, *, da
             yield prepared[b:b + batch_size], None
 
 
-def _model_device_dtype(model: LatentModel) -> tuple[torch.device, torch.dtype]:
-    for t in (*model.parameters(), *model.buffers()):
-        if t.is_floating_point():
-            return t.device, t.dtype
-    return torch.device("cpu"), torch.get_default_dtype()
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name}: must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def score_batches(model: LatentModel, x: Any, *, batch_size: int = 256, y: Any = None, preprocessing: Any = None,
                   data_seed: int = 0) -> tuple[Iterator[tuple[Tensor, Tensor | None]], int]:
     """(the batches (x (B, *data_shape), labels (B,) or None) that :func:`score` scores, their number of
     examples) for ``x`` as :func:`score` takes it, on the model's device and in its dtype."""
-    batch_size = _check_int(batch_size, "batch_size", 1)
-    device, dtype = _model_device_dtype(model)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    device, dtype = device_dtype(model)
     data = x if isinstance(x, (Tensor, NpyStream)) else as_examples(x, name="x", data_shape=tuple(model.data_shape))
     if isinstance(data, NpyStream):
         if preprocessing is None:
@@ -189,13 +177,7 @@ def score(model: LatentModel, x: Any, *, importance_samples: int = 5000, batch_s
     from tqdm.auto import tqdm
 
     keep_freed_memory()
-    importance_samples = _check_int(importance_samples, "importance_samples", 1)
-    if levels is not None:
-        _check_int(levels, "levels", 2)
-    if chunk_size is not None:
-        _check_int(chunk_size, "chunk_size", 1)
-    if isinstance(log_jacobian, bool) or not isinstance(log_jacobian, (int, float)) or not math.isfinite(log_jacobian):
-        raise ConfigError(f"log_jacobian: must be a finite number, got {log_jacobian!r}")
+    importance_samples = check_sampling_options(importance_samples, levels, chunk_size, log_jacobian)
     batches, n = score_batches(model, x, batch_size=batch_size, y=y, preprocessing=preprocessing, data_seed=data_seed)
     parts = []
     with tqdm(total=n, desc="score", unit="ex", disable=not progress, leave=False) as bar:

@@ -22,7 +22,6 @@ model's figures are given the examples' labels, and its prior samples are a grid
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ from torch import Tensor
 
 from vaekit.errors import ConfigError, ShapeError
 from vaekit.inference.estimators import kl_per_dimension
+from vaekit.inference.evaluate import device_dtype
 from vaekit.inference.objectives import check_batch
 from vaekit.store.layout import RunLayout
 from vaekit.viz import curves, plots
@@ -69,13 +69,6 @@ def scatter_indices(count: int, seed: int = 0) -> np.ndarray:
     (numpy ``default_rng(seed)``): the training subsample of the latent scatter."""
     n = min(int(count), N_SCATTER)
     return np.sort(np.random.default_rng(seed).choice(int(count), size=n, replace=False))
-
-
-def _device_dtype(model) -> tuple[torch.device, torch.dtype]:
-    for t in itertools.chain(model.parameters(), model.buffers()):
-        if t.is_floating_point():
-            return t.device, t.dtype
-    return torch.device("cpu"), torch.get_default_dtype()
 
 
 def _encode_means(model, x: Tensor, labels: Tensor | None = None, batch_size: int = 512) -> Tensor:
@@ -121,7 +114,7 @@ def write_figures(run_dir: str | os.PathLike, *, model, x: Tensor, labels: np.nd
         if scatter[1] is not None and len(scatter[1]) != scatter[0].shape[0]:
             raise ShapeError(f"scatter: {len(scatter[1])} labels for {scatter[0].shape[0]} examples")
     layout = RunLayout.of(run_dir)
-    device, dtype = _device_dtype(model)
+    device, dtype = device_dtype(model)
     x = x.to(device=device, dtype=dtype)
     shape = tuple(model.data_shape)
     y = figure_labels(model, labels, x.shape[0], "labels")          # a conditional model's; else None
