@@ -47,16 +47,18 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vaekit.cli import help_text, train_checks, train_stops
 from vaekit.cli import labels as label_options
 from vaekit.cli import train_options as options
 from vaekit.cli.plain_progress import heartbeat, progress_for
 from vaekit.errors import ConfigError, VaekitError
-from vaekit.models.protocol import LatentModel
 from vaekit.store.layout import RunLayout
 from vaekit.store.lock import run_lock
+
+if TYPE_CHECKING:                                 # torch is imported only when a command runs
+    from vaekit.models.protocol import LatentModel
 
 __all__ = ["register", "add_option_groups", "train_with"]
 
