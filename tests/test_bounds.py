@@ -13,7 +13,8 @@ from scipy.special import logsumexp
 from linear_problems import near_posterior_problem, random_linear_problem
 from vaekit.errors import ConfigError
 from vaekit.inference.bounds import ciwae_value, iwae_value, miwae_value, renyi_value
-from vaekit.inference.objectives import BTCVAE, CIWAE, ELBO, IWAE, MIWAE, PIWAE, VR, importance_terms, make_objective
+from vaekit.inference.objectives import ELBO, IWAE, importance_terms
+from vaekit.inference.training_objectives import BTCVAE, CIWAE, MIWAE, PIWAE, VR, make_objective
 from vaekit.training.step import batch_loss, routed_backward
 
 pytestmark = pytest.mark.usefixtures("float64")

@@ -11,7 +11,8 @@ import torch
 
 from vaekit import ConfigError, ShapeError, VAEConfig, build_vae, load_model, save_model
 from vaekit.errors import CheckpointError
-from vaekit.inference.objectives import ELBO, IWAE, make_objective
+from vaekit.inference.objectives import ELBO, IWAE
+from vaekit.inference.training_objectives import make_objective
 from vaekit.models.stacked import StackedVAE
 from vaekit.prob.chain import MarkovChain
 from vaekit.prob.distributions import noise_shape, rsample_with_log_prob, standard_normal

@@ -19,8 +19,9 @@ import torch
 
 from linear_problems import near_posterior_problem
 from vaekit.errors import ConfigError
-from vaekit.inference.objectives import BTCVAE, ELBO, importance_terms
+from vaekit.inference.objectives import ELBO, importance_terms
 from vaekit.inference.total_correlation import tc_decomposition
+from vaekit.inference.training_objectives import BTCVAE
 from vaekit.prob.distributions import DiagonalNormal, standard_normal
 
 pytestmark = pytest.mark.usefixtures("float64")

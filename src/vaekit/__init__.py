@@ -47,13 +47,8 @@ if TYPE_CHECKING:
     from vaekit.inference.evaluate import Evaluation, evaluate
     from vaekit.inference.latent_mixture import LatentGMM, fit_latent_gmm, sample_gmm
     from vaekit.inference.objectives import (
-        BTCVAE,
-        CIWAE,
         ELBO,
         IWAE,
-        MIWAE,
-        PIWAE,
-        VR,
         ELBOTerms,
         Objective,
         elbo,
@@ -61,6 +56,7 @@ if TYPE_CHECKING:
         log_importance_weights,
     )
     from vaekit.inference.scores import Scores, score
+    from vaekit.inference.training_objectives import BTCVAE, CIWAE, MIWAE, PIWAE, VR
     from vaekit.models.conditional import ConditionalVAE
     from vaekit.models.config import VAEConfig
     from vaekit.models.decoders import BernoulliDecoder, Decoder, GaussianDecoder
@@ -98,8 +94,8 @@ _LAZY: dict[str, tuple[str, ...]] = {
     "vaekit.inference.latent_mixture": ("LatentGMM", "fit_latent_gmm", "sample_gmm"),
     "vaekit.inference.objectives": (
         "ELBO", "IWAE", "ELBOTerms", "Objective", "elbo", "elbo_terms", "log_importance_weights",
-        "MIWAE", "PIWAE", "CIWAE", "VR", "BTCVAE",
     ),
+    "vaekit.inference.training_objectives": ("MIWAE", "PIWAE", "CIWAE", "VR", "BTCVAE"),
     "vaekit.models.conditional": ("ConditionalVAE",),
     "vaekit.models.config": ("VAEConfig",),
     "vaekit.models.decoders": ("BernoulliDecoder", "Decoder", "GaussianDecoder"),

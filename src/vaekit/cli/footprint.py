@@ -92,7 +92,7 @@ def _meta_model(config: Any, trust_code: bool) -> nn.Module | None:
 
 def _activation_bytes(model: nn.Module, config: Any, batch_size: int, samples: int, objective: str) -> int | None:
     """Bytes of the tensors of one forward pass of ``objective`` on the meta device; None where it cannot run."""
-    from vaekit.inference.objectives import make_objective
+    from vaekit.inference.training_objectives import make_objective
     from vaekit.models.protocol import LatentModel, with_labels
 
     if not isinstance(model, LatentModel):

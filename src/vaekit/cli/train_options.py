@@ -54,7 +54,7 @@ MIRRORED: dict[str, tuple[str, ...]] = {
     "vaekit.models.posteriors:POSTERIORS": ("diagonal", "full", "iaf"),
     "vaekit.models.priors:PRIORS": ("standard", "mixture", "vamp"),
     "vaekit.models.networks:ACTIVATIONS": ("tanh", "relu", "elu", "gelu", "silu", "softplus", "leaky_relu"),
-    "vaekit.inference.objectives:OBJECTIVES": ("elbo", "iwae", "miwae", "piwae", "ciwae", "vr", "btcvae"),
+    "vaekit.inference.training_objectives:OBJECTIVES": ("elbo", "iwae", "miwae", "piwae", "ciwae", "vr", "btcvae"),
     "vaekit.inference.objectives:GRADIENTS": ("reparam", "stl", "dreg"),
     "vaekit.training.config:PRECISIONS": ("auto", "fp32", "bf16", "fp16"),
     "vaekit.data.preprocessing:STANDARDIZE": ("columns", "none"),
@@ -64,7 +64,7 @@ LIKELIHOODS = MIRRORED["vaekit.models.likelihoods:LIKELIHOODS"]
 POSTERIORS = MIRRORED["vaekit.models.posteriors:POSTERIORS"]
 PRIORS = MIRRORED["vaekit.models.priors:PRIORS"]
 ACTIVATIONS = MIRRORED["vaekit.models.networks:ACTIVATIONS"]
-OBJECTIVES = MIRRORED["vaekit.inference.objectives:OBJECTIVES"]
+OBJECTIVES = MIRRORED["vaekit.inference.training_objectives:OBJECTIVES"]
 PRECISIONS = MIRRORED["vaekit.training.config:PRECISIONS"]
 GRADIENTS = MIRRORED["vaekit.inference.objectives:GRADIENTS"]
 #: Objectives bounded by importance weights, whose optimum decoder variance is not c* = the mean squared error.

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 from vaekit.errors import ConfigError
-from vaekit.inference.objectives import OBJECTIVES, Objective, make_objective
+from vaekit.inference.objectives import Objective
+from vaekit.inference.training_objectives import OBJECTIVES, make_objective
 
 __all__ = ["TrainConfig", "SCHEDULES", "PRECISIONS", "RESUMABLE_CHANGES", "kl_beta", "lr_factor", "check_resumable",
            "resolve_precision"]
@@ -41,7 +42,7 @@ class TrainConfig:
     """Training options (stored in a run's config.json under ``extra["train"]``).
 
     ``weight_decay`` > 0 selects AdamW (decoupled decay), else Adam. ``grad_clip`` bounds the
-    total gradient norm. ``objective`` names the objective (:data:`vaekit.inference.objectives.OBJECTIVES`)
+    total gradient norm. ``objective`` names the objective (:data:`vaekit.inference.training_objectives.OBJECTIVES`)
     and :meth:`build_objective` makes it; ``samples`` is S for "elbo" and K for "iwae". ``beta``,
     ``kl_warmup_epochs`` and ``free_bits`` apply to "elbo" only. ``early_stopping_patience``: stop
     after this many epochs without a better validation ELBO. ``val_importance_samples`` > 0 also
